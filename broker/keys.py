@@ -1,0 +1,138 @@
+"""Every Redis key name Switchyard uses is built here, and nowhere else.
+
+Layout (prefix ``sy`` by default; ``{pool.N}`` is the partition's hash tag, so every key
+of one partition lands on one Redis Cluster slot)::
+
+    sy:{pool.N}:q:<priority>        priority stream (consumer group ``workers``)
+    sy:{pool.N}:dead                dead-letter stream
+    sy:{pool.N}:drain:<priority>    drain-rate window of one priority stream (hash)
+    sy:{pool.N}:job:<job id>        job record: state, outcome, stream entry (hash, TTL)
+    sy:{pool.N}:idem:<key>          idempotency key -> job id (string, TTL)
+    sy:{pool.N}:reply:<client id>   reply stream of one client instance (TTL, trimmed)
+    sy:{pool}:workers               live workers of a pool (zset: consumer -> last beat ms)
+    sy:{pool}:worker:<consumer>     a worker's heartbeat and description (hash, TTL)
+
+A job id is ``<pool>.<partition>.<24 hex>``, so any process can find a job's keys
+without a lookup.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+from broker.errors import JobIdError
+from broker.schemas import PRIORITIES, Priority
+
+__all__ = ["GROUP", "POOL_NAME", "JobId", "Keys", "PartitionKeys", "PoolKeys"]
+
+GROUP = "workers"
+"""The consumer group every worker of a pool reads its streams through."""
+
+POOL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class JobId:
+    """A parsed job id: which pool and partition the job lives in."""
+
+    pool: str
+    partition: int
+    token: str
+
+    def __str__(self) -> str:
+        return f"{self.pool}.{self.partition}.{self.token}"
+
+    @classmethod
+    def new(cls, pool: str, partition: int) -> JobId:
+        return cls(pool, partition, secrets.token_hex(12))
+
+    @classmethod
+    def parse(cls, job_id: str) -> JobId:
+        parts = job_id.split(".")
+        if (
+            len(parts) != 3
+            or not POOL_NAME.match(parts[0])
+            or not parts[1].isdigit()
+            or not parts[2].isalnum()
+        ):
+            raise JobIdError(f"not a Switchyard job id: {job_id!r}")
+        return cls(parts[0], int(parts[1]), parts[2])
+
+
+@dataclass(frozen=True)
+class PartitionKeys:
+    """The keys of one partition of one pool; all share the partition's hash tag."""
+
+    prefix: str
+    pool: str
+    partition: int
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}:{{{self.pool}.{self.partition}}}"
+
+    def stream(self, priority: Priority) -> str:
+        return f"{self.base}:q:{priority}"
+
+    def streams(self) -> list[str]:
+        """The priority streams, highest priority first."""
+        return [self.stream(p) for p in PRIORITIES]
+
+    def priority_of(self, stream: str) -> Priority:
+        for p in PRIORITIES:
+            if stream == self.stream(p):
+                return p
+        raise KeyError(stream)
+
+    @property
+    def dead(self) -> str:
+        return f"{self.base}:dead"
+
+    def drain(self, priority: Priority) -> str:
+        return f"{self.base}:drain:{priority}"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.base}:job:{job_id}"
+
+    def idempotency(self, key: str) -> str:
+        return f"{self.base}:idem:{key}"
+
+    def reply(self, client_id: str) -> str:
+        return f"{self.base}:reply:{client_id}"
+
+
+@dataclass(frozen=True)
+class PoolKeys:
+    """Keys of a pool as a whole (worker registry), outside any partition."""
+
+    prefix: str
+    pool: str
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:{{{self.pool}}}:workers"
+
+    def worker(self, consumer: str) -> str:
+        return f"{self.prefix}:{{{self.pool}}}:worker:{consumer}"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The project's key space under one prefix."""
+
+    prefix: str = "sy"
+
+    def partition(self, pool: str, partition: int) -> PartitionKeys:
+        return PartitionKeys(self.prefix, pool, partition)
+
+    def partitions(self, pool: str, count: int) -> list[PartitionKeys]:
+        return [self.partition(pool, n) for n in range(count)]
+
+    def of_job(self, job_id: str) -> PartitionKeys:
+        parsed = JobId.parse(job_id)
+        return self.partition(parsed.pool, parsed.partition)
+
+    def pool(self, pool: str) -> PoolKeys:
+        return PoolKeys(self.prefix, pool)

@@ -1,0 +1,131 @@
+"""Versioned wire schemas (pydantic v2, serialized as JSON; never pickle).
+
+A stream entry has three fields: ``id`` (job id), ``r`` (the caller's reply stream) and
+``d`` (a :class:`JobEnvelope` as JSON). ``id`` and ``r`` sit outside the payload so a job
+whose payload is malformed can still be failed where its caller sees it.
+A finished job is a :class:`JobOutcome`, kept on the job record and sent on the reply stream.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from broker.errors import EntryDecodeError
+
+__all__ = [
+    "PRIORITIES",
+    "SCHEMA_VERSION",
+    "TERMINAL_STATES",
+    "EmbedRequest",
+    "EmbedResult",
+    "ErrorInfo",
+    "JobEnvelope",
+    "JobOutcome",
+    "JobState",
+    "Priority",
+    "ServedBy",
+    "Usage",
+    "decode_envelope",
+    "now_ms",
+]
+
+SCHEMA_VERSION = 1
+
+Priority = Literal["interactive", "standard", "batch"]
+PRIORITIES: tuple[Priority, ...] = ("interactive", "standard", "batch")
+"""Highest priority first."""
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+TERMINAL_STATES = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED}
+)
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EmbedRequest(_Wire):
+    kind: Literal["embed"] = "embed"
+    input: Annotated[list[str], Field(min_length=1)]
+
+
+class JobEnvelope(_Wire):
+    """What a worker receives: one job, as the dispatcher admitted it."""
+
+    v: Literal[1] = 1
+    id: str
+    model: str
+    priority: Priority
+    created_ms: int
+    deadline_ms: int | None = None
+    tenant: str | None = None
+    attempts: int = 0
+    request: EmbedRequest
+
+
+class Usage(_Wire):
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class ServedBy(_Wire):
+    worker: str
+    pool: str
+    engine: str
+    device: str
+
+
+class EmbedResult(_Wire):
+    """Vectors in input order. The ``echo`` engine returns empty vectors and its input."""
+
+    kind: Literal["embed"] = "embed"
+    vectors: list[list[float]]
+    dimensions: int
+    usage: Usage = Usage()
+    echo: list[str] | None = None
+    served_by: ServedBy | None = None
+
+
+class ErrorInfo(_Wire):
+    code: str
+    message: str
+
+
+class JobOutcome(_Wire):
+    """How a job ended: a result when it succeeded, an error otherwise."""
+
+    v: Literal[1] = 1
+    id: str
+    state: JobState
+    result: EmbedResult | None = None
+    error: ErrorInfo | None = None
+    finished_ms: int
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds, the unit of every timestamp on the wire."""
+    return time.time_ns() // 1_000_000
+
+
+def decode_envelope(raw: str) -> JobEnvelope:
+    """Parse a stream entry payload, or raise :class:`EntryDecodeError` saying why."""
+    try:
+        return JobEnvelope.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "payload"
+        raise EntryDecodeError(f"invalid job payload at {where}: {first['msg']}") from exc

@@ -1,0 +1,72 @@
+"""The Lua scripts (one ``.lua`` file per operation), registered with ``register_script``.
+
+Scripts run one at a time through :meth:`Scripts.call`, or many in one round trip through
+:meth:`Scripts.pipeline`. Pipelines send ``EVALSHA`` directly (redis-py's pipelined
+scripts cost an extra ``SCRIPT EXISTS`` round trip on every execute); a ``NOSCRIPT``
+reply, after a Redis restart say, loads the scripts and re-sends only the failed calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import resources
+from typing import Literal
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+__all__ = ["ScriptCall", "ScriptName", "Scripts"]
+
+ScriptName = Literal["enqueue", "start", "complete", "release", "cancel"]
+_NAMES: tuple[ScriptName, ...] = ("enqueue", "start", "complete", "release", "cancel")
+
+ScriptCall = tuple[ScriptName, Sequence[str], Sequence[str | int | float]]
+"""(script, KEYS, ARGV)."""
+
+
+def _source(name: str) -> str:
+    return resources.files("broker").joinpath("lua", f"{name}.lua").read_text("utf-8")
+
+
+class Scripts:
+    """All of Switchyard's scripts, bound to one Redis client."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._scripts: dict[ScriptName, AsyncScript] = {
+            name: redis.register_script(_source(name)) for name in _NAMES
+        }
+
+    async def load(self) -> None:
+        """Load every script into the server's script cache (idempotent)."""
+        for script in self._scripts.values():
+            await self._redis.script_load(script.script)
+
+    async def call(
+        self, name: ScriptName, keys: Sequence[str], args: Sequence[str | int | float]
+    ) -> object:
+        return await self._scripts[name](keys=list(keys), args=list(args))
+
+    async def pipeline(self, calls: Sequence[ScriptCall]) -> list[object]:
+        """Run many script calls in one round trip; results in call order."""
+        if not calls:
+            return []
+        results = await self._send(calls)
+        retry = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if retry:
+            await self.load()
+            again = await self._send([calls[i] for i in retry])
+            for i, result in zip(retry, again, strict=True):
+                results[i] = result
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
+
+    async def _send(self, calls: Sequence[ScriptCall]) -> list[object]:
+        pipe: Pipeline = self._redis.pipeline(transaction=False)
+        for name, keys, args in calls:
+            pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+        return list(await pipe.execute(raise_on_error=False))

@@ -1,0 +1,77 @@
+"""Typed Redis connection settings parsed from a URL (``redis://``, ``rediss://``, ``unix://``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+
+from broker.errors import RedisSettingsError
+
+__all__ = ["RedisSettings"]
+
+_SCHEMES = ("redis", "rediss", "unix")
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Where the broker lives. Build it with :meth:`from_url`."""
+
+    url: str
+    scheme: str
+    host: str | None
+    port: int | None
+    path: str | None
+    db: int
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisSettings:
+        parts = urlsplit(url)
+        if parts.scheme not in _SCHEMES:
+            raise RedisSettingsError(
+                f"unsupported Redis URL scheme {parts.scheme!r} in {url!r}: "
+                f"use one of {', '.join(s + '://' for s in _SCHEMES)}"
+            )
+        db = _db_of(url, parts.path if parts.scheme != "unix" else "", parts.query)
+        if parts.scheme == "unix":
+            if not parts.path:
+                raise RedisSettingsError(f"unix:// URL {url!r} names no socket path")
+            return cls(url, parts.scheme, None, None, parts.path, db)
+        try:
+            port = parts.port or 6379
+        except ValueError as exc:
+            raise RedisSettingsError(f"invalid port in Redis URL {url!r}") from exc
+        if not parts.hostname:
+            raise RedisSettingsError(f"Redis URL {url!r} names no host")
+        return cls(url, parts.scheme, parts.hostname, port, None, db)
+
+    def connect(self, *, max_connections: int = 64) -> aioredis.Redis:
+        """An asyncio client; responses decoded as UTF-8 text. Its pool makes callers wait
+        for a free connection rather than fail when all ``max_connections`` are busy."""
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.url,
+            decode_responses=True,
+            max_connections=max_connections,
+            timeout=None,
+            health_check_interval=30,
+        )
+        return aioredis.Redis(connection_pool=pool)
+
+    def display(self) -> str:
+        """The URL without a password, for logs and error messages."""
+        if self.scheme == "unix":
+            return f"unix://{self.path}"
+        return f"{self.scheme}://{self.host}:{self.port}/{self.db}"
+
+
+def _db_of(url: str, path: str, query: str) -> int:
+    raw = path.strip("/")
+    for item in query.split("&"):
+        if item.startswith("db="):
+            raw = item[3:]
+    if not raw:
+        return 0
+    if not raw.isdigit():
+        raise RedisSettingsError(f"invalid database number {raw!r} in Redis URL {url!r}")
+    return int(raw)

@@ -1,0 +1,39 @@
+"""Switchyard's dispatcher: admission control, routing, and the enqueue API.
+
+    from dispatcher import Client
+    with Client() as client:
+        vectors = client.embed("minilm", "hello").result().vectors
+"""
+
+from dispatcher.client import AsyncClient
+from dispatcher.errors import (
+    AdmissionRejected,
+    ClientError,
+    InvalidRequest,
+    JobCancelled,
+    JobError,
+    JobExpired,
+    JobFailed,
+    JobNotFound,
+    ResultTimeout,
+    UnknownModel,
+)
+from dispatcher.jobs import AsyncJob
+from dispatcher.sync import Client, Job
+
+__all__ = [
+    "AdmissionRejected",
+    "AsyncClient",
+    "AsyncJob",
+    "Client",
+    "ClientError",
+    "InvalidRequest",
+    "Job",
+    "JobCancelled",
+    "JobError",
+    "JobExpired",
+    "JobFailed",
+    "JobNotFound",
+    "ResultTimeout",
+    "UnknownModel",
+]

@@ -1,0 +1,62 @@
+"""Admission replies, and an honest Retry-After from depth and measured drain rate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Admitted", "Duplicate", "Rejected", "drain_rate", "parse_admission", "retry_after"]
+
+STALE_MS = 5_000
+"""A stream that completed nothing for this long is treated as not draining."""
+
+
+@dataclass(frozen=True)
+class Admitted:
+    job_id: str
+    entry_id: str
+    position: int
+    """Entries ahead of this one in its stream when it was admitted."""
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    job_id: str
+    """The job already admitted under the same idempotency key."""
+
+
+@dataclass(frozen=True)
+class Rejected:
+    depth: int
+    drain_rate: float
+
+
+def parse_admission(reply: object) -> Admitted | Duplicate | Rejected:
+    """Parse the enqueue script's reply (see ``broker/lua/enqueue.lua``)."""
+    if not isinstance(reply, list) or not reply:
+        raise TypeError(f"unexpected enqueue reply: {reply!r}")
+    verdict = reply[0]
+    if verdict == "admitted":
+        return Admitted(str(reply[1]), str(reply[2]), int(reply[3]))
+    if verdict == "duplicate":
+        return Duplicate(str(reply[1]))
+    if verdict == "rejected":
+        rate = drain_rate(float(reply[2]), int(reply[3]), int(reply[4]), int(reply[5]))
+        return Rejected(int(reply[1]), rate)
+    raise TypeError(f"unexpected enqueue verdict: {verdict!r}")
+
+
+def drain_rate(last_rate: float, window_start_ms: int, window_count: int, now_ms: int) -> float:
+    """Jobs/s a stream drains at: the last full one-second window, or the current one."""
+    age = now_ms - window_start_ms
+    if window_start_ms <= 0 or age > STALE_MS:
+        return 0.0
+    if last_rate > 0:
+        return last_rate
+    return window_count * 1000.0 / age if age >= 100 else 0.0
+
+
+def retry_after(depth: int, cap: int, rate: float, idle_default: float) -> float:
+    """Seconds until the stream is expected to be below its cap again."""
+    if rate <= 0:
+        return idle_default
+    return round(max(0.001, (depth - cap + 1) / rate), 3)

@@ -1,0 +1,155 @@
+"""The asynchronous enqueue API. :class:`dispatcher.sync.Client` wraps it for sync code."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import secrets
+import zlib
+from collections.abc import Sequence
+from typing import Self, get_args
+
+from redis.exceptions import RedisError
+
+from broker.config import PoolConfig, SwitchyardConfig, load_config
+from broker.errors import BrokerUnavailable
+from broker.keys import JobId, Keys, PartitionKeys
+from broker.schemas import EmbedRequest, JobEnvelope, Priority, now_ms
+from broker.scripts import ScriptCall, Scripts
+from broker.settings import RedisSettings
+from dispatcher.admission import Admitted, Duplicate, parse_admission, retry_after
+from dispatcher.errors import AdmissionRejected, InvalidRequest, UnknownModel
+from dispatcher.jobs import AsyncJob
+from dispatcher.replies import ReplyRouter
+from dispatcher.submitter import Submitter
+
+__all__ = ["AsyncClient"]
+
+_PRIORITIES = frozenset(get_args(Priority))
+
+
+class AsyncClient:
+    """Enqueue inference work and collect its results.
+
+    One instance owns one reply stream per partition and one reader task; share it across
+    the coroutines of a process rather than making one per request.
+    """
+
+    def __init__(
+        self, config: SwitchyardConfig | None = None, *, redis_url: str | None = None
+    ) -> None:
+        self.config = config if config is not None else load_config()
+        self.settings = RedisSettings.from_url(redis_url or self.config.redis.url)
+        self.redis = self.settings.connect()
+        self.keys = Keys(self.config.redis.prefix)
+        self.scripts = Scripts(self.redis)
+        self.client_id = secrets.token_hex(8)
+        self.replies = ReplyRouter(self.redis, lambda job_id: self.keys.of_job(job_id).job(job_id))
+        self._submitter = Submitter(self.scripts)
+        self._round_robin = itertools.count()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._submitter.aclose()
+        with contextlib.suppress(RedisError, OSError):  # reply streams expire on their own
+            await self.replies.aclose()
+        await self.redis.aclose()
+
+    def job(self, job_id: str) -> AsyncJob:
+        """A handle on any job by id, from any process (raises JobIdError if malformed)."""
+        self.keys.of_job(job_id)
+        return AsyncJob(self, job_id)
+
+    async def embed(
+        self,
+        model: str,
+        input: str | Sequence[str],
+        *,
+        priority: Priority = "standard",
+        deadline_s: float | None = None,
+        idempotency_key: str | None = None,
+        tenant: str | None = None,
+    ) -> AsyncJob:
+        """Enqueue an embedding job; ``input`` is one text or a list of texts."""
+        texts = [input] if isinstance(input, str) else list(input)
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise InvalidRequest("embed input must be a string or a non-empty list of strings")
+        # Checked above, so built without a second validation pass (this is the hot path).
+        request = EmbedRequest.model_construct(input=texts)
+        return await self._submit(model, request, priority, deadline_s, idempotency_key, tenant)
+
+    async def _submit(
+        self,
+        model: str,
+        request: EmbedRequest,
+        priority: Priority,
+        deadline_s: float | None,
+        idempotency_key: str | None,
+        tenant: str | None,
+    ) -> AsyncJob:
+        pool_name, pool = self._route(model, priority, deadline_s, idempotency_key, tenant)
+        keys = self._partition(pool_name, pool, idempotency_key)
+        job_id = str(JobId.new(pool_name, keys.partition))
+        created = now_ms()
+        envelope = JobEnvelope.model_construct(
+            id=job_id, model=model, priority=priority, created_ms=created, tenant=tenant,
+            deadline_ms=None if deadline_s is None else created + int(deadline_s * 1000),
+            request=request,
+        )
+        reply_stream = keys.reply(self.client_id)
+        waiter = self.replies.expect(job_id, reply_stream)
+        jobs = self.config.jobs
+        call: ScriptCall = ("enqueue",
+                [keys.stream(priority), keys.job(job_id),
+                 keys.idempotency(idempotency_key or "-"), keys.drain(priority)],
+                [job_id, envelope.model_dump_json(), reply_stream, getattr(pool.caps, priority),
+                 int(jobs.job_ttl_s * 1000),
+                 int(jobs.idempotency_ttl_s * 1000) if idempotency_key else 0])
+        try:
+            verdict = parse_admission(await self._submitter.submit(call))
+        except (RedisError, OSError) as exc:
+            self.replies.forget(job_id)
+            raise BrokerUnavailable(f"Redis at {self.settings.display()}: {exc}") from exc
+        if isinstance(verdict, Admitted):
+            return AsyncJob(self, job_id, position=verdict.position, waiter=waiter)
+        self.replies.forget(job_id)
+        if isinstance(verdict, Duplicate):
+            return AsyncJob(self, verdict.job_id)
+        cap = getattr(pool.caps, priority)
+        wait = retry_after(verdict.depth, cap, verdict.drain_rate, jobs.idle_retry_after_s)
+        raise AdmissionRejected(model, priority, verdict.depth, cap, verdict.drain_rate, wait)
+
+    def _route(
+        self, model: str, priority: str, deadline_s: float | None,
+        idempotency_key: str | None, tenant: str | None,
+    ) -> tuple[str, PoolConfig]:
+        route = self.config.models.get(model)
+        if route is None:
+            known = ", ".join(sorted(self.config.models)) or "none"
+            raise UnknownModel(f"unknown model {model!r} (configured: {known})")
+        if priority not in _PRIORITIES:
+            raise InvalidRequest(f"priority must be interactive, standard or batch: {priority!r}")
+        if deadline_s is not None and not deadline_s > 0:
+            raise InvalidRequest(f"deadline_s must be positive: {deadline_s!r}")
+        if idempotency_key is not None and not 0 < len(idempotency_key) <= 256:
+            raise InvalidRequest("idempotency_key must be 1 to 256 characters")
+        if tenant is not None and not (isinstance(tenant, str) and 0 < len(tenant) <= 128):
+            raise InvalidRequest("tenant must be 1 to 128 characters")
+        return route.pool, self.config.pools[route.pool]
+
+    def _partition(
+        self, pool_name: str, pool: PoolConfig, idempotency_key: str | None
+    ) -> PartitionKeys:
+        if pool.partitions == 1:
+            index = 0
+        elif idempotency_key is not None:
+            # The same key must always land on the same partition to be found again.
+            index = zlib.crc32(idempotency_key.encode()) % pool.partitions
+        else:
+            index = next(self._round_robin) % pool.partitions
+        return self.keys.partition(pool_name, index)

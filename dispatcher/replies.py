@@ -1,0 +1,130 @@
+"""One reader task per client instance multiplexes every job that client waits on.
+
+The client owns one reply stream per partition it has submitted to (a reply stream must
+share its partition's hash tag, since the completing script appends to it). The reader
+blocks on all of them in one XREAD, hands each outcome to the job waiting for it, and
+trims what it has read in the same round trip as its next read.
+
+Every few seconds it also re-reads the records of jobs that have waited longer than that,
+so a reply lost with a Redis restart never leaves a caller waiting forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from broker.schemas import JobOutcome
+from broker.streams import parse_stream_reply
+from dispatcher.errors import JobNotFound
+
+__all__ = ["ReplyRouter"]
+
+log = logging.getLogger(__name__)
+
+RECHECK_S = 5.0
+SWEEP_MAX = 1_000
+
+
+class ReplyRouter:
+    def __init__(self, redis: aioredis.Redis, job_key: Callable[[str], str], *,
+                 block_ms: int = 1_000) -> None:
+        self._redis = redis
+        self._job_key = job_key
+        self._block_ms = block_ms
+        self._last: dict[str, str] = {}
+        self._waiters: dict[str, tuple[asyncio.Future[JobOutcome], float]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._swept = time.monotonic()
+
+    @property
+    def streams(self) -> list[str]:
+        return list(self._last)
+
+    def expect(self, job_id: str, reply_stream: str) -> asyncio.Future[JobOutcome]:
+        """Register interest in a job's outcome before the job is submitted."""
+        if reply_stream not in self._last:
+            # A new stream joins the blocking read at once: restart it (XREAD is a plain
+            # read by id, so abandoning one in flight loses nothing).
+            self._last[reply_stream] = "0-0"
+            if self._task is not None:
+                self._task.cancel()
+                self._task = None
+        future: asyncio.Future[JobOutcome] = asyncio.get_running_loop().create_future()
+        self._waiters[job_id] = (future, time.monotonic())
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="switchyard-replies")
+        return future
+
+    def forget(self, job_id: str) -> None:
+        entry = self._waiters.pop(job_id, None)
+        if entry is not None and not entry[0].done():
+            entry[0].cancel()
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                await self._read_once()
+                if time.monotonic() - self._swept > RECHECK_S:
+                    await self._sweep()
+                backoff = 0.05
+            except (RedisError, OSError) as exc:
+                log.warning("reply reader: %s; retrying in %.2fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _read_once(self) -> None:
+        streams: dict[Any, Any] = dict(self._last)
+        pipe = self._redis.pipeline(transaction=False)
+        for stream, last in streams.items():
+            if last != "0-0":
+                pipe.xtrim(stream, minid=last, approximate=False)
+        pipe.xread(streams, count=1_000, block=self._block_ms)
+        replies = await pipe.execute()
+        for entry in parse_stream_reply(replies[-1]):
+            self._last[entry.stream] = entry.entry_id
+            self._deliver(entry.job_id, entry.fields.get("o", ""))
+
+    async def _sweep(self) -> None:
+        """Re-read the records of jobs that waited longer than RECHECK_S."""
+        self._swept = time.monotonic()
+        old = [job_id for job_id, (_, since) in self._waiters.items()
+               if self._swept - since > RECHECK_S][:SWEEP_MAX]
+        if not old:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in old:
+            pipe.hmget(self._job_key(job_id), ["state", "outcome"])
+        for job_id, (state, outcome) in zip(old, await pipe.execute(), strict=True):
+            if outcome:
+                self._deliver(job_id, outcome)
+            elif state is None:
+                entry = self._waiters.pop(job_id, None)
+                if entry is not None and not entry[0].done():
+                    entry[0].set_exception(JobNotFound(f"job {job_id} has no record any more"))
+
+    def _deliver(self, job_id: str, raw: str) -> None:
+        entry = self._waiters.pop(job_id, None)
+        if entry is None or entry[0].done():
+            return
+        try:
+            entry[0].set_result(JobOutcome.model_validate_json(raw))
+        except ValueError as exc:
+            entry[0].set_exception(exc)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for future, _ in self._waiters.values():
+            future.cancel()
+        self._waiters.clear()
+        if self._last:
+            await self._redis.delete(*self._last)

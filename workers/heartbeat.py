@@ -1,0 +1,63 @@
+"""A worker's heartbeat: a hash with a TTL describing it, and its score in the pool's
+registry of live workers (what `switchyard status` counts)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from broker.keys import PoolKeys
+from broker.schemas import now_ms
+
+__all__ = ["Heartbeat"]
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: PoolKeys,
+        consumer: str,
+        info: dict[str, str],
+        *,
+        interval_s: float,
+        ttl_s: float,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._consumer = consumer
+        self.info = dict(info)
+        self._interval = interval_s
+        self._ttl_ms = int(ttl_s * 1000)
+
+    async def beat(self) -> None:
+        now = now_ms()
+        pipe = self._redis.pipeline(transaction=False)
+        fields: dict[Any, Any] = {**self.info, "beat_ms": str(now)}
+        pipe.hset(self._keys.worker(self._consumer), mapping=fields)
+        pipe.pexpire(self._keys.worker(self._consumer), self._ttl_ms)
+        pipe.zadd(self._keys.workers, {self._consumer: now})
+        pipe.zremrangebyscore(self._keys.workers, "-inf", now - 10 * self._ttl_ms)
+        await pipe.execute()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.beat()
+            except (RedisError, OSError) as exc:
+                log.warning("heartbeat failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._interval)
+
+    async def remove(self) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zrem(self._keys.workers, self._consumer)
+        pipe.delete(self._keys.worker(self._consumer))
+        await pipe.execute()

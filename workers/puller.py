@@ -1,0 +1,120 @@
+"""Reads a pool's priority streams into a local carry-over buffer, and packs batches.
+
+Entries read but not yet started stay in the buffer, still pending on this consumer in
+Redis, so nothing is lost if the worker dies; the next batch serves them first. A batch
+is bounded by ``max_batch`` jobs and ``max_batch_tokens`` padded tokens (texts x longest).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from broker.errors import EntryDecodeError
+from broker.keys import GROUP, PartitionKeys
+from broker.schemas import PRIORITIES, JobEnvelope, Priority, decode_envelope
+from broker.streams import StreamEntry, parse_stream_reply
+from workers.scheduler import PriorityScheduler
+
+__all__ = ["Pulled", "Puller"]
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """A stream entry this worker holds, decoded (``envelope``) or not (``error``)."""
+
+    entry: StreamEntry
+    keys: PartitionKeys
+    priority: Priority
+    envelope: JobEnvelope | None
+    error: str | None = None
+
+
+class Puller:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        partitions: Sequence[PartitionKeys],
+        consumer: str,
+        *,
+        max_batch: int,
+        max_batch_tokens: int,
+        lower_share: float,
+        block_ms: int,
+    ) -> None:
+        self._redis = redis
+        self._consumer = consumer
+        self._max_batch = max_batch
+        self._max_tokens = max_batch_tokens
+        self._block_ms = block_ms
+        self._scheduler = PriorityScheduler(lower_share)
+        self._where = {k.stream(p): (k, p) for k in partitions for p in PRIORITIES}
+        self.buffers: dict[Priority, deque[Pulled]] = {p: deque() for p in PRIORITIES}
+
+    @property
+    def buffered(self) -> int:
+        return sum(len(b) for b in self.buffers.values())
+
+    async def fill(self) -> list[Pulled]:
+        """Top the buffers up; block when they are empty. Returns undecodable entries,
+        which are not buffered: the caller dead-letters them."""
+        if self.buffered == 0:
+            streams: dict[Any, Any] = dict.fromkeys(self._where, ">")
+            reply = await self._redis.xreadgroup(
+                GROUP, self._consumer, streams, count=self._max_batch, block=self._block_ms
+            )
+            return self._accept(parse_stream_reply(reply))
+        pipe = self._redis.pipeline(transaction=False)
+        for priority, buffer in self.buffers.items():
+            deficit = self._max_batch - len(buffer)
+            if deficit > 0:
+                wanted: dict[Any, Any] = {s: ">" for s, (_, p) in self._where.items()
+                                          if p == priority}
+                pipe.xreadgroup(GROUP, self._consumer, wanted, count=deficit)
+        bad: list[Pulled] = []
+        for reply in await pipe.execute():
+            bad.extend(self._accept(parse_stream_reply(reply)))
+        return bad
+
+    def _accept(self, entries: list[StreamEntry]) -> list[Pulled]:
+        bad = []
+        for entry in entries:
+            keys, priority = self._where[entry.stream]
+            try:
+                pulled = Pulled(entry, keys, priority, decode_envelope(entry.payload))
+            except EntryDecodeError as exc:
+                bad.append(Pulled(entry, keys, priority, None, str(exc)))
+                continue
+            self.buffers[priority].append(pulled)
+        return bad
+
+    def take(self, cost: Callable[[JobEnvelope], tuple[int, int]]) -> list[Pulled]:
+        """Pack the next batch in priority order, within the job and token bounds."""
+        batch: list[Pulled] = []
+        texts = longest = 0
+        while len(batch) < self._max_batch:
+            waiting = {p: len(b) for p, b in self.buffers.items()}
+            chosen = self._scheduler.choose(waiting)
+            if chosen is None:
+                break
+            head = self.buffers[chosen][0]
+            assert head.envelope is not None
+            n, length = cost(head.envelope)
+            padded = (texts + n) * max(longest, length)
+            if batch and padded > self._max_tokens:
+                break
+            self._scheduler.commit(chosen, waiting)
+            batch.append(self.buffers[chosen].popleft())
+            texts, longest = texts + n, max(longest, length)
+        return batch
+
+    def drain(self) -> list[Pulled]:
+        """Empty the buffers (on shutdown): what was read but never started."""
+        held = [pulled for p in PRIORITIES for pulled in self.buffers[p]]
+        for buffer in self.buffers.values():
+            buffer.clear()
+        return held

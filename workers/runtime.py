@@ -1,0 +1,210 @@
+"""The worker runtime: one consumer loop over a pool's priority streams.
+
+pull (highest priority first, with a share for lower ones) -> start (skips jobs that were
+cancelled or expired) -> run the engine -> finish (outcome, reply, ack: one script per job,
+one round trip per batch). Finishing a batch overlaps running the next one. On stop it
+pulls no more, finishes the batch in flight, hands unstarted entries back, and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from broker.config import SwitchyardConfig
+from broker.keys import GROUP, Keys
+from broker.schemas import EmbedResult, ErrorInfo, JobOutcome, JobState, ServedBy, now_ms
+from broker.scripts import Scripts
+from broker.streams import ensure_groups
+from workers.engines.base import Engine, EngineOutput
+from workers.errors import UnknownPool
+from workers.heartbeat import Heartbeat
+from workers.ledger import Finish, Ledger, failure
+from workers.puller import Pulled, Puller
+
+__all__ = ["Worker", "WorkerStats", "consumer_name"]
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class WorkerStats:
+    batches: int = 0
+    jobs: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    released: int = 0
+
+
+class Worker:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        config: SwitchyardConfig,
+        pool: str,
+        engine: Engine,
+        *,
+        consumer: str | None = None,
+    ) -> None:
+        if pool not in config.pools:
+            raise UnknownPool(f"pool {pool!r} is not configured ({', '.join(config.pools)})")
+        self.pool = pool
+        self.engine = engine
+        self.consumer = consumer or consumer_name()
+        self.stats = WorkerStats()
+        self._redis = redis
+        self._config = config
+        settings = config.pools[pool]
+        keys = Keys(config.redis.prefix)
+        self._partitions = keys.partitions(pool, settings.partitions)
+        self._scripts = Scripts(redis)
+        self._ledger = Ledger(self._scripts, config.jobs, self.consumer)
+        self._puller = Puller(
+            redis, self._partitions, self.consumer, max_batch=settings.max_batch,
+            max_batch_tokens=settings.max_batch_tokens, lower_share=settings.lower_share,
+            block_ms=config.worker.block_ms,
+        )
+        self._served_by = ServedBy(worker=self.consumer, pool=pool, engine=engine.name,
+                                   device=engine.device)
+        self._heartbeat = Heartbeat(
+            redis, keys.pool(pool), self.consumer,
+            {"engine": engine.name, "device": engine.device, "pid": str(os.getpid()),
+             "host": socket.gethostname(), "max_batch": str(settings.max_batch)},
+            interval_s=config.worker.heartbeat_s, ttl_s=config.worker.heartbeat_ttl_s,
+        )
+
+    async def run(self, stop: asyncio.Event) -> WorkerStats:
+        """Serve until ``stop`` is set, then drain and return."""
+        await ensure_groups(self._redis, self._partitions)
+        await self._scripts.load()
+        beating = asyncio.create_task(self._heartbeat.run(stop))
+        finishing: asyncio.Task[None] | None = None
+        try:
+            while not stop.is_set():
+                batch = await self._next_batch()
+                if not batch:
+                    continue
+                run = await self._retry(self._start, batch)
+                outputs = await self._execute(run)
+                if finishing is not None:
+                    await finishing
+                finishing = asyncio.create_task(self._retry(self._finish, run, outputs))
+        finally:
+            if finishing is not None:
+                await finishing
+            await self._shutdown(beating)
+        return self.stats
+
+    async def _next_batch(self) -> list[Pulled]:
+        try:
+            bad = await self._puller.fill()
+        except (RedisError, OSError) as exc:
+            log.warning("read failed: %s; retrying", exc)
+            await asyncio.sleep(0.5)
+            return []
+        if bad:
+            await self._retry(self._dead_letter, bad)
+        batch = self._puller.take(self.engine.cost)
+        self._heartbeat.info["last_batch"] = str(len(batch))
+        return batch
+
+    async def _start(self, batch: Sequence[Pulled]) -> list[Pulled]:
+        run, expired = await self._ledger.start(batch)
+        if expired:
+            await self._ledger.finish([
+                Finish(p, failure(p.entry.job_id, JobState.EXPIRED, "deadline_exceeded",
+                                  "deadline passed before the job started"))
+                for p in expired
+            ])
+        return run
+
+    async def _execute(self, run: Sequence[Pulled]) -> list[EngineOutput]:
+        if not run:
+            return []
+        envelopes = [p.envelope for p in run if p.envelope is not None]
+        try:
+            outputs = await self.engine.run(envelopes)
+        except Exception as exc:  # the batch fails; the worker carries on
+            log.exception("engine %s failed a batch of %d", self.engine.name, len(run))
+            error = ErrorInfo(code="engine_error", message=f"{type(exc).__name__}: {exc}")
+            outputs = [error] * len(run)
+        self.stats.batches += 1
+        return outputs
+
+    async def _finish(self, run: Sequence[Pulled], outputs: Sequence[EngineOutput]) -> None:
+        finished = now_ms()
+        items = []
+        for pulled, output in zip(run, outputs, strict=True):
+            if isinstance(output, EmbedResult):
+                outcome = JobOutcome(
+                    id=pulled.entry.job_id, state=JobState.SUCCEEDED, finished_ms=finished,
+                    result=output.model_copy(update={"served_by": self._served_by}),
+                )
+            else:
+                self.stats.failed += 1
+                outcome = JobOutcome(id=pulled.entry.job_id, state=JobState.FAILED,
+                                     error=output, finished_ms=finished)
+            items.append(Finish(pulled, outcome))
+        await self._ledger.finish(items)
+        self.stats.jobs += len(items)
+
+    async def _dead_letter(self, bad: Sequence[Pulled]) -> None:
+        for p in bad:
+            log.warning("dead-lettering entry %s of %s: %s", p.entry.entry_id, p.entry.stream,
+                        p.error)
+        await self._ledger.finish([
+            Finish(p, failure(p.entry.job_id, JobState.FAILED, "bad_request", p.error or ""),
+                   dead_reason=p.error or "undecodable")
+            for p in bad
+        ])
+        self.stats.dead_lettered += len(bad)
+
+    async def _shutdown(self, beating: asyncio.Task[None]) -> None:
+        held = self._puller.drain()
+        if held:
+            await self._retry(self._ledger.release, held)
+            self.stats.released += len(held)
+        await beating
+        try:
+            await self._heartbeat.remove()
+            await self._forget_consumer()
+        except (RedisError, OSError) as exc:
+            log.warning("could not deregister %s: %s", self.consumer, exc)
+
+    async def _forget_consumer(self) -> None:
+        """Remove this consumer from its groups, but only where it holds nothing pending."""
+        for keys in self._partitions:
+            for stream in keys.streams():
+                pending = await self._redis.xpending_range(
+                    stream, GROUP, min="-", max="+", count=1, consumername=self.consumer
+                )
+                if not pending:
+                    await self._redis.xgroup_delconsumer(stream, GROUP, self.consumer)
+
+    async def _retry(self, op: Callable[P, Awaitable[T]], *args: P.args,
+                     **kwargs: P.kwargs) -> T:
+        """Redis writes of work already read must not be dropped: retry until they land."""
+        delay = 0.1
+        while True:
+            try:
+                return await op(*args, **kwargs)
+            except (RedisError, OSError) as exc:
+                log.warning("%s failed: %s; retrying in %.1fs", op.__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
