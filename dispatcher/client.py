@@ -76,7 +76,8 @@ class AsyncClient:
         tenant: str | None = None,
     ) -> AsyncJob:
         """Enqueue an embedding job; ``input`` is one text or a list of texts."""
-        texts = [input] if isinstance(input, str) else list(input)
+        texts = [input] if isinstance(input, str) else list(input) if isinstance(
+            input, list | tuple) else []
         if not texts or not all(isinstance(t, str) for t in texts):
             raise InvalidRequest("embed input must be a string or a non-empty list of strings")
         # Checked above, so built without a second validation pass (this is the hot path).

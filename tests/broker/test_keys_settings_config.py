@@ -1,0 +1,109 @@
+"""Unit tests: key names, job ids, Redis URLs, configuration loading."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from broker import (
+    ConfigError,
+    JobId,
+    JobIdError,
+    Keys,
+    RedisSettings,
+    RedisSettingsError,
+    load_config,
+)
+from broker.errors import EntryDecodeError
+from broker.schemas import decode_envelope
+
+
+def _tag(key: str) -> str:
+    match = re.search(r"\{([^}]*)\}", key)
+    assert match, key
+    return match.group(1)
+
+
+def test_every_key_of_a_partition_shares_its_hash_tag() -> None:
+    part = Keys("sy").partition("minilm", 3)
+    job = str(JobId.new("minilm", 3))
+    keys = [*part.streams(), part.dead, part.drain("batch"), part.job(job),
+            part.idempotency("k"), part.reply("client")]
+    assert {_tag(k) for k in keys} == {"minilm.3"}
+    assert len(set(keys)) == len(keys)
+    assert Keys("sy").of_job(job) == part
+
+
+def test_job_ids_round_trip_and_reject_garbage() -> None:
+    job = JobId.new("echo", 2)
+    assert JobId.parse(str(job)) == job
+    for bad in ["", "echo", "echo.x.abc", "Echo.0.abc", "echo.0.ab-c", "a.b.c.d"]:
+        with pytest.raises(JobIdError):
+            JobId.parse(bad)
+
+
+@pytest.mark.parametrize(("url", "host", "port", "db"), [
+    ("redis://localhost", "localhost", 6379, 0),
+    ("redis://:secret@10.0.0.1:6390/2", "10.0.0.1", 6390, 2),
+    ("rediss://cache.example:6380/0", "cache.example", 6380, 0),
+])
+def test_redis_urls_parse(url: str, host: str, port: int, db: int) -> None:
+    s = RedisSettings.from_url(url)
+    assert (s.host, s.port, s.db) == (host, port, db)
+    assert "secret" not in s.display()
+
+
+def test_unix_socket_url() -> None:
+    s = RedisSettings.from_url("unix:///tmp/redis.sock?db=3")
+    assert (s.path, s.db) == ("/tmp/redis.sock", 3)
+
+
+@pytest.mark.parametrize("url", ["http://x", "redis://h:notaport", "redis://h/abc", "unix://"])
+def test_bad_redis_urls_are_typed_errors(url: str) -> None:
+    with pytest.raises(RedisSettingsError):
+        RedisSettings.from_url(url)
+
+
+def test_default_config_serves_minilm_and_echo() -> None:
+    config = load_config(environ={})
+    assert set(config.pools) == {"minilm", "echo"}
+    assert config.models["minilm"].pool == "minilm"
+
+
+def test_config_file_and_env_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[redis]\nurl = "redis://h:1/0"\n[pools.p]\nengine = "echo"\n'
+                    '[models.m]\npool = "p"\n')
+    config = load_config(path, environ={"SWITCHYARD_POOLS__P__MAX_BATCH": "7",
+                                        "SWITCHYARD_REDIS__PREFIX": "abc"})
+    assert config.redis.url == "redis://h:1/0"
+    assert config.pools["p"].max_batch == 7
+    assert config.redis.prefix == "abc"
+    assert set(config.pools) == {"p"}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[pools.p]\nengine = \"echo\"\ncolour = 1\n", "colour"),
+    ("[models.m]\npool = \"nowhere\"\n", "unknown pool"),
+    ("[pools.P]\nengine = \"echo\"\n", "pool name"),
+    ("[pools.p]\nengine = \"echo\"\nmax_batch = 0\n", "max_batch"),
+    ("not toml [", "invalid TOML"),
+])
+def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, environ={})
+
+
+def test_missing_config_file() -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("/nonexistent/switchyard.toml", environ={})
+
+
+@pytest.mark.parametrize("raw", ["", "{", '{"v": 2}', '{"v": 1, "id": "x"}', "[1, 2]"])
+def test_bad_payloads_raise_entry_decode_error(raw: str) -> None:
+    with pytest.raises(EntryDecodeError):
+        decode_envelope(raw)

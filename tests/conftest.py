@@ -1,0 +1,113 @@
+"""Fixtures: a real redis-server per test session (free port, temp folder), a config with
+a key prefix of its own per test, and in-process workers that are always stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from broker.config import SwitchyardConfig
+from broker.settings import RedisSettings
+from ops.redis_server import RedisServer
+from workers.engines import EchoEngine, Engine
+from workers.runtime import Worker
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+def make_config(prefix: str, **pools: dict[str, Any]) -> SwitchyardConfig:
+    """A config with the echo pool (and any others given) and fast worker timings."""
+    pool_specs: dict[str, Any] = {"echo": {"engine": "echo"}, **pools}
+    return SwitchyardConfig.model_validate({
+        "redis": {"prefix": prefix},
+        "worker": {"block_ms": 50, "heartbeat_s": 0.2, "heartbeat_ttl_s": 2},
+        "pools": pool_specs,
+        "models": {name: {"pool": name} for name in pool_specs},
+    })
+
+
+@pytest.fixture
+def prefix() -> str:
+    return "t" + secrets.token_hex(4)
+
+
+@pytest.fixture
+def config(prefix: str) -> SwitchyardConfig:
+    return make_config(prefix)
+
+
+@pytest.fixture
+def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def aredis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = RedisSettings.from_url(redis_url).connect()
+    yield client
+    await client.aclose()
+
+
+StartWorker = Callable[..., Awaitable[Worker]]
+
+
+@pytest.fixture
+async def start_worker(redis_url: str) -> AsyncIterator[StartWorker]:
+    """Start in-process workers; every one is stopped (drained) at teardown."""
+    running: list[tuple[asyncio.Event, asyncio.Task[Any], aioredis.Redis]] = []
+
+    async def start(config: SwitchyardConfig, pool: str = "echo",
+                    engine: Engine | None = None) -> Worker:
+        client = RedisSettings.from_url(redis_url).connect()
+        worker = Worker(client, config, pool, engine or EchoEngine())
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        running.append((stop, task, client))
+        while not await client.zcard(f"{config.redis.prefix}:{{{pool}}}:workers"):
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        return worker
+
+    yield start
+    for stop, _, _ in running:
+        stop.set()
+    for _, task, client in running:
+        await asyncio.wait_for(task, 30)
+        await client.aclose()
+
+
+@pytest.fixture
+def tmp_config_file(tmp_path: Path) -> Callable[[str], Path]:
+    def write(text: str) -> Path:
+        path = tmp_path / "switchyard.toml"
+        path.write_text(text)
+        return path
+
+    return write

@@ -1,0 +1,155 @@
+"""The enqueue API end to end against a real redis-server and an in-process echo worker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import pytest
+import redis.asyncio as aioredis
+
+from broker import JobState, Keys, SwitchyardConfig
+from dispatcher import (
+    AdmissionRejected,
+    AsyncClient,
+    Client,
+    InvalidRequest,
+    JobCancelled,
+    JobExpired,
+    JobNotFound,
+    ResultTimeout,
+    UnknownModel,
+)
+from tests.conftest import StartWorker, make_config
+
+
+async def test_round_trip_through_the_queue(
+    config: SwitchyardConfig, redis_url: str, start_worker: StartWorker
+) -> None:
+    worker = await start_worker(config)
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        job = await client.embed("echo", ["hello", "world"], priority="interactive")
+        result = await job.result(timeout=10)
+        assert result.echo == ["hello", "world"]
+        assert result.served_by is not None and result.served_by.worker == worker.consumer
+        assert await job.status() is JobState.SUCCEEDED
+
+
+async def test_invalid_requests_are_rejected_before_enqueue(
+    config: SwitchyardConfig, redis_url: str, aredis: aioredis.Redis
+) -> None:
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        with pytest.raises(UnknownModel, match="echo"):
+            await client.embed("nope", "x")
+        for bad in ([], [1, 2], None):
+            with pytest.raises(InvalidRequest):
+                await client.embed("echo", bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidRequest):
+            await client.embed("echo", "x", priority="urgent")  # type: ignore[arg-type]
+        with pytest.raises(InvalidRequest):
+            await client.embed("echo", "x", deadline_s=-1)
+    assert await aredis.keys(f"{config.redis.prefix}:*") == []
+
+
+async def test_over_the_cap_is_rejected_with_retry_after(
+    prefix: str, redis_url: str
+) -> None:
+    config = make_config(prefix, capped={"engine": "echo", "caps": {"batch": 5}})
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        for _ in range(5):
+            await client.embed("capped", "x", priority="batch")
+        with pytest.raises(AdmissionRejected) as info:
+            await client.embed("capped", "x", priority="batch")
+        assert info.value.depth == 5 and info.value.cap == 5
+        assert info.value.retry_after == config.jobs.idle_retry_after_s  # nothing drains
+        await client.embed("capped", "x", priority="standard")  # other streams unaffected
+
+
+async def test_idempotency_key_gives_the_same_job(
+    config: SwitchyardConfig, redis_url: str, start_worker: StartWorker
+) -> None:
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        first = await client.embed("echo", "x", idempotency_key="order-42")
+        second = await client.embed("echo", "y", idempotency_key="order-42")
+        assert first.id == second.id
+        await start_worker(config)
+        assert (await second.result(timeout=10)).echo == ["x"]
+
+
+async def test_cancel_a_queued_job(config: SwitchyardConfig, redis_url: str) -> None:
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        job = await client.embed("echo", "x")
+        assert await job.cancel() is True
+        assert await job.cancel() is False
+        with pytest.raises(JobCancelled):
+            await job.result(timeout=5)
+        assert await job.status() is JobState.CANCELLED
+
+
+async def test_expired_deadline_fails_without_running(
+    config: SwitchyardConfig, redis_url: str, start_worker: StartWorker
+) -> None:
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        job = await client.embed("echo", "x", deadline_s=0.05)
+        await asyncio.sleep(0.2)
+        worker = await start_worker(config)
+        with pytest.raises(JobExpired):
+            await job.result(timeout=10)
+        assert worker.stats.jobs == 0
+
+
+async def test_result_timeout_and_unknown_job(config: SwitchyardConfig, redis_url: str) -> None:
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        job = await client.embed("echo", "x")
+        with pytest.raises(ResultTimeout):
+            await job.result(timeout=0.1)
+        with pytest.raises(JobNotFound):
+            await client.job("echo.0.deadbeef").status()
+
+
+async def test_result_ttl(prefix: str, redis_url: str, start_worker: StartWorker,
+                          aredis: aioredis.Redis) -> None:
+    base = make_config(prefix)
+    config = base.model_copy(update={"jobs": base.jobs.model_copy(update={"result_ttl_s": 0.5})})
+    await start_worker(config)
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        job = await client.embed("echo", "x")
+        await job.result(timeout=10)
+        ttl = await aredis.pttl(Keys(prefix).of_job(job.id).job(job.id))
+        assert 0 < ttl <= 500
+        await asyncio.sleep(0.7)
+        with pytest.raises(JobNotFound):
+            await client.job(job.id).status()
+
+
+async def test_background_job_fetched_from_another_process(
+    config: SwitchyardConfig, redis_url: str, start_worker: StartWorker
+) -> None:
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        job = await client.embed("echo", "for later", priority="batch")
+    await start_worker(config)
+    script = (
+        "import sys, json\n"
+        "from broker import SwitchyardConfig\n"
+        "from dispatcher import Client\n"
+        "config = SwitchyardConfig.model_validate_json(sys.argv[1])\n"
+        "with Client(config, redis_url=sys.argv[2]) as c:\n"
+        "    print(json.dumps(c.job(sys.argv[3]).result(timeout=20).echo))\n"
+    )
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", script, config.model_dump_json(), redis_url, job.id],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    assert json.loads(out.stdout) == ["for later"]
+
+
+def test_sync_client_wraps_the_async_one(config: SwitchyardConfig, redis_url: str) -> None:
+    with Client(config, redis_url=redis_url) as client:
+        job = client.embed("echo", "x")
+        assert job.status() is JobState.QUEUED
+        assert job.cancel() is True
+        with pytest.raises(JobCancelled):
+            job.result(timeout=5)

@@ -1,0 +1,107 @@
+"""The `switchyard` command as a user runs it: subprocesses against a real Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ops.redis_server import free_port
+
+CONFIG = """
+[redis]
+url = "{url}"
+prefix = "{prefix}"
+[worker]
+block_ms = 50
+heartbeat_s = 0.2
+[pools.echo]
+engine = "echo"
+[models.echo]
+pool = "echo"
+"""
+
+
+def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ops", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, redis_url: str, prefix: str) -> Path:
+    path = tmp_path / "switchyard.toml"
+    path.write_text(CONFIG.format(url=redis_url, prefix=prefix))
+    return path
+
+
+def test_submit_status_and_worker(config_file: Path, tmp_path: Path) -> None:
+    log = (tmp_path / "worker.log").open("w")
+    worker = subprocess.Popen([sys.executable, "-m", "ops", "worker", "--pool", "echo",
+                               "--config", str(config_file)], stdout=log, stderr=log)
+    try:
+        out = _run("submit", "embed", "--model", "echo", "--config", str(config_file), "hi")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["echo"] == ["hi"]
+        status = _run("status", "--json", "--config", str(config_file))
+        assert status.returncode == 0, status.stderr
+        pools = json.loads(status.stdout)
+        assert pools[0]["pool"] == "echo" and len(pools[0]["workers"]) == 1
+        assert {s["priority"] for s in pools[0]["streams"]} == {"interactive", "standard",
+                                                                 "batch"}
+        assert "workers alive: 1" in _run("status", "--config", str(config_file)).stdout
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["submit", "embed", "--model", "nope", "x"], "UnknownModel"),
+    (["worker", "--pool", "nope"], "UnknownPool"),
+    (["status", "--redis-url", "http://x"], "RedisSettingsError"),
+])
+def test_errors_are_one_readable_line(config_file: Path, args: list[str], message: str) -> None:
+    out = _run(*args[:1], *args[1:], "--config", str(config_file))
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("switchyard: error:") and message in lines[0]
+
+
+def test_unreachable_redis_is_one_line(tmp_path: Path) -> None:
+    out = _run("status", "--redis-url", f"redis://127.0.0.1:{free_port()}/0")
+    assert out.returncode != 0
+    assert out.stderr.strip().count("\n") == 0 and "not reachable" in out.stderr
+
+
+def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path, prefix: str) -> None:
+    port = free_port()
+    config = tmp_path / "up.toml"
+    config.write_text(CONFIG.format(url=f"redis://127.0.0.1:{port}/0", prefix=prefix))
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    up = subprocess.Popen([sys.executable, "-m", "ops", "up", "--config", str(config),
+                           "--state-dir", str(tmp_path / "state")], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            out = _run("submit", "embed", "--model", "echo", "--config", str(config),
+                       "--timeout", "5", "ping")
+            if out.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["echo"] == ["ping"]
+        assert (tmp_path / "state" / "redis" / "appendonlydir").exists() or any(
+            (tmp_path / "state" / "redis").glob("appendonly*"))
+    finally:
+        up.send_signal(signal.SIGINT)
+        code = up.wait(60)
+    assert code == 0, up.stdout.read() if up.stdout else ""
+    assert "stopped" in (up.stdout.read() if up.stdout else "")
+    # Redis is gone with it:
+    assert _run("status", "--config", str(config)).returncode != 0

