@@ -39,6 +39,15 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+SKEW_TOLERANCE_MS = 5_000
+"""How far hosts' clocks may disagree before a worker's local expiry check could be wrong."""
+
+
+def _expired_before(pulled: Pulled, cutoff_ms: int) -> bool:
+    deadline = pulled.envelope.deadline_ms if pulled.envelope else None
+    return deadline is not None and deadline < cutoff_ms
+
+
 def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
@@ -100,8 +109,7 @@ class Worker:
                 batch = await self._next_batch()
                 if not batch:
                     continue
-                run = await self._retry(self._start, batch)
-                outputs = await self._execute(run)
+                run, outputs = await self._start_and_execute(batch)
                 if finishing is not None:
                     await finishing
                 finishing = asyncio.create_task(self._retry(self._finish, run, outputs))
@@ -123,6 +131,25 @@ class Worker:
         batch = self._puller.take(self.engine.cost)
         self._heartbeat.info["last_batch"] = str(len(batch))
         return batch
+
+    async def _start_and_execute(
+        self, batch: Sequence[Pulled]
+    ) -> tuple[list[Pulled], list[EngineOutput]]:
+        """Run the engine while the start round trip is in flight, so it adds no latency.
+
+        Jobs whose deadline passed by more than the clock-skew tolerance (local clock) are
+        not run at all; the start script, on the Redis clock, has the final word on expiry
+        and on jobs cancelled meanwhile, whose outputs are then dropped.
+        """
+        starting = asyncio.create_task(self._retry(self._start, batch))
+        cutoff = now_ms() - SKEW_TOLERANCE_MS
+        hopeful = [p for p in batch if not _expired_before(p, cutoff)]
+        computed = dict(zip(map(id, hopeful), await self._execute(hopeful), strict=True))
+        run = await starting
+        late = [p for p in run if id(p) not in computed]  # clocks skewed past the tolerance
+        if late:
+            computed.update(zip(map(id, late), await self._execute(late), strict=True))
+        return run, [computed[id(p)] for p in run]
 
     async def _start(self, batch: Sequence[Pulled]) -> list[Pulled]:
         run, expired = await self._ledger.start(batch)
