@@ -43,7 +43,7 @@ class RedisServer:
 
     def __init__(self, folder: Path, port: int | None = None, *, aof: bool = False,
                  binary: str | None = None) -> None:
-        self.folder = Path(folder)
+        self.folder = Path(folder).resolve()  # redis-server chdirs into it before opening files
         self.port = port or free_port()
         self.aof = aof
         self.binary = binary or find_redis_server()

@@ -83,8 +83,9 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path, prefix: str) -> N
     config = tmp_path / "up.toml"
     config.write_text(CONFIG.format(url=f"redis://127.0.0.1:{port}/0", prefix=prefix))
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    # A relative state folder, as `make up` uses (.switchyard under the working directory).
     up = subprocess.Popen([sys.executable, "-m", "ops", "up", "--config", str(config),
-                           "--state-dir", str(tmp_path / "state")], stdout=subprocess.PIPE,
+                           "--state-dir", "state"], stdout=subprocess.PIPE, cwd=tmp_path,
                           stderr=subprocess.STDOUT, text=True, env=env)
     try:
         deadline = time.monotonic() + 60
