@@ -12,6 +12,7 @@ from broker.errors import RedisSettingsError
 __all__ = ["RedisSettings"]
 
 _SCHEMES = ("redis", "rediss", "unix")
+DEFAULT_PORT = 6379
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class RedisSettings:
                 raise RedisSettingsError(f"unix:// URL {url!r} names no socket path")
             return cls(url, parts.scheme, None, None, parts.path, db)
         try:
-            port = parts.port or 6379
+            port = parts.port or DEFAULT_PORT
         except ValueError as exc:
             raise RedisSettingsError(f"invalid port in Redis URL {url!r}") from exc
         if not parts.hostname:

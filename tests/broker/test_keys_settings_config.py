@@ -18,6 +18,7 @@ from broker import (
 )
 from broker.errors import EntryDecodeError
 from broker.schemas import decode_envelope
+from broker.settings import DEFAULT_PORT
 
 
 def _tag(key: str) -> str:
@@ -45,7 +46,7 @@ def test_job_ids_round_trip_and_reject_garbage() -> None:
 
 
 @pytest.mark.parametrize(("url", "host", "port", "db"), [
-    ("redis://localhost", "localhost", 6379, 0),
+    ("redis://localhost", "localhost", DEFAULT_PORT, 0),
     ("redis://:secret@10.0.0.1:6390/2", "10.0.0.1", 6390, 2),
     ("rediss://cache.example:6380/0", "cache.example", 6380, 0),
 ])
