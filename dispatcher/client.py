@@ -76,12 +76,13 @@ class AsyncClient:
         tenant: str | None = None,
     ) -> AsyncJob:
         """Enqueue an embedding job; ``input`` is one text or a list of texts."""
-        texts = [input] if isinstance(input, str) else list(input) if isinstance(
-            input, list | tuple) else []
-        if not texts or not all(isinstance(t, str) for t in texts):
+        texts = [input] if isinstance(input, str) else input
+        if not isinstance(texts, list | tuple) or not texts or not all(
+            isinstance(t, str) for t in texts
+        ):
             raise InvalidRequest("embed input must be a string or a non-empty list of strings")
         # Checked above, so built without a second validation pass (this is the hot path).
-        request = EmbedRequest.model_construct(input=texts)
+        request = EmbedRequest.model_construct(input=list(texts))
         return await self._submit(model, request, priority, deadline_s, idempotency_key, tenant)
 
     async def _submit(
@@ -105,10 +106,11 @@ class AsyncClient:
         reply_stream = keys.reply(self.client_id)
         waiter = self.replies.expect(job_id, reply_stream)
         jobs = self.config.jobs
+        cap = getattr(pool.caps, priority)
         call: ScriptCall = ("enqueue",
                 [keys.stream(priority), keys.job(job_id),
                  keys.idempotency(idempotency_key or "-"), keys.drain(priority)],
-                [job_id, envelope.model_dump_json(), reply_stream, getattr(pool.caps, priority),
+                [job_id, envelope.model_dump_json(), reply_stream, cap,
                  int(jobs.job_ttl_s * 1000),
                  int(jobs.idempotency_ttl_s * 1000) if idempotency_key else 0])
         try:
@@ -121,7 +123,6 @@ class AsyncClient:
         self.replies.forget(job_id)
         if isinstance(verdict, Duplicate):
             return AsyncJob(self, verdict.job_id)
-        cap = getattr(pool.caps, priority)
         wait = retry_after(verdict.depth, cap, verdict.drain_rate, jobs.idle_retry_after_s)
         raise AdmissionRejected(model, priority, verdict.depth, cap, verdict.drain_rate, wait)
 

@@ -43,10 +43,6 @@ class ReplyRouter:
         self._task: asyncio.Task[None] | None = None
         self._swept = time.monotonic()
 
-    @property
-    def streams(self) -> list[str]:
-        return list(self._last)
-
     def expect(self, job_id: str, reply_stream: str) -> asyncio.Future[JobOutcome]:
         """Register interest in a job's outcome before the job is submitted."""
         if reply_stream not in self._last:

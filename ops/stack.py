@@ -34,7 +34,6 @@ class UpOptions:
 @dataclass
 class _Child:
     pool: str
-    args: list[str]
     process: subprocess.Popen[bytes]
     restarts: int = 0
     next_start: float = 0.0
@@ -91,7 +90,7 @@ def _spawn(pool: str, url: str, options: UpOptions, restarts: int = 0) -> _Child
     with log.open("ab") as out:
         process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
-    return _Child(pool, args, process, restarts, log=log)
+    return _Child(pool, process, restarts, log=log)
 
 
 def _supervise(children: list[_Child], url: str, options: UpOptions) -> None:

@@ -9,6 +9,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 
+from broker.config import SwitchyardConfig
 from dispatcher.client import AsyncClient
 from ops.bench.common import bench_env
 from ops.processes import WorkerProcess
@@ -68,11 +69,8 @@ def bare_loop(texts: list[str], batch: int, model: str, device: str) -> float:
     return len(texts) / (time.perf_counter() - start)
 
 
-async def through_queue(env_config: object, url: str, texts: list[str]) -> float:
-    from broker.config import SwitchyardConfig
-
-    assert isinstance(env_config, SwitchyardConfig)
-    async with AsyncClient(env_config, redis_url=url) as client:
+async def through_queue(config: SwitchyardConfig, url: str, texts: list[str]) -> float:
+    async with AsyncClient(config, redis_url=url) as client:
         await (await client.embed("minilm", "warm-up")).result(timeout=60)
         start = time.perf_counter()
         jobs = await asyncio.gather(*(client.embed("minilm", t) for t in texts))

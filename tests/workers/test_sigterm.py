@@ -10,19 +10,33 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from broker import GROUP, JobOutcome, Keys
+from broker import GROUP, JobOutcome, Keys, load_config
 from dispatcher import AsyncClient
 from ops.processes import WorkerProcess
-from tests.conftest import make_config
+
+CONFIG = """
+[redis]
+prefix = "{prefix}"
+[worker]
+block_ms = 50
+heartbeat_s = 0.2
+[pools.burst]
+engine = "echo"
+max_batch = 50
+delay_ms = 2
+[pools.burst.caps]
+standard = 10000
+[models.burst]
+pool = "burst"
+"""
 
 
 async def test_sigterm_mid_burst_loses_nothing(
     prefix: str, redis_url: str, tmp_path: Path, aredis: aioredis.Redis
 ) -> None:
-    config = make_config(prefix, burst={"engine": "echo", "max_batch": 50, "delay_ms": 2,
-                                        "caps": {"standard": 10_000}})
     config_path = tmp_path / "c.toml"
-    config_path.write_text(_toml(config.model_dump(mode="json")))
+    config_path.write_text(CONFIG.format(prefix=prefix))
+    config = load_config(config_path, environ={})
     keys = Keys(prefix).partition("burst", 0)
     async with AsyncClient(config, redis_url=redis_url) as client:
         jobs = await asyncio.gather(*(client.embed("burst", f"j{i}") for i in range(5_000)))
@@ -66,21 +80,3 @@ async def _states(aredis: aioredis.Redis, job_keys: list[str]) -> list[str]:
         pipe.hget(key, "state")
     return list(await pipe.execute())
 
-
-def _toml(data: dict, path: str = "") -> str:
-    scalars, tables = [], []
-    for key, value in data.items():
-        if isinstance(value, dict):
-            tables.append(_toml(value, f"{path}.{key}" if path else key))
-        elif value is not None:
-            scalars.append(f"{key} = {_value(value)}")
-    head = f"[{path}]\n" if path and scalars else ""
-    return head + "\n".join(scalars) + "\n" + "".join(tables)
-
-
-def _value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    return str(value)

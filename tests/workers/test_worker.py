@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import pytest
 import redis.asyncio as aioredis
 
-from broker import GROUP, JobEnvelope, Keys, SwitchyardConfig
+from broker import GROUP, JobEnvelope, Keys, RedisSettings, SwitchyardConfig
 from dispatcher import AsyncClient, JobFailed
 from tests.conftest import StartWorker, make_config
-from workers import EchoEngine, EngineOutput
+from workers import EchoEngine, EngineOutput, Worker
 
 
 class RecordingEngine(EchoEngine):
@@ -121,26 +121,16 @@ async def test_stop_releases_unstarted_entries(
     keys = Keys(prefix).partition("slow", 0)
     async with AsyncClient(config, redis_url=redis_url) as client:
         jobs = await _fill(client, "slow", 4)
-        client_redis = RedisSettingsHelper(redis_url)
+        worker_redis = RedisSettings.from_url(redis_url).connect()
         stop = asyncio.Event()
-        from workers.runtime import Worker
-
-        worker = Worker(client_redis.client, config, "slow", EchoEngine(300))
-        task = asyncio.create_task(worker.run(stop))
+        task = asyncio.create_task(Worker(worker_redis, config, "slow", EchoEngine(300)).run(stop))
         await asyncio.sleep(0.15)  # first batch in flight, the rest buffered
         stop.set()
         stats = await asyncio.wait_for(task, 10)
-        await client_redis.client.aclose()
+        await worker_redis.aclose()
         assert stats.jobs == 4 and stats.released == 8
         pending = sum([(await aredis.xpending(s, GROUP))["pending"] for s in keys.streams()])
         assert pending == 0
         await start_worker(config, "slow")
         results = await asyncio.gather(*(job.result(timeout=30) for job in jobs))
         assert len(results) == 12
-
-
-class RedisSettingsHelper:
-    def __init__(self, url: str) -> None:
-        from broker import RedisSettings
-
-        self.client = RedisSettings.from_url(url).connect()
