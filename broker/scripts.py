@@ -1,29 +1,41 @@
 """The Lua scripts (one ``.lua`` file per operation), registered with ``register_script``.
 
 Scripts run one at a time through :meth:`Scripts.call`, or many in one round trip through
-:meth:`Scripts.pipeline`. Pipelines send ``EVALSHA`` directly (redis-py's pipelined
+:meth:`Scripts.pipeline`. ``enqueue``, ``start`` and ``complete`` each take many jobs of one
+stream per call (:func:`grouped` splits work that way), so a burst costs a few commands,
+not a few per job. Pipelines send ``EVALSHA`` directly (redis-py's pipelined
 scripts cost an extra ``SCRIPT EXISTS`` round trip on every execute); a ``NOSCRIPT``
 reply, after a Redis restart say, loads the scripts and re-sends only the failed calls.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
-from typing import Literal
+from typing import Literal, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-__all__ = ["ScriptCall", "ScriptName", "Scripts"]
+__all__ = ["ScriptCall", "ScriptName", "Scripts", "grouped"]
+
+T = TypeVar("T")
 
 ScriptName = Literal["enqueue", "start", "complete", "release", "cancel"]
 _NAMES: tuple[ScriptName, ...] = ("enqueue", "start", "complete", "release", "cancel")
 
 ScriptCall = tuple[ScriptName, Sequence[str], Sequence[str | int | float]]
 """(script, KEYS, ARGV)."""
+
+
+def grouped(items: Iterable[T], key: Callable[[T], str], size: int) -> list[list[T]]:
+    """Items grouped by key (first-seen order kept), each group cut into runs of ``size``."""
+    groups: dict[str, list[T]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
 
 
 def _source(name: str) -> str:

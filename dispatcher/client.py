@@ -15,13 +15,13 @@ from broker.config import PoolConfig, SwitchyardConfig, load_config
 from broker.errors import BrokerUnavailable
 from broker.keys import JobId, Keys, PartitionKeys
 from broker.schemas import EmbedRequest, JobEnvelope, Priority, now_ms
-from broker.scripts import ScriptCall, Scripts
+from broker.scripts import Scripts
 from broker.settings import RedisSettings
 from dispatcher.admission import Admitted, Duplicate, parse_admission, retry_after
 from dispatcher.errors import AdmissionRejected, InvalidRequest, UnknownModel
 from dispatcher.jobs import AsyncJob
 from dispatcher.replies import ReplyRouter
-from dispatcher.submitter import Submitter
+from dispatcher.submitter import Enqueue, Submitter
 
 __all__ = ["AsyncClient"]
 
@@ -107,14 +107,15 @@ class AsyncClient:
         waiter = self.replies.expect(job_id, reply_stream)
         jobs = self.config.jobs
         cap = getattr(pool.caps, priority)
-        call: ScriptCall = ("enqueue",
-                [keys.stream(priority), keys.job(job_id),
-                 keys.idempotency(idempotency_key or "-"), keys.drain(priority)],
-                [job_id, envelope.model_dump_json(), reply_stream, cap,
-                 int(jobs.job_ttl_s * 1000),
-                 int(jobs.idempotency_ttl_s * 1000) if idempotency_key else 0])
+        job = Enqueue(
+            stream=keys.stream(priority), drain=keys.drain(priority), cap=cap,
+            job_ttl_ms=int(jobs.job_ttl_s * 1000), job_key=keys.job(job_id),
+            idempotency_key=keys.idempotency(idempotency_key or "-"), job_id=job_id,
+            payload=envelope.model_dump_json(), reply=reply_stream,
+            idempotency_ttl_ms=int(jobs.idempotency_ttl_s * 1000) if idempotency_key else 0,
+        )
         try:
-            verdict = parse_admission(await self._submitter.submit(call))
+            verdict = parse_admission(await self._submitter.submit(job))
         except (RedisError, OSError) as exc:
             self.replies.forget(job_id)
             raise BrokerUnavailable(f"Redis at {self.settings.display()}: {exc}") from exc

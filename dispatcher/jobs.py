@@ -76,7 +76,11 @@ class AsyncJob:
         self, waiter: asyncio.Future[JobOutcome], timeout: float | None
     ) -> JobOutcome:
         # The client's reply reader resolves the future (and re-reads the job record of
-        # anything waiting long), so one await is all a job costs here.
+        # anything waiting long), so one await is all a job costs here. A caller that
+        # cancels this await cancels the future; later calls then read the record instead.
+        # A timeout must not cancel it, hence the shield.
+        if waiter.done() or timeout is None:
+            return await waiter
         try:
             async with asyncio.timeout(timeout):
                 return await asyncio.shield(waiter)

@@ -12,6 +12,7 @@ so a reply lost with a Redis restart never leaves a caller waiting forever.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -41,17 +42,18 @@ class ReplyRouter:
         self._last: dict[str, str] = {}
         self._waiters: dict[str, tuple[asyncio.Future[JobOutcome], float]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._wakers: set[asyncio.Task[None]] = set()
+        self._closing = False
         self._swept = time.monotonic()
 
     def expect(self, job_id: str, reply_stream: str) -> asyncio.Future[JobOutcome]:
         """Register interest in a job's outcome before the job is submitted."""
         if reply_stream not in self._last:
-            # A new stream joins the blocking read at once: restart it (XREAD is a plain
-            # read by id, so abandoning one in flight loses nothing).
+            # A new stream joins the blocking read at once: wake the reader (cancelling a
+            # blocked read instead can wedge the client's connection pool).
+            if self._task is not None and not self._task.done():
+                self._wakers.add(asyncio.create_task(self._wake()))
             self._last[reply_stream] = "0-0"
-            if self._task is not None:
-                self._task.cancel()
-                self._task = None
         future: asyncio.Future[JobOutcome] = asyncio.get_running_loop().create_future()
         self._waiters[job_id] = (future, time.monotonic())
         if self._task is None or self._task.done():
@@ -63,9 +65,14 @@ class ReplyRouter:
         if entry is not None and not entry[0].done():
             entry[0].cancel()
 
+    async def _wake(self) -> None:
+        """Return the reader from its blocking read: an entry with no job id, ignored."""
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.xadd(next(iter(self._last)), {"wake": "1"})
+
     async def _run(self) -> None:
         backoff = 0.05
-        while True:
+        while not self._closing:
             try:
                 await self._read_once()
                 if time.monotonic() - self._swept > RECHECK_S:
@@ -116,9 +123,14 @@ class ReplyRouter:
             entry[0].set_exception(exc)
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        self._closing = True
+        if self._task is not None and not self._task.done():
+            await self._wake()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self._block_ms / 1000 + 1)
+            except (TimeoutError, RedisError, OSError):
+                self._task.cancel()
+        await asyncio.gather(*self._wakers, return_exceptions=True)
         for future, _ in self._waiters.values():
             future.cancel()
         self._waiters.clear()

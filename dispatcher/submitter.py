@@ -2,52 +2,87 @@
 
 Every ``submit`` made while a round trip is in flight joins the next one, so a burst of
 thousands of concurrent submissions costs a handful of round trips, while a lone
-submission still goes out at once.
+submission still goes out at once. Jobs bound for one stream share one ``enqueue`` call.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from broker.scripts import ScriptCall, Scripts
+from broker.scripts import ScriptCall, Scripts, grouped
 
-__all__ = ["Submitter"]
+__all__ = ["Enqueue", "Submitter"]
 
-MAX_PIPELINE = 2_000
+MAX_PENDING = 4_000
+PER_CALL = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueue:
+    """One job for the ``enqueue`` script (see ``broker/lua/enqueue.lua``)."""
+
+    stream: str
+    drain: str
+    cap: int
+    job_ttl_ms: int
+    job_key: str
+    idempotency_key: str
+    job_id: str
+    payload: str
+    reply: str
+    idempotency_ttl_ms: int
+
+
+_Pending = tuple[Enqueue, "asyncio.Future[object]"]
 
 
 class Submitter:
     def __init__(self, scripts: Scripts) -> None:
         self._scripts = scripts
-        self._queue: list[tuple[ScriptCall, asyncio.Future[object]]] = []
+        self._queue: list[_Pending] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def submit(self, call: ScriptCall) -> object:
+    async def submit(self, job: Enqueue) -> object:
+        """The script's reply for this job."""
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        self._queue.append((call, future))
+        self._queue.append((job, future))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain())
         return await future
 
     async def _drain(self) -> None:
         while self._queue:
-            batch = self._queue[:MAX_PIPELINE]
-            del self._queue[:MAX_PIPELINE]
+            batch = self._queue[:MAX_PENDING]
+            del self._queue[:MAX_PENDING]
             await self._send(batch)
 
-    async def _send(self, batch: Sequence[tuple[ScriptCall, asyncio.Future[object]]]) -> None:
+    async def _send(self, batch: Sequence[_Pending]) -> None:
+        groups = grouped(batch, lambda pending: pending[0].stream, PER_CALL)
         try:
-            results = await self._scripts.pipeline([call for call, _ in batch])
+            replies = await self._scripts.pipeline([_call(g) for g in groups])
         except Exception as exc:  # every caller gets the failure
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+        for group, reply in zip(groups, replies, strict=True):
+            assert isinstance(reply, list)
+            for (_, future), one in zip(group, reply, strict=True):
+                if not future.done():
+                    future.set_result(one)
 
     async def aclose(self) -> None:
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _call(group: Sequence[_Pending]) -> ScriptCall:
+    first = group[0][0]
+    keys = [first.stream, first.drain]
+    args: list[str | int | float] = [first.cap, first.job_ttl_ms]
+    for job, _ in group:
+        keys += [job.job_key, job.idempotency_key]
+        args += [job.job_id, job.payload, job.reply, job.idempotency_ttl_ms]
+    return ("enqueue", keys, args)

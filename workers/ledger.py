@@ -1,5 +1,6 @@
-"""A worker's writes to Redis: start, finish (complete or dead-letter) and release jobs,
-each a Lua script, many per round trip."""
+"""A worker's writes to Redis: start, finish (complete or dead-letter) and release jobs.
+Each is a Lua script; ``start`` and ``complete`` take every job of one stream in one call,
+and all calls of a batch share one round trip."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from dataclasses import dataclass
 from broker.config import JobsConfig
 from broker.keys import GROUP
 from broker.schemas import ErrorInfo, JobOutcome, JobState, now_ms
-from broker.scripts import ScriptCall, Scripts
+from broker.scripts import ScriptCall, Scripts, grouped
 from workers.puller import Pulled
 
-__all__ = ["Finish", "Ledger"]
+__all__ = ["Finish", "Ledger", "failure"]
+
+PER_CALL = 500
 
 
 @dataclass(frozen=True)
@@ -36,38 +39,49 @@ class Ledger:
         self._jobs = jobs
         self._consumer = consumer
 
-    async def start(self, batch: Sequence[Pulled]) -> tuple[list[Pulled], list[Pulled]]:
-        """Mark jobs running. Returns (to run, expired); jobs that already ended drop out."""
+    async def start(self, batch: Sequence[Pulled]) -> dict[int, str]:
+        """Mark jobs running; verdicts by ``id(pulled)``: 'run', 'skip' (already ended) or
+        'expired' (ended here, its caller told)."""
+        jobs = self._jobs
+        groups = grouped(batch, lambda p: p.entry.stream, PER_CALL)
         calls: list[ScriptCall] = []
-        for p in batch:
-            assert p.envelope is not None
-            calls.append(("start", [p.keys.job(p.entry.job_id), p.entry.stream],
-                          [GROUP, p.entry.entry_id, self._consumer, p.envelope.deadline_ms or 0,
-                           int(self._jobs.job_ttl_s * 1000)]))
-        verdicts = await self._scripts.pipeline(calls)
-        run = [p for p, v in zip(batch, verdicts, strict=True) if v == "run"]
-        expired = [p for p, v in zip(batch, verdicts, strict=True) if v == "expired"]
-        return run, expired
+        for group in groups:
+            keys = [group[0].entry.stream]
+            args: list[str | int | float] = [
+                GROUP, self._consumer, int(jobs.job_ttl_s * 1000), int(jobs.result_ttl_s * 1000),
+                int(jobs.reply_ttl_s * 1000), jobs.reply_maxlen]
+            for p in group:
+                assert p.envelope is not None
+                keys += [p.keys.job(p.entry.job_id), p.entry.reply]
+                args += [p.entry.entry_id, p.entry.job_id, p.envelope.deadline_ms or 0]
+            calls.append(("start", keys, args))
+        verdicts: dict[int, str] = {}
+        for group, reply in zip(groups, await self._scripts.pipeline(calls), strict=True):
+            assert isinstance(reply, list)
+            verdicts.update(zip(map(id, group), map(str, reply), strict=True))
+        return verdicts
 
-    async def finish(self, items: Sequence[Finish]) -> list[bool]:
-        """Write outcomes (first result wins), reply, ack. True where this call wrote it."""
+    async def finish(self, items: Sequence[Finish]) -> int:
+        """Write outcomes (first result wins), reply, ack. Returns how many this call wrote."""
         jobs = self._jobs
         calls: list[ScriptCall] = []
-        for item in items:
-            p = item.pulled
-            job_id = p.entry.job_id if _owned(p, p.entry.job_id) else ""
-            reply = p.entry.reply if p.entry.reply.startswith(p.keys.base + ":reply:") else ""
-            outcome = item.outcome
-            calls.append(("complete",
-                          [p.entry.stream, p.keys.job(job_id or "-"), reply or p.keys.reply("-"),
-                           p.keys.drain(p.priority), p.keys.dead],
-                          [GROUP, p.entry.entry_id, job_id,
-                           outcome.state.value if outcome else "",
-                           outcome.model_dump_json() if outcome and job_id else "",
-                           int(jobs.result_ttl_s * 1000), int(jobs.reply_ttl_s * 1000),
-                           jobs.reply_maxlen, item.dead_reason,
-                           p.entry.payload if item.dead_reason else "", jobs.dead_letter_maxlen]))
-        return [r == 1 for r in await self._scripts.pipeline(calls)]
+        for group in grouped(items, lambda f: f.pulled.entry.stream, PER_CALL):
+            first = group[0].pulled
+            keys = [first.entry.stream, first.keys.drain(first.priority), first.keys.dead]
+            args: list[str | int | float] = [
+                GROUP, int(jobs.result_ttl_s * 1000), int(jobs.reply_ttl_s * 1000),
+                jobs.reply_maxlen, jobs.dead_letter_maxlen]
+            for item in group:
+                p, outcome = item.pulled, item.outcome
+                job_id = p.entry.job_id if p.owned else ""
+                keys += [p.keys.job(job_id or "-"),
+                         p.entry.reply if p.reply_owned else p.keys.reply("-")]
+                args += [p.entry.entry_id, job_id, outcome.state.value if outcome else "",
+                         outcome.model_dump_json() if outcome and job_id else "",
+                         item.dead_reason, p.entry.payload if item.dead_reason else ""]
+            calls.append(("complete", keys, args))
+        written = await self._scripts.pipeline(calls)
+        return sum(sum(int(w) for w in reply) for reply in written if isinstance(reply, list))
 
     async def release(self, held: Sequence[Pulled]) -> None:
         """Hand entries read but never started back to their streams."""
@@ -77,9 +91,3 @@ class Ledger:
             for p in held
         ]
         await self._scripts.pipeline(calls)
-
-
-def _owned(pulled: Pulled, job_id: str) -> bool:
-    """Whether a job id names the partition the entry was read from."""
-    prefix = f"{pulled.keys.pool}.{pulled.keys.partition}."
-    return job_id.startswith(prefix) and job_id[len(prefix):].isalnum()

@@ -33,6 +33,29 @@ class Pulled:
     envelope: JobEnvelope | None
     error: str | None = None
 
+    @property
+    def owned(self) -> bool:
+        """Whether the entry's job id names the partition it was read from; only then is it
+        used to build keys or spliced into an outcome."""
+        token = self.entry.job_id.removeprefix(f"{self.keys.pool}.{self.keys.partition}.")
+        return token != self.entry.job_id and token.isascii() and token.isalnum()
+
+    @property
+    def reply_owned(self) -> bool:
+        return self.entry.reply.startswith(self.keys.base + ":reply:")
+
+
+def _mismatch(pulled: Pulled) -> str:
+    """Why a decoded entry cannot be served as it is ('' when it can)."""
+    assert pulled.envelope is not None
+    if not pulled.owned:
+        return f"job id {pulled.entry.job_id!r} does not belong to this partition"
+    if pulled.envelope.id != pulled.entry.job_id:
+        return "entry job id does not match its payload"
+    if not pulled.reply_owned:
+        return f"reply stream {pulled.entry.reply!r} does not belong to this partition"
+    return ""
+
 
 class Puller:
     def __init__(
@@ -88,6 +111,10 @@ class Puller:
                 pulled = Pulled(entry, keys, priority, decode_envelope(entry.payload))
             except EntryDecodeError as exc:
                 bad.append(Pulled(entry, keys, priority, None, str(exc)))
+                continue
+            problem = _mismatch(pulled)
+            if problem:
+                bad.append(Pulled(entry, keys, priority, None, problem))
                 continue
             self.buffers[priority].append(pulled)
         return bad

@@ -39,10 +39,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-SKEW_TOLERANCE_MS = 5_000
-"""How far hosts' clocks may disagree before a worker's local expiry check could be wrong."""
-
-
 def _expired_before(pulled: Pulled, cutoff_ms: int) -> bool:
     deadline = pulled.envelope.deadline_ms if pulled.envelope else None
     return deadline is not None and deadline < cutoff_ms
@@ -109,10 +105,7 @@ class Worker:
                 batch = await self._next_batch()
                 if not batch:
                     continue
-                run, outputs = await self._start_and_execute(batch)
-                if finishing is not None:
-                    await finishing
-                finishing = asyncio.create_task(self._retry(self._finish, run, outputs))
+                finishing = await self._serve(batch, finishing)
         finally:
             if finishing is not None:
                 await finishing
@@ -132,34 +125,37 @@ class Worker:
         self._heartbeat.info["last_batch"] = str(len(batch))
         return batch
 
-    async def _start_and_execute(
-        self, batch: Sequence[Pulled]
-    ) -> tuple[list[Pulled], list[EngineOutput]]:
-        """Run the engine while the start round trip is in flight, so it adds no latency.
+    async def _serve(
+        self, batch: Sequence[Pulled], finishing: asyncio.Task[None] | None
+    ) -> asyncio.Task[None] | None:
+        """Start, run and finish one batch; returns the task finishing it.
 
-        Jobs whose deadline passed by more than the clock-skew tolerance (local clock) are
-        not run at all; the start script, on the Redis clock, has the final word on expiry
-        and on jobs cancelled meanwhile, whose outputs are then dropped.
+        The start round trip overlaps the engine, and finishing does not wait for its
+        verdicts: ``start`` ends expired jobs itself, and ``complete`` keeps the first
+        outcome, so whichever of the two Redis runs first, each job ends once. Jobs whose
+        deadline passed longer ago than the clock-skew tolerance are not run at all.
         """
-        starting = asyncio.create_task(self._retry(self._start, batch))
-        cutoff = now_ms() - SKEW_TOLERANCE_MS
+        starting = asyncio.create_task(self._retry(self._ledger.start, batch))
+        cutoff = now_ms() - int(self._config.worker.clock_skew_s * 1000)
         hopeful = [p for p in batch if not _expired_before(p, cutoff)]
-        computed = dict(zip(map(id, hopeful), await self._execute(hopeful), strict=True))
-        run = await starting
-        late = [p for p in run if id(p) not in computed]  # clocks skewed past the tolerance
-        if late:
-            computed.update(zip(map(id, late), await self._execute(late), strict=True))
-        return run, [computed[id(p)] for p in run]
+        outputs = await self._execute(hopeful)
+        finishing = await self._then_finish(finishing, hopeful, outputs)
+        verdicts = await starting
+        late = [p for p in batch if _expired_before(p, cutoff) and verdicts[id(p)] == "run"]
+        if late:  # clocks skewed past the tolerance: Redis says they may still run
+            finishing = await self._then_finish(finishing, late, await self._execute(late))
+        return finishing
 
-    async def _start(self, batch: Sequence[Pulled]) -> list[Pulled]:
-        run, expired = await self._ledger.start(batch)
-        if expired:
-            await self._ledger.finish([
-                Finish(p, failure(p.entry.job_id, JobState.EXPIRED, "deadline_exceeded",
-                                  "deadline passed before the job started"))
-                for p in expired
-            ])
-        return run
+    async def _then_finish(
+        self, previous: asyncio.Task[None] | None, run: Sequence[Pulled],
+        outputs: Sequence[EngineOutput],
+    ) -> asyncio.Task[None] | None:
+        """Finish ``run`` in the background after the finish before it (one in flight)."""
+        if previous is not None:
+            await previous
+        if not run:
+            return None
+        return asyncio.create_task(self._retry(self._finish, run, outputs))
 
     async def _execute(self, run: Sequence[Pulled]) -> list[EngineOutput]:
         if not run:
@@ -188,8 +184,7 @@ class Worker:
                 outcome = JobOutcome(id=pulled.entry.job_id, state=JobState.FAILED,
                                      error=output, finished_ms=finished)
             items.append(Finish(pulled, outcome))
-        await self._ledger.finish(items)
-        self.stats.jobs += len(items)
+        self.stats.jobs += await self._ledger.finish(items)
 
     async def _dead_letter(self, bad: Sequence[Pulled]) -> None:
         for p in bad:

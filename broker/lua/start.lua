@@ -1,23 +1,40 @@
--- start: a worker claims a job it read for running, unless it already ended or expired.
--- KEYS[1] job hash   KEYS[2] priority stream the entry sits on
--- ARGV[1] group   ARGV[2] entry id   ARGV[3] consumer   ARGV[4] deadline ms ('0': none)
--- ARGV[5] job ttl ms (applied only if the job record had vanished)
--- Returns 'run' | 'skip' (job already ended: entry acked and removed) | 'expired'
--- Deadlines are checked against the Redis clock, so skew between hosts does not matter.
-local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'succeeded' or state == 'failed' or state == 'cancelled' or state == 'expired' then
-  redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
-  redis.call('XDEL', KEYS[2], ARGV[2])
-  return 'skip'
-end
+-- start: a worker marks the jobs it read as running, unless they already ended; a job
+-- whose deadline passed (on the Redis clock, so skew between hosts does not matter) is
+-- ended here as expired: outcome written, reply sent, entry acked and removed.
+-- KEYS[1] priority stream the entries sit on
+-- then per job i (1..n): KEYS[2i] job hash   KEYS[2i+1] reply stream
+-- ARGV[1] group   ARGV[2] consumer   ARGV[3] job ttl ms (only if the record had vanished)
+-- ARGV[4] result ttl ms   ARGV[5] reply ttl ms   ARGV[6] reply stream max length
+-- then per job i: ARGV[3i+4] entry id   ARGV[3i+5] job id   ARGV[3i+6] deadline ms ('0': none)
+-- Returns one verdict per job: 'run' | 'skip' (already ended) | 'expired'
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local deadline = tonumber(ARGV[4])
-if deadline > 0 and now > deadline then
-  return 'expired'
+local out = {}
+for i = 1, (#KEYS - 1) / 2 do
+  local job_key, reply = KEYS[2 * i], KEYS[2 * i + 1]
+  local entry, id, deadline = ARGV[3 * i + 4], ARGV[3 * i + 5], tonumber(ARGV[3 * i + 6])
+  local state = redis.call('HGET', job_key, 'state')
+  if state == 'succeeded' or state == 'failed' or state == 'cancelled' or state == 'expired' then
+    redis.call('XACK', KEYS[1], ARGV[1], entry)
+    redis.call('XDEL', KEYS[1], entry)
+    out[i] = 'skip'
+  elseif deadline > 0 and now > deadline then
+    local outcome = '{"v":1,"id":"' .. id .. '","state":"expired","error":{"code":'
+      .. '"deadline_exceeded","message":"deadline passed before the job started"},'
+      .. '"finished_ms":' .. now .. '}'
+    redis.call('HSET', job_key, 'state', 'expired', 'outcome', outcome, 'finished', now)
+    redis.call('PEXPIRE', job_key, ARGV[4])
+    redis.call('XADD', reply, 'MAXLEN', '~', ARGV[6], '*', 'id', id, 'o', outcome)
+    redis.call('PEXPIRE', reply, ARGV[5])
+    redis.call('XACK', KEYS[1], ARGV[1], entry)
+    redis.call('XDEL', KEYS[1], entry)
+    out[i] = 'expired'
+  else
+    redis.call('HSET', job_key, 'state', 'running', 'worker', ARGV[2], 'started', now)
+    if not state then
+      redis.call('PEXPIRE', job_key, ARGV[3])
+    end
+    out[i] = 'run'
+  end
 end
-redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[3], 'started', now)
-if not state then
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
-end
-return 'run'
+return out

@@ -8,12 +8,29 @@ from broker import GROUP, Keys, Scripts, ensure_groups, parse_stream_reply
 
 
 async def _enqueue(scripts: Scripts, keys, job_id: str, cap: int, idem: str = "") -> list:
-    return await scripts.call(  # type: ignore[return-value]
+    replies = await scripts.call(
         "enqueue",
-        [keys.stream("standard"), keys.job(job_id), keys.idempotency(idem or "-"),
-         keys.drain("standard")],
-        [job_id, "{}", keys.reply("c"), cap, 60_000, 60_000 if idem else 0],
+        [keys.stream("standard"), keys.drain("standard"), keys.job(job_id),
+         keys.idempotency(idem or "-")],
+        [cap, 60_000, job_id, "{}", keys.reply("c"), 60_000 if idem else 0],
     )
+    assert isinstance(replies, list) and len(replies) == 1
+    return replies[0]  # type: ignore[no-any-return]
+
+
+async def test_one_call_admits_many_jobs_in_order(aredis: aioredis.Redis, prefix: str) -> None:
+    keys = Keys(prefix).partition("p", 0)
+    ids = [f"p.0.{i:04d}" for i in range(5)]
+    replies = await Scripts(aredis).call(
+        "enqueue",
+        [keys.stream("standard"), keys.drain("standard"),
+         *[k for i in ids for k in (keys.job(i), keys.idempotency("same"))]],
+        [3, 60_000, *[a for i in ids for a in (i, "{}", keys.reply("c"), 60_000)]],
+    )
+    assert isinstance(replies, list)
+    # The first job takes the key; the rest are duplicates of it, not second jobs.
+    assert [r[0] for r in replies] == ["admitted"] + ["duplicate"] * 4
+    assert await aredis.xlen(keys.stream("standard")) == 1
 
 
 async def test_enqueue_admits_up_to_the_cap(aredis: aioredis.Redis, prefix: str) -> None:
@@ -45,13 +62,13 @@ async def test_complete_first_result_wins_and_acks(aredis: aioredis.Redis, prefi
     async def complete(outcome: str) -> object:
         return await scripts.call(
             "complete",
-            [entry.stream, keys.job("p.0.cccc"), keys.reply("c"), keys.drain("standard"),
-             keys.dead],
-            [GROUP, entry.entry_id, "p.0.cccc", "succeeded", outcome, 60_000, 60_000, 1000,
-             "", "", 1000])
+            [entry.stream, keys.drain("standard"), keys.dead, keys.job("p.0.cccc"),
+             keys.reply("c")],
+            [GROUP, 60_000, 60_000, 1000, 1000,
+             entry.entry_id, "p.0.cccc", "succeeded", outcome, "", ""])
 
-    assert await complete('{"first": 1}') == 1
-    assert await complete('{"second": 1}') == 0
+    assert await complete('{"first": 1}') == [1]
+    assert await complete('{"second": 1}') == [0]
     assert await aredis.hget(keys.job("p.0.cccc"), "outcome") == '{"first": 1}'
     assert await aredis.xlen(keys.reply("c")) == 1
     assert await aredis.xlen(keys.stream("standard")) == 0
@@ -64,8 +81,8 @@ async def test_pipeline_reloads_scripts_after_a_flush(aredis: aioredis.Redis, pr
     scripts = Scripts(aredis)
     await scripts.load()
     await aredis.script_flush()
-    calls = [("enqueue", [keys.stream("batch"), keys.job(f"p.0.{i}"), keys.idempotency("-"),
-                          keys.drain("batch")],
-              [f"p.0.{i}", "{}", keys.reply("c"), 10, 60_000, 0]) for i in range(3)]
+    calls = [("enqueue", [keys.stream("batch"), keys.drain("batch"), keys.job(f"p.0.{i}"),
+                          keys.idempotency("-")],
+              [10, 60_000, f"p.0.{i}", "{}", keys.reply("c"), 0]) for i in range(3)]
     replies = await scripts.pipeline(calls)  # type: ignore[arg-type]
-    assert [r[0] for r in replies] == ["admitted"] * 3  # type: ignore[index]
+    assert [r[0][0] for r in replies] == ["admitted"] * 3  # type: ignore[index]

@@ -23,6 +23,7 @@ from dispatcher import (
     UnknownModel,
 )
 from tests.conftest import StartWorker, make_config
+from tests.workers.test_worker import RecordingEngine
 
 
 async def test_round_trip_through_the_queue(
@@ -88,16 +89,25 @@ async def test_cancel_a_queued_job(config: SwitchyardConfig, redis_url: str) -> 
         assert await job.status() is JobState.CANCELLED
 
 
-async def test_expired_deadline_fails_without_running(
-    config: SwitchyardConfig, redis_url: str, start_worker: StartWorker
+@pytest.mark.parametrize("skew_s", [0.0, 5.0])
+async def test_expired_deadline_fails_the_job(
+    prefix: str, redis_url: str, start_worker: StartWorker, skew_s: float
 ) -> None:
+    """Redis's clock expires the job either way; past the skew tolerance, by the worker's
+    clock, the engine does not even run it."""
+    base = make_config(prefix)
+    config = base.model_copy(
+        update={"worker": base.worker.model_copy(update={"clock_skew_s": skew_s})})
+    engine = RecordingEngine()
     async with AsyncClient(config, redis_url=redis_url) as client:
         job = await client.embed("echo", "x", deadline_s=0.05)
         await asyncio.sleep(0.2)
-        worker = await start_worker(config)
-        with pytest.raises(JobExpired):
+        worker = await start_worker(config, "echo", engine)
+        with pytest.raises(JobExpired, match="deadline passed"):
             await job.result(timeout=10)
-        assert worker.stats.jobs == 0
+        assert await job.status() is JobState.EXPIRED
+        assert worker.stats.jobs == 0  # no result written
+        assert engine.order == ([] if skew_s == 0.0 else ["standard"])
 
 
 async def test_result_timeout_and_unknown_job(config: SwitchyardConfig, redis_url: str) -> None:
