@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
+from functools import cached_property
 
 from broker.errors import JobIdError
 from broker.schemas import PRIORITIES, Priority
@@ -69,7 +70,7 @@ class PartitionKeys:
     pool: str
     partition: int
 
-    @property
+    @cached_property
     def base(self) -> str:
         return f"{self.prefix}:{{{self.pool}.{self.partition}}}"
 

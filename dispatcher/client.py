@@ -47,6 +47,7 @@ class AsyncClient:
         self.replies = ReplyRouter(self.redis, lambda job_id: self.keys.of_job(job_id).job(job_id))
         self._submitter = Submitter(self.scripts)
         self._round_robin = itertools.count()
+        self._partitions: dict[tuple[str, int], PartitionKeys] = {}
 
     async def __aenter__(self) -> Self:
         return self
@@ -82,7 +83,7 @@ class AsyncClient:
         ):
             raise InvalidRequest("embed input must be a string or a non-empty list of strings")
         # Checked above, so built without a second validation pass (this is the hot path).
-        request = EmbedRequest.model_construct(input=list(texts))
+        request = EmbedRequest.model_construct(kind="embed", input=list(texts))
         return await self._submit(model, request, priority, deadline_s, idempotency_key, tenant)
 
     async def _submit(
@@ -99,7 +100,8 @@ class AsyncClient:
         job_id = str(JobId.new(pool_name, keys.partition))
         created = now_ms()
         envelope = JobEnvelope.model_construct(
-            id=job_id, model=model, priority=priority, created_ms=created, tenant=tenant,
+            v=1, attempts=0, id=job_id, model=model, priority=priority, created_ms=created,
+            tenant=tenant,
             deadline_ms=None if deadline_s is None else created + int(deadline_s * 1000),
             request=request,
         )
@@ -155,4 +157,7 @@ class AsyncClient:
             index = zlib.crc32(idempotency_key.encode()) % pool.partitions
         else:
             index = next(self._round_robin) % pool.partitions
-        return self.keys.partition(pool_name, index)
+        keys = self._partitions.get((pool_name, index))
+        if keys is None:
+            keys = self._partitions[pool_name, index] = self.keys.partition(pool_name, index)
+        return keys

@@ -41,13 +41,15 @@ def outcome_result(outcome: JobOutcome) -> EmbedResult:
 class AsyncJob:
     """Returned by :meth:`AsyncClient.embed` and :meth:`AsyncClient.job`."""
 
+    __slots__ = ("_client", "_waiter", "id", "position")
+
     def __init__(
         self,
         client: AsyncClient,
         job_id: str,
         *,
         position: int | None = None,
-        waiter: asyncio.Future[JobOutcome] | None = None,
+        waiter: asyncio.Future[str] | None = None,
     ) -> None:
         self._client = client
         self._waiter = waiter
@@ -73,19 +75,20 @@ class AsyncJob:
         return outcome_result(await self.outcome(timeout))
 
     async def _await_reply(
-        self, waiter: asyncio.Future[JobOutcome], timeout: float | None
+        self, waiter: asyncio.Future[str], timeout: float | None
     ) -> JobOutcome:
         # The client's reply reader resolves the future (and re-reads the job record of
         # anything waiting long), so one await is all a job costs here. A caller that
         # cancels this await cancels the future; later calls then read the record instead.
         # A timeout must not cancel it, hence the shield.
         if waiter.done() or timeout is None:
-            return await waiter
+            return JobOutcome.model_validate_json(await waiter)
         try:
             async with asyncio.timeout(timeout):
-                return await asyncio.shield(waiter)
+                raw = await asyncio.shield(waiter)
         except TimeoutError:
             raise ResultTimeout(f"job {self.id} did not end within {timeout}s") from None
+        return JobOutcome.model_validate_json(raw)
 
     async def _poll(self, deadline: float | None, timeout: float | None) -> JobOutcome:
         poll = 0.02

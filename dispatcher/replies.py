@@ -21,7 +21,6 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from broker.schemas import JobOutcome
 from broker.streams import parse_stream_reply
 from dispatcher.errors import JobNotFound
 
@@ -40,13 +39,15 @@ class ReplyRouter:
         self._job_key = job_key
         self._block_ms = block_ms
         self._last: dict[str, str] = {}
-        self._waiters: dict[str, tuple[asyncio.Future[JobOutcome], float]] = {}
+        # Futures carry the outcome's raw JSON: it is parsed when a caller asks for it,
+        # so a burst of waiting jobs holds strings, not object graphs for the GC to walk.
+        self._waiters: dict[str, tuple[asyncio.Future[str], float]] = {}
         self._task: asyncio.Task[None] | None = None
         self._wakers: set[asyncio.Task[None]] = set()
         self._closing = False
         self._swept = time.monotonic()
 
-    def expect(self, job_id: str, reply_stream: str) -> asyncio.Future[JobOutcome]:
+    def expect(self, job_id: str, reply_stream: str) -> asyncio.Future[str]:
         """Register interest in a job's outcome before the job is submitted."""
         if reply_stream not in self._last:
             # A new stream joins the blocking read at once: wake the reader (cancelling a
@@ -54,7 +55,7 @@ class ReplyRouter:
             if self._task is not None and not self._task.done():
                 self._wakers.add(asyncio.create_task(self._wake()))
             self._last[reply_stream] = "0-0"
-        future: asyncio.Future[JobOutcome] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiters[job_id] = (future, time.monotonic())
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="switchyard-replies")
@@ -115,12 +116,8 @@ class ReplyRouter:
 
     def _deliver(self, job_id: str, raw: str) -> None:
         entry = self._waiters.pop(job_id, None)
-        if entry is None or entry[0].done():
-            return
-        try:
-            entry[0].set_result(JobOutcome.model_validate_json(raw))
-        except ValueError as exc:
-            entry[0].set_exception(exc)
+        if entry is not None and not entry[0].done():
+            entry[0].set_result(raw)
 
     async def aclose(self) -> None:
         self._closing = True
