@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -41,7 +42,8 @@ class ReplyRouter:
         self._last: dict[str, str] = {}
         # Futures carry the outcome's raw JSON: it is parsed when a caller asks for it,
         # so a burst of waiting jobs holds strings, not object graphs for the GC to walk.
-        self._waiters: dict[str, tuple[asyncio.Future[str], float]] = {}
+        self._waiters: dict[str, asyncio.Future[str]] = {}
+        self._since: dict[str, float] = {}  # registration times, oldest first
         self._task: asyncio.Task[None] | None = None
         self._wakers: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -56,15 +58,20 @@ class ReplyRouter:
                 self._wakers.add(asyncio.create_task(self._wake()))
             self._last[reply_stream] = "0-0"
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._waiters[job_id] = (future, time.monotonic())
+        self._waiters[job_id] = future
+        self._since[job_id] = time.monotonic()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="switchyard-replies")
         return future
 
     def forget(self, job_id: str) -> None:
-        entry = self._waiters.pop(job_id, None)
-        if entry is not None and not entry[0].done():
-            entry[0].cancel()
+        future = self._pop(job_id)
+        if future is not None and not future.done():
+            future.cancel()
+
+    def _pop(self, job_id: str) -> asyncio.Future[str] | None:
+        self._since.pop(job_id, None)
+        return self._waiters.pop(job_id, None)
 
     async def _wake(self) -> None:
         """Return the reader from its blocking read: an entry with no job id, ignored."""
@@ -99,8 +106,8 @@ class ReplyRouter:
     async def _sweep(self) -> None:
         """Re-read the records of jobs that waited longer than RECHECK_S."""
         self._swept = time.monotonic()
-        old = [job_id for job_id, (_, since) in self._waiters.items()
-               if self._swept - since > RECHECK_S][:SWEEP_MAX]
+        old = list(itertools.islice(itertools.takewhile(
+            lambda job_id: self._swept - self._since[job_id] > RECHECK_S, self._since), SWEEP_MAX))
         if not old:
             return
         pipe = self._redis.pipeline(transaction=False)
@@ -110,14 +117,16 @@ class ReplyRouter:
             if outcome:
                 self._deliver(job_id, outcome)
             elif state is None:
-                entry = self._waiters.pop(job_id, None)
-                if entry is not None and not entry[0].done():
-                    entry[0].set_exception(JobNotFound(f"job {job_id} has no record any more"))
+                future = self._pop(job_id)
+                if future is not None and not future.done():
+                    future.set_exception(JobNotFound(f"job {job_id} has no record any more"))
+            else:  # still waiting: check it again next sweep, after the younger ones
+                self._since[job_id] = self._since.pop(job_id)
 
     def _deliver(self, job_id: str, raw: str) -> None:
-        entry = self._waiters.pop(job_id, None)
-        if entry is not None and not entry[0].done():
-            entry[0].set_result(raw)
+        future = self._pop(job_id)
+        if future is not None and not future.done():
+            future.set_result(raw)
 
     async def aclose(self) -> None:
         self._closing = True
@@ -128,8 +137,9 @@ class ReplyRouter:
             except (TimeoutError, RedisError, OSError):
                 self._task.cancel()
         await asyncio.gather(*self._wakers, return_exceptions=True)
-        for future, _ in self._waiters.values():
+        for future in self._waiters.values():
             future.cancel()
         self._waiters.clear()
+        self._since.clear()
         if self._last:
             await self._redis.delete(*self._last)

@@ -59,7 +59,7 @@ class Submitter:
             await self._send(batch)
 
     async def _send(self, batch: Sequence[_Pending]) -> None:
-        groups = grouped(batch, lambda pending: pending[0].stream, PER_CALL)
+        groups = grouped(batch, _group_key, PER_CALL)
         try:
             replies = await self._scripts.pipeline([_call(g) for g in groups])
         except Exception as exc:  # every caller gets the failure
@@ -78,11 +78,20 @@ class Submitter:
             await asyncio.gather(self._task, return_exceptions=True)
 
 
+def _group_key(pending: _Pending) -> str:
+    """Jobs share a call when they share a stream, a reply stream and idempotency TTL."""
+    job = pending[0]
+    return f"{job.stream}\n{job.reply}\n{job.idempotency_ttl_ms}"
+
+
 def _call(group: Sequence[_Pending]) -> ScriptCall:
     first = group[0][0]
     keys = [first.stream, first.drain]
-    args: list[str | int | float] = [first.cap, first.job_ttl_ms]
+    args: list[str | int | float] = [first.cap, first.job_ttl_ms, first.reply,
+                                     first.idempotency_ttl_ms]
     for job, _ in group:
-        keys += [job.job_key, job.idempotency_key]
-        args += [job.job_id, job.payload, job.reply, job.idempotency_ttl_ms]
+        keys.append(job.job_key)
+        if first.idempotency_ttl_ms:
+            keys.append(job.idempotency_key)
+        args += [job.job_id, job.payload]
     return ("enqueue", keys, args)

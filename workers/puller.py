@@ -123,8 +123,8 @@ class Puller:
         """Pack the next batch in priority order, within the job and token bounds."""
         batch: list[Pulled] = []
         texts = longest = 0
+        waiting = {p: len(b) for p, b in self.buffers.items()}
         while len(batch) < self._max_batch:
-            waiting = {p: len(b) for p, b in self.buffers.items()}
             chosen = self._scheduler.choose(waiting)
             if chosen is None:
                 break
@@ -136,6 +136,7 @@ class Puller:
                 break
             self._scheduler.commit(chosen, waiting)
             batch.append(self.buffers[chosen].popleft())
+            waiting[chosen] -= 1
             texts, longest = texts + n, max(longest, length)
         return batch
 

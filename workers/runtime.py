@@ -174,15 +174,19 @@ class Worker:
         finished = now_ms()
         items = []
         for pulled, output in zip(run, outputs, strict=True):
+            # Built from parts that are validated already: no second validation pass.
             if isinstance(output, EmbedResult):
-                outcome = JobOutcome(
-                    id=pulled.entry.job_id, state=JobState.SUCCEEDED, finished_ms=finished,
+                outcome = JobOutcome.model_construct(
+                    v=1, id=pulled.entry.job_id, state=JobState.SUCCEEDED, error=None,
                     result=output.model_copy(update={"served_by": self._served_by}),
+                    finished_ms=finished,
                 )
             else:
                 self.stats.failed += 1
-                outcome = JobOutcome(id=pulled.entry.job_id, state=JobState.FAILED,
-                                     error=output, finished_ms=finished)
+                outcome = JobOutcome.model_construct(
+                    v=1, id=pulled.entry.job_id, state=JobState.FAILED, result=None,
+                    error=output, finished_ms=finished,
+                )
             items.append(Finish(pulled, outcome))
         self.stats.jobs += await self._ledger.finish(items)
 

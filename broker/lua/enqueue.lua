@@ -1,20 +1,24 @@
 -- enqueue: for each job in turn, idempotency check, admission check and XADD, atomically.
+-- All jobs of one call go to one stream and share the caller's reply stream.
 -- KEYS[1] priority stream   KEYS[2] drain hash of the stream
--- then per job i (1..n): KEYS[1+2i] job hash   KEYS[2+2i] idempotency key
--- ARGV[1] cap   ARGV[2] job ttl ms
--- then per job i: ARGV[4i-1] job id   ARGV[4i] envelope JSON   ARGV[4i+1] reply stream key
---                 ARGV[4i+2] idempotency ttl ms ('0': no idempotency key)
+-- then per job i (1..n), K = 1 + idempotency: KEYS[2+K(i-1)+1] job hash
+--   [KEYS[2+K(i-1)+2] idempotency key, with idempotency]
+-- ARGV[1] cap   ARGV[2] job ttl ms   ARGV[3] reply stream key
+-- ARGV[4] idempotency ttl ms ('0': the jobs of this call carry no idempotency keys)
+-- then per job i: ARGV[5+2(i-1)] job id   ARGV[6+2(i-1)] envelope JSON
 -- Returns one reply per job, in order:
 --   {'admitted', job id, entry id, depth before} | {'duplicate', job id}
 --   | {'rejected', depth, last rate, window start ms, count in window, now ms}
-local cap = tonumber(ARGV[1])
+local cap, reply, idem_ttl = tonumber(ARGV[1]), ARGV[3], ARGV[4]
+local per = idem_ttl == '0' and 1 or 2
 local depth = redis.call('XLEN', KEYS[1])
 local out = {}
 local drain
-for i = 1, (#KEYS - 2) / 2 do
-  local job_key, idem_key = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
-  local id, payload, reply, idem_ttl = ARGV[4 * i - 1], ARGV[4 * i], ARGV[4 * i + 1], ARGV[4 * i + 2]
-  local existing = idem_ttl ~= '0' and redis.call('GET', idem_key)
+for i = 1, (#KEYS - 2) / per do
+  local job_key = KEYS[3 + per * (i - 1)]
+  local idem_key = KEYS[4 + per * (i - 1)]
+  local id, payload = ARGV[3 + 2 * i], ARGV[4 + 2 * i]
+  local existing = per == 2 and redis.call('GET', idem_key)
   if existing then
     out[i] = {'duplicate', existing}
   elseif depth >= cap then
@@ -28,7 +32,7 @@ for i = 1, (#KEYS - 2) / 2 do
     local entry = redis.call('XADD', KEYS[1], '*', 'id', id, 'r', reply, 'd', payload)
     redis.call('HSET', job_key, 'state', 'queued', 'entry', entry, 'stream', KEYS[1], 'reply', reply)
     redis.call('PEXPIRE', job_key, ARGV[2])
-    if idem_ttl ~= '0' then
+    if per == 2 then
       redis.call('SET', idem_key, id, 'PX', idem_ttl)
     end
     out[i] = {'admitted', id, entry, depth}

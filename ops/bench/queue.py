@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 from broker.config import SwitchyardConfig
 from dispatcher.client import AsyncClient
+from dispatcher.jobs import AsyncJob
 from ops.bench.common import bench_env, percentile
 from ops.bench.raw import open_loop, raw_ceiling, raw_latency
 from ops.processes import WorkerProcess
@@ -39,6 +40,7 @@ PAYLOAD = "the quick brown fox jumps over the lazy dog " * 2
 @dataclass(frozen=True)
 class QueueBenchOptions:
     jobs: int = 50_000
+    producers: int = 256
     rate: float = 100.0
     seconds: float = 10.0
     redis_url: str | None = None
@@ -47,6 +49,7 @@ class QueueBenchOptions:
 @dataclass(frozen=True)
 class QueueReport:
     jobs: int
+    producers: int
     raw_jobs_per_s: float
     burst_jobs_per_s: float
     burst_ratio: float
@@ -58,12 +61,20 @@ class QueueReport:
     raw_p99_ms: float
 
 
-async def burst(config: SwitchyardConfig, url: str, n: int) -> float:
-    """n concurrent submissions (one task each), then every result collected in order."""
+async def burst(config: SwitchyardConfig, url: str, n: int, producers: int) -> float:
+    """n jobs submitted as fast as ``producers`` concurrent tasks can (as a service's request
+    handlers would; the client coalesces their submissions), then every result collected."""
+    jobs: list[AsyncJob | None] = [None] * n
+
+    async def produce(first: int) -> None:
+        for i in range(first, n, producers):
+            jobs[i] = await client.embed("echo", PAYLOAD)
+
     async with AsyncClient(config, redis_url=url) as client, asyncio.timeout(600):
         start = time.perf_counter()
-        jobs = await asyncio.gather(*(client.embed("echo", PAYLOAD) for _ in range(n)))
+        await asyncio.gather(*(produce(p) for p in range(producers)))
         for job in jobs:
+            assert job is not None
             await job.result()
         return n / (time.perf_counter() - start)
 
@@ -87,10 +98,11 @@ def run_queue_bench(options: QueueBenchOptions) -> QueueReport:
         raw = raw_ceiling(env.redis_url, options.jobs, PAYLOAD)
         raw_lat = asyncio.run(raw_latency(env.redis_url, options.rate, options.seconds, PAYLOAD))
         with WorkerProcess("echo", env.redis_url, env.config_path, env.config):
-            rate = asyncio.run(burst(env.config, env.redis_url, options.jobs))
+            rate = asyncio.run(
+                burst(env.config, env.redis_url, options.jobs, options.producers))
             lat = asyncio.run(light_load(env.config, env.redis_url, options.rate, options.seconds))
     return QueueReport(
-        jobs=options.jobs, raw_jobs_per_s=round(raw), burst_jobs_per_s=round(rate),
+        jobs=options.jobs, producers=options.producers, raw_jobs_per_s=round(raw), burst_jobs_per_s=round(rate),
         burst_ratio=round(rate / raw, 3), light_rate=options.rate, light_jobs=len(lat),
         light_p50_ms=round(percentile(lat, 50), 3), light_p99_ms=round(percentile(lat, 99), 3),
         raw_p50_ms=round(percentile(raw_lat, 50), 3), raw_p99_ms=round(percentile(raw_lat, 99), 3),
@@ -99,7 +111,8 @@ def run_queue_bench(options: QueueBenchOptions) -> QueueReport:
 
 def render(report: QueueReport) -> str:
     return "\n".join([
-        f"burst of {report.jobs} echo jobs (first submit -> last result):",
+        f"burst of {report.jobs} echo jobs from {report.producers} concurrent producers "
+        "(first submit -> last result):",
         f"  raw redis-py Streams loop : {report.raw_jobs_per_s:>10,.0f} jobs/s  (ceiling)",
         f"  switchyard                : {report.burst_jobs_per_s:>10,.0f} jobs/s  "
         f"= {report.burst_ratio:.1%} of the ceiling",
