@@ -102,7 +102,8 @@ def run_queue_bench(options: QueueBenchOptions) -> QueueReport:
                 burst(env.config, env.redis_url, options.jobs, options.producers))
             lat = asyncio.run(light_load(env.config, env.redis_url, options.rate, options.seconds))
     return QueueReport(
-        jobs=options.jobs, producers=options.producers, raw_jobs_per_s=round(raw), burst_jobs_per_s=round(rate),
+        jobs=options.jobs, producers=options.producers, raw_jobs_per_s=round(raw),
+        burst_jobs_per_s=round(rate),
         burst_ratio=round(rate / raw, 3), light_rate=options.rate, light_jobs=len(lat),
         light_p50_ms=round(percentile(lat, 50), 3), light_p99_ms=round(percentile(lat, 99), 3),
         raw_p50_ms=round(percentile(raw_lat, 50), 3), raw_p99_ms=round(percentile(raw_lat, 99), 3),
