@@ -57,6 +57,25 @@ def _mismatch(pulled: Pulled) -> str:
     return ""
 
 
+def _envelope(pulled: Pulled) -> JobEnvelope:
+    assert pulled.envelope is not None
+    return pulled.envelope
+
+
+def _nearest(window: list[Pulled], k: int,
+             cost: Callable[[JobEnvelope], tuple[int, int]]) -> list[int]:
+    """Indices of the oldest entry and the k-1 others nearest it in length (oldest first
+    among equals), in buffer order."""
+    if k >= len(window):
+        return list(range(len(window)))
+    lengths = [cost(_envelope(p))[1] for p in window]
+    if min(lengths) == max(lengths):
+        return list(range(k))
+    head = lengths[0]
+    rest = sorted(range(1, len(window)), key=lambda i: (abs(lengths[i] - head), i))
+    return sorted([0, *rest[:k - 1]])
+
+
 class Puller:
     def __init__(
         self,
@@ -68,11 +87,13 @@ class Puller:
         max_batch_tokens: int,
         lower_share: float,
         block_ms: int,
+        window: int | None = None,
     ) -> None:
         self._redis = redis
         self._consumer = consumer
         self._max_batch = max_batch
         self._max_tokens = max_batch_tokens
+        self._window = window or max_batch
         self._block_ms = block_ms
         self._scheduler = PriorityScheduler(lower_share)
         self._where = {k.stream(p): (k, p) for k in partitions for p in PRIORITIES}
@@ -88,12 +109,12 @@ class Puller:
         if self.buffered == 0:
             streams: dict[Any, Any] = dict.fromkeys(self._where, ">")
             reply = await self._redis.xreadgroup(
-                GROUP, self._consumer, streams, count=self._max_batch, block=self._block_ms
+                GROUP, self._consumer, streams, count=self._window, block=self._block_ms
             )
             return self._accept(parse_stream_reply(reply))
         pipe = self._redis.pipeline(transaction=False)
         for priority, buffer in self.buffers.items():
-            deficit = self._max_batch - len(buffer)
+            deficit = self._window - len(buffer)
             if deficit > 0:
                 wanted: dict[Any, Any] = {s: ">" for s, (_, p) in self._where.items()
                                           if p == priority}
@@ -120,25 +141,39 @@ class Puller:
         return bad
 
     def take(self, cost: Callable[[JobEnvelope], tuple[int, int]]) -> list[Pulled]:
-        """Pack the next batch in priority order, within the job and token bounds."""
+        """Pack the next batch: slots by priority (with shares), and within a priority the
+        oldest job plus the buffered jobs nearest its length, so little is padding; the
+        whole batch within the job and padded-token bounds."""
         batch: list[Pulled] = []
         texts = longest = 0
+        for priority, slots in self._slots().items():
+            buffer = self.buffers[priority]
+            picked = _nearest(list(buffer), slots, cost)
+            kept = set()
+            for index in picked:
+                n, length = cost(_envelope(buffer[index]))
+                if batch and (texts + n) * max(longest, length) > self._max_tokens:
+                    break
+                kept.add(index)
+                batch.append(buffer[index])
+                texts, longest = texts + n, max(longest, length)
+            self.buffers[priority] = deque(p for i, p in enumerate(buffer) if i not in kept)
+            if len(kept) < len(picked):
+                break
+        return batch
+
+    def _slots(self) -> dict[Priority, int]:
+        """How many of the batch's slots each priority gets, highest priority first."""
         waiting = {p: len(b) for p, b in self.buffers.items()}
-        while len(batch) < self._max_batch:
+        slots: dict[Priority, int] = {}
+        for _ in range(self._max_batch):
             chosen = self._scheduler.choose(waiting)
             if chosen is None:
                 break
-            head = self.buffers[chosen][0]
-            assert head.envelope is not None
-            n, length = cost(head.envelope)
-            padded = (texts + n) * max(longest, length)
-            if batch and padded > self._max_tokens:
-                break
             self._scheduler.commit(chosen, waiting)
-            batch.append(self.buffers[chosen].popleft())
             waiting[chosen] -= 1
-            texts, longest = texts + n, max(longest, length)
-        return batch
+            slots[chosen] = slots.get(chosen, 0) + 1
+        return {p: slots[p] for p in PRIORITIES if p in slots}
 
     def drain(self) -> list[Pulled]:
         """Empty the buffers (on shutdown): what was read but never started."""

@@ -83,7 +83,7 @@ class Worker:
         self._puller = Puller(
             redis, self._partitions, self.consumer, max_batch=settings.max_batch,
             max_batch_tokens=settings.max_batch_tokens, lower_share=settings.lower_share,
-            block_ms=config.worker.block_ms,
+            block_ms=config.worker.block_ms, window=settings.max_batch * settings.pack_window,
         )
         self._served_by = ServedBy(worker=self.consumer, pool=pool, engine=engine.name,
                                    device=engine.device)

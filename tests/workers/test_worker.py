@@ -134,3 +134,34 @@ async def test_stop_releases_unstarted_entries(
         await start_worker(config, "slow")
         results = await asyncio.gather(*(job.result(timeout=30) for job in jobs))
         assert len(results) == 12
+
+
+class LengthRecorder(EchoEngine):
+    """Echo, with a cost by text length (like the embed engine), recording each batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[str]] = []
+
+    def cost(self, job: JobEnvelope) -> tuple[int, int]:
+        return len(job.request.input), max(len(t) for t in job.request.input)
+
+    async def run(self, jobs: Sequence[JobEnvelope]) -> list[EngineOutput]:
+        self.batches.append([job.request.input[0] for job in jobs])
+        return await super().run(jobs)
+
+
+async def test_batches_are_packed_by_length_oldest_first(
+    prefix: str, redis_url: str, start_worker: StartWorker
+) -> None:
+    config = make_config(prefix, p={"engine": "echo", "max_batch": 4, "pack_window": 4})
+    engine = LengthRecorder()
+    texts = [("s" if i % 2 else "l" * 40) + str(i) for i in range(16)]  # short/long in turn
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        jobs = [await client.embed("p", t) for t in texts]
+        await start_worker(config, "p", engine)
+        await asyncio.gather(*(job.result(timeout=30) for job in jobs))
+    assert sorted(t for b in engine.batches for t in b) == sorted(texts)
+    for batch in engine.batches:
+        assert len({len(t) > 10 for t in batch}) == 1, batch  # no short text padded to long
+    assert engine.batches[0][0] == texts[0]  # the oldest job goes first
