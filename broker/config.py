@@ -68,7 +68,7 @@ class PoolConfig(_Strict):
     max_batch_tokens: Annotated[int, Field(ge=1)] = 65_536
     """Memory bound: padded tokens of one batch (texts x longest text)."""
     max_input_tokens: Annotated[int, Field(ge=8, le=8192)] = 256
-    pack_window: Annotated[int, Field(ge=1, le=16)] = 4
+    pack_window: Annotated[int, Field(ge=1, le=16)] = 8
     """A worker holds up to this many batches' worth of entries per priority and packs
     each batch from them by length (the oldest job always goes first)."""
     lower_share: Annotated[float, Field(ge=0.0, le=0.5)] = 0.2
