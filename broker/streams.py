@@ -13,25 +13,23 @@ from broker.keys import GROUP, PartitionKeys
 __all__ = ["StreamEntry", "ensure_groups", "parse_stream_reply"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StreamEntry:
-    """One entry read from a stream. ``fields`` is empty for an entry deleted while pending."""
+    """One entry read from a stream. ``fields`` is empty for an entry deleted while pending;
+    ``job_id``, ``reply`` and ``payload`` are its ``id``, ``r`` and ``d`` fields ('' if absent)."""
 
     stream: str
     entry_id: str
     fields: dict[str, str] = field(default_factory=dict)
+    job_id: str = field(init=False)
+    reply: str = field(init=False)
+    payload: str = field(init=False)
 
-    @property
-    def job_id(self) -> str:
-        return self.fields.get("id", "")
-
-    @property
-    def reply(self) -> str:
-        return self.fields.get("r", "")
-
-    @property
-    def payload(self) -> str:
-        return self.fields.get("d", "")
+    def __post_init__(self) -> None:
+        get = self.fields.get
+        object.__setattr__(self, "job_id", get("id", ""))
+        object.__setattr__(self, "reply", get("r", ""))
+        object.__setattr__(self, "payload", get("d", ""))
 
 
 def parse_stream_reply(reply: object) -> list[StreamEntry]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -23,26 +23,36 @@ from workers.scheduler import PriorityScheduler
 __all__ = ["Pulled", "Puller"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pulled:
-    """A stream entry this worker holds, decoded (``envelope``) or not (``error``)."""
+    """A stream entry this worker holds, decoded (``envelope``) or not (``error``).
+
+    ``owned``: the entry's job id names the partition it was read from (only then is it
+    used to build keys or spliced into an outcome); ``reply_owned``: likewise its reply
+    stream. ``cost``: the engine's (texts, tokens) estimate, once asked for.
+    """
 
     entry: StreamEntry
     keys: PartitionKeys
     priority: Priority
     envelope: JobEnvelope | None
     error: str | None = None
+    owned: bool = field(init=False)
+    reply_owned: bool = field(init=False)
+    cost: list[tuple[int, int]] = field(init=False, default_factory=list)
 
-    @property
-    def owned(self) -> bool:
-        """Whether the entry's job id names the partition it was read from; only then is it
-        used to build keys or spliced into an outcome."""
+    def __post_init__(self) -> None:
         token = self.entry.job_id.removeprefix(f"{self.keys.pool}.{self.keys.partition}.")
-        return token != self.entry.job_id and token.isascii() and token.isalnum()
+        object.__setattr__(self, "owned", token != self.entry.job_id and token.isascii()
+                           and token.isalnum())
+        object.__setattr__(self, "reply_owned",
+                           self.entry.reply.startswith(self.keys.base + ":reply:"))
 
-    @property
-    def reply_owned(self) -> bool:
-        return self.entry.reply.startswith(self.keys.base + ":reply:")
+    def cost_by(self, cost: Callable[[JobEnvelope], tuple[int, int]]) -> tuple[int, int]:
+        if not self.cost:
+            assert self.envelope is not None
+            self.cost.append(cost(self.envelope))
+        return self.cost[0]
 
 
 def _mismatch(pulled: Pulled) -> str:
@@ -57,18 +67,13 @@ def _mismatch(pulled: Pulled) -> str:
     return ""
 
 
-def _envelope(pulled: Pulled) -> JobEnvelope:
-    assert pulled.envelope is not None
-    return pulled.envelope
-
-
 def _nearest(window: list[Pulled], k: int,
              cost: Callable[[JobEnvelope], tuple[int, int]]) -> list[int]:
     """Indices of the oldest entry and the k-1 others nearest it in length (oldest first
     among equals), in buffer order."""
     if k >= len(window):
         return list(range(len(window)))
-    lengths = [cost(_envelope(p))[1] for p in window]
+    lengths = [p.cost_by(cost)[1] for p in window]
     if min(lengths) == max(lengths):
         return list(range(k))
     head = lengths[0]
@@ -151,7 +156,7 @@ class Puller:
             picked = _nearest(list(buffer), slots, cost)
             kept = set()
             for index in picked:
-                n, length = cost(_envelope(buffer[index]))
+                n, length = buffer[index].cost_by(cost)
                 if batch and (texts + n) * max(longest, length) > self._max_tokens:
                     break
                 kept.add(index)

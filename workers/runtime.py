@@ -178,7 +178,8 @@ class Worker:
             if isinstance(output, EmbedResult):
                 outcome = JobOutcome.model_construct(
                     v=1, id=pulled.entry.job_id, state=JobState.SUCCEEDED, error=None,
-                    result=output.model_copy(update={"served_by": self._served_by}),
+                    result=EmbedResult.model_construct(
+                        **{**output.__dict__, "served_by": self._served_by}),
                     finished_ms=finished,
                 )
             else:

@@ -33,11 +33,12 @@ class EchoEngine:
         if self._delay:
             await asyncio.sleep(self._delay)
         return [
-            EmbedResult(
-                vectors=[[] for _ in job.request.input],
-                dimensions=0,
-                usage=Usage(input_tokens=sum(len(t.split()) for t in job.request.input)),
-                echo=list(job.request.input),
+            EmbedResult.model_construct(
+                kind="embed", vectors=[[] for _ in job.request.input], dimensions=0,
+                usage=Usage.model_construct(
+                    input_tokens=sum(len(t.split()) for t in job.request.input),
+                    output_tokens=0),
+                echo=list(job.request.input), served_by=None,
             )
             for job in jobs
         ]
