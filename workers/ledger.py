@@ -33,6 +33,13 @@ def failure(job_id: str, state: JobState, code: str, message: str) -> JobOutcome
     )
 
 
+def _finish_group(item: Finish) -> str:
+    """Entries share a complete call when they share a stream, a reply stream and a mode."""
+    p = item.pulled
+    reply = p.entry.reply if p.reply_owned else "-"
+    return f"{p.entry.stream}\n{reply}\n{bool(item.dead_reason)}"
+
+
 class Ledger:
     def __init__(self, scripts: Scripts, jobs: JobsConfig, consumer: str) -> None:
         self._scripts = scripts
@@ -43,16 +50,16 @@ class Ledger:
         """Mark jobs running; verdicts by ``id(pulled)``: 'run', 'skip' (already ended) or
         'expired' (ended here, its caller told)."""
         jobs = self._jobs
-        groups = grouped(batch, lambda p: p.entry.stream, PER_CALL)
+        groups = grouped(batch, lambda p: f"{p.entry.stream}\n{p.entry.reply}", PER_CALL)
         calls: list[ScriptCall] = []
         for group in groups:
-            keys = [group[0].entry.stream]
+            keys = [group[0].entry.stream, group[0].entry.reply]
             args: list[str | int | float] = [
                 GROUP, self._consumer, int(jobs.job_ttl_s * 1000), int(jobs.result_ttl_s * 1000),
                 int(jobs.reply_ttl_s * 1000), jobs.reply_maxlen]
             for p in group:
                 assert p.envelope is not None
-                keys += [p.keys.job(p.entry.job_id), p.entry.reply]
+                keys.append(p.keys.job(p.entry.job_id))
                 args += [p.entry.entry_id, p.entry.job_id, p.envelope.deadline_ms or 0]
             calls.append(("start", keys, args))
         verdicts: dict[int, str] = {}
@@ -65,20 +72,22 @@ class Ledger:
         """Write outcomes (first result wins), reply, ack. Returns how many this call wrote."""
         jobs = self._jobs
         calls: list[ScriptCall] = []
-        for group in grouped(items, lambda f: f.pulled.entry.stream, PER_CALL):
+        for group in grouped(items, _finish_group, PER_CALL):
             first = group[0].pulled
-            keys = [first.entry.stream, first.keys.drain(first.priority), first.keys.dead]
+            dead = bool(group[0].dead_reason)
+            keys = [first.entry.stream, first.keys.drain(first.priority), first.keys.dead,
+                    first.entry.reply if first.reply_owned else first.keys.reply("-")]
             args: list[str | int | float] = [
                 GROUP, int(jobs.result_ttl_s * 1000), int(jobs.reply_ttl_s * 1000),
-                jobs.reply_maxlen, jobs.dead_letter_maxlen]
+                jobs.reply_maxlen, jobs.dead_letter_maxlen, "dead" if dead else "ok"]
             for item in group:
                 p, outcome = item.pulled, item.outcome
                 job_id = p.entry.job_id if p.owned else ""
-                keys += [p.keys.job(job_id or "-"),
-                         p.entry.reply if p.reply_owned else p.keys.reply("-")]
+                keys.append(p.keys.job(job_id or "-"))
                 args += [p.entry.entry_id, job_id, outcome.state.value if outcome else "",
-                         outcome.model_dump_json() if outcome and job_id else "",
-                         item.dead_reason, p.entry.payload if item.dead_reason else ""]
+                         outcome.model_dump_json() if outcome and job_id else ""]
+                if dead:
+                    args += [item.dead_reason, p.entry.payload]
             calls.append(("complete", keys, args))
         written = await self._scripts.pipeline(calls)
         return sum(sum(int(w) for w in reply) for reply in written if isinstance(reply, list))

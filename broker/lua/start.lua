@@ -1,17 +1,18 @@
 -- start: a worker marks the jobs it read as running, unless they already ended; a job
 -- whose deadline passed (on the Redis clock, so skew between hosts does not matter) is
 -- ended here as expired: outcome written, reply sent, entry acked and removed.
--- KEYS[1] priority stream the entries sit on
--- then per job i (1..n): KEYS[2i] job hash   KEYS[2i+1] reply stream
+-- All jobs of one call share a stream and a reply stream.
+-- KEYS[1] priority stream   KEYS[2] reply stream   then per job i (1..n): KEYS[2+i] job hash
 -- ARGV[1] group   ARGV[2] consumer   ARGV[3] job ttl ms (only if the record had vanished)
 -- ARGV[4] result ttl ms   ARGV[5] reply ttl ms   ARGV[6] reply stream max length
 -- then per job i: ARGV[3i+4] entry id   ARGV[3i+5] job id   ARGV[3i+6] deadline ms ('0': none)
 -- Returns one verdict per job: 'run' | 'skip' (already ended) | 'expired'
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local reply = KEYS[2]
 local out = {}
-for i = 1, (#KEYS - 1) / 2 do
-  local job_key, reply = KEYS[2 * i], KEYS[2 * i + 1]
+for i = 1, #KEYS - 2 do
+  local job_key = KEYS[2 + i]
   local entry, id, deadline = ARGV[3 * i + 4], ARGV[3 * i + 5], tonumber(ARGV[3 * i + 6])
   local state = redis.call('HGET', job_key, 'state')
   if state == 'succeeded' or state == 'failed' or state == 'cancelled' or state == 'expired' then

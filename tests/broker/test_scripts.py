@@ -62,10 +62,10 @@ async def test_complete_first_result_wins_and_acks(aredis: aioredis.Redis, prefi
     async def complete(outcome: str) -> object:
         return await scripts.call(
             "complete",
-            [entry.stream, keys.drain("standard"), keys.dead, keys.job("p.0.cccc"),
-             keys.reply("c")],
-            [GROUP, 60_000, 60_000, 1000, 1000,
-             entry.entry_id, "p.0.cccc", "succeeded", outcome, "", ""])
+            [entry.stream, keys.drain("standard"), keys.dead, keys.reply("c"),
+             keys.job("p.0.cccc")],
+            [GROUP, 60_000, 60_000, 1000, 1000, "ok",
+             entry.entry_id, "p.0.cccc", "succeeded", outcome])
 
     assert await complete('{"first": 1}') == [1]
     assert await complete('{"second": 1}') == [0]
