@@ -49,6 +49,11 @@ class JobId:
     def new(cls, pool: str, partition: int) -> JobId:
         return cls(pool, partition, secrets.token_hex(12))
 
+    @staticmethod
+    def new_str(pool: str, partition: int) -> str:
+        """``str(JobId.new(pool, partition))`` without the object (the enqueue hot path)."""
+        return f"{pool}.{partition}.{secrets.token_hex(12)}"
+
     @classmethod
     def parse(cls, job_id: str) -> JobId:
         parts = job_id.split(".")

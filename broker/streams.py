@@ -13,10 +13,13 @@ from broker.keys import GROUP, PartitionKeys
 __all__ = ["StreamEntry", "ensure_groups", "parse_stream_reply"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StreamEntry:
     """One entry read from a stream. ``fields`` is empty for an entry deleted while pending;
-    ``job_id``, ``reply`` and ``payload`` are its ``id``, ``r`` and ``d`` fields ('' if absent)."""
+    ``job_id``, ``reply`` and ``payload`` are its ``id``, ``r`` and ``d`` fields ('' if absent).
+
+    Treat as read-only. Not ``frozen``: one is built per job read, and a frozen dataclass
+    costs several times as much to build."""
 
     stream: str
     entry_id: str
@@ -27,9 +30,7 @@ class StreamEntry:
 
     def __post_init__(self) -> None:
         get = self.fields.get
-        object.__setattr__(self, "job_id", get("id", ""))
-        object.__setattr__(self, "reply", get("r", ""))
-        object.__setattr__(self, "payload", get("d", ""))
+        self.job_id, self.reply, self.payload = get("id", ""), get("r", ""), get("d", "")
 
 
 def parse_stream_reply(reply: object) -> list[StreamEntry]:

@@ -10,8 +10,8 @@ STALE_MS = 5_000
 """A stream that completed nothing for this long is treated as not draining."""
 
 
-@dataclass(frozen=True)
-class Admitted:
+@dataclass(slots=True)
+class Admitted:  # not frozen: built per job, and frozen dataclasses are slow to build
     job_id: str
     entry_id: str
     position: int

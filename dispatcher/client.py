@@ -97,7 +97,7 @@ class AsyncClient:
     ) -> AsyncJob:
         pool_name, pool = self._route(model, priority, deadline_s, idempotency_key, tenant)
         keys = self._partition(pool_name, pool, idempotency_key)
-        job_id = str(JobId.new(pool_name, keys.partition))
+        job_id = JobId.new_str(pool_name, keys.partition)
         created = now_ms()
         envelope = JobEnvelope.model_construct(
             v=1, attempts=0, id=job_id, model=model, priority=priority, created_ms=created,

@@ -19,9 +19,10 @@ MAX_PENDING = 4_000
 PER_CALL = 500
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Enqueue:
-    """One job for the ``enqueue`` script (see ``broker/lua/enqueue.lua``)."""
+    """One job for the ``enqueue`` script (see ``broker/lua/enqueue.lua``). Treat as
+    read-only; not ``frozen``, because one is built per job and frozen ones build slowly."""
 
     stream: str
     drain: str

@@ -18,9 +18,10 @@ __all__ = ["Finish", "Ledger", "failure"]
 PER_CALL = 500
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Finish:
-    """How to finish one pulled entry: its outcome, and a dead-letter reason if any."""
+    """How to finish one pulled entry: its outcome, and a dead-letter reason if any.
+    (Not frozen: built per job, and frozen dataclasses build slowly.)"""
 
     pulled: Pulled
     outcome: JobOutcome | None

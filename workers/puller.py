@@ -23,13 +23,14 @@ from workers.scheduler import PriorityScheduler
 __all__ = ["Pulled", "Puller"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Pulled:
     """A stream entry this worker holds, decoded (``envelope``) or not (``error``).
 
     ``owned``: the entry's job id names the partition it was read from (only then is it
     used to build keys or spliced into an outcome); ``reply_owned``: likewise its reply
-    stream. ``cost``: the engine's (texts, tokens) estimate, once asked for.
+    stream. ``cost``: the engine's (texts, tokens) estimate, once asked for. Treat as
+    read-only; not ``frozen``, because one is built per job and frozen ones build slowly.
     """
 
     entry: StreamEntry
@@ -39,20 +40,18 @@ class Pulled:
     error: str | None = None
     owned: bool = field(init=False)
     reply_owned: bool = field(init=False)
-    cost: list[tuple[int, int]] = field(init=False, default_factory=list)
+    cost: tuple[int, int] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         token = self.entry.job_id.removeprefix(f"{self.keys.pool}.{self.keys.partition}.")
-        object.__setattr__(self, "owned", token != self.entry.job_id and token.isascii()
-                           and token.isalnum())
-        object.__setattr__(self, "reply_owned",
-                           self.entry.reply.startswith(self.keys.base + ":reply:"))
+        self.owned = token != self.entry.job_id and token.isascii() and token.isalnum()
+        self.reply_owned = self.entry.reply.startswith(self.keys.base + ":reply:")
 
     def cost_by(self, cost: Callable[[JobEnvelope], tuple[int, int]]) -> tuple[int, int]:
-        if not self.cost:
+        if self.cost is None:
             assert self.envelope is not None
-            self.cost.append(cost(self.envelope))
-        return self.cost[0]
+            self.cost = cost(self.envelope)
+        return self.cost
 
 
 def _mismatch(pulled: Pulled) -> str:

@@ -162,7 +162,7 @@ class Worker:
             return []
         envelopes = [p.envelope for p in run if p.envelope is not None]
         try:
-            outputs = await self.engine.run(envelopes)
+            outputs = await self.engine.run(envelopes, self._served_by)
         except Exception as exc:  # the batch fails; the worker carries on
             log.exception("engine %s failed a batch of %d", self.engine.name, len(run))
             error = ErrorInfo(code="engine_error", message=f"{type(exc).__name__}: {exc}")
@@ -178,9 +178,7 @@ class Worker:
             if isinstance(output, EmbedResult):
                 outcome = JobOutcome.model_construct(
                     v=1, id=pulled.entry.job_id, state=JobState.SUCCEEDED, error=None,
-                    result=EmbedResult.model_construct(
-                        **{**output.__dict__, "served_by": self._served_by}),
-                    finished_ms=finished,
+                    result=output, finished_ms=finished,
                 )
             else:
                 self.stats.failed += 1

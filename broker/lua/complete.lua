@@ -15,7 +15,7 @@ local reply = KEYS[4]
 local dead = ARGV[6] == 'dead'
 local f = dead and 6 or 4
 local n = #KEYS - 4
-local out = {}
+local out, entries = {}, {}
 for i = 1, n do
   local job_key, a = KEYS[4 + i], 7 + f * (i - 1)
   local entry, id, final, outcome = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
@@ -33,8 +33,13 @@ for i = 1, n do
       out[i] = 1
     end
   end
-  redis.call('XACK', KEYS[1], ARGV[1], entry)
-  redis.call('XDEL', KEYS[1], entry)
+  entries[i] = entry
+end
+-- One XACK and one XDEL for the whole call (callers send at most 500 entries per call,
+-- well inside unpack's limit).
+if n > 0 then
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(entries))
+  redis.call('XDEL', KEYS[1], unpack(entries))
 end
 redis.call('PEXPIRE', reply, ARGV[3])
 local d = redis.call('HMGET', KEYS[2], 'ws', 'n')

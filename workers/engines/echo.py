@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from broker.schemas import EmbedResult, JobEnvelope, Usage
+from broker.schemas import EmbedResult, JobEnvelope, ServedBy, Usage
 from workers.engines.base import EngineOutput
 
 __all__ = ["EchoEngine"]
@@ -29,7 +29,7 @@ class EchoEngine:
     def cost(self, job: JobEnvelope) -> tuple[int, int]:
         return len(job.request.input), 1
 
-    async def run(self, jobs: Sequence[JobEnvelope]) -> list[EngineOutput]:
+    async def run(self, jobs: Sequence[JobEnvelope], served_by: ServedBy) -> list[EngineOutput]:
         if self._delay:
             await asyncio.sleep(self._delay)
         return [
@@ -38,7 +38,7 @@ class EchoEngine:
                 usage=Usage.model_construct(
                     input_tokens=sum(len(t.split()) for t in job.request.input),
                     output_tokens=0),
-                echo=list(job.request.input), served_by=None,
+                echo=job.request.input, served_by=served_by,
             )
             for job in jobs
         ]
