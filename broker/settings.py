@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
+import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import DataError
 
 from broker.errors import RedisSettingsError
 
@@ -57,6 +61,7 @@ class RedisSettings:
             timeout=None,
             health_check_interval=30,
         )
+        pool.connection_class = _PACKED.get(pool.connection_class, pool.connection_class)
         return aioredis.Redis(connection_pool=pool)
 
     def display(self) -> str:
@@ -76,3 +81,39 @@ def _db_of(url: str, path: str, query: str) -> int:
     if not raw.isdigit():
         raise RedisSettingsError(f"invalid database number {raw!r} in Redis URL {url!r}")
     return int(raw)
+
+
+class _HiredisPacking(AbstractConnection):
+    """Commands packed by hiredis (C) instead of redis-py's asyncio packer, which is
+    Python and copies its buffer once per argument: a fifth of a worker's CPU under load,
+    where one script call carries thousands of arguments. The same wire bytes either way.
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str):
+            args = (*args[0].encode().split(), *args[1:])
+        elif b" " in args[0]:
+            args = (*args[0].split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError as exc:
+            raise DataError(str(exc)) from exc
+
+
+class _PackedConnection(_HiredisPacking, aioredis.Connection):
+    pass
+
+
+class _PackedSSLConnection(_HiredisPacking, aioredis.SSLConnection):
+    pass
+
+
+class _PackedUnixConnection(_HiredisPacking, aioredis.UnixDomainSocketConnection):
+    pass
+
+
+_PACKED: dict[type[AbstractConnection], type[AbstractConnection]] = {
+    aioredis.Connection: _PackedConnection,
+    aioredis.SSLConnection: _PackedSSLConnection,
+    aioredis.UnixDomainSocketConnection: _PackedUnixConnection,
+}

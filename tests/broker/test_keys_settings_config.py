@@ -61,6 +61,20 @@ def test_unix_socket_url() -> None:
     assert (s.path, s.db) == ("/tmp/redis.sock", 3)
 
 
+@pytest.mark.parametrize("url", ["redis://h:1/0", "rediss://h:1/0", "unix:///tmp/r.sock"])
+def test_connections_pack_commands_as_redis_py_does(url: str) -> None:
+    """The hiredis packer is swapped in for every scheme, and sends the same bytes."""
+    import redis.asyncio as aioredis
+
+    pool = RedisSettings.from_url(url).connect().connection_pool
+    ours = pool.make_connection()
+    assert type(ours).pack_command is not aioredis.Connection.pack_command
+    plain = aioredis.Connection(decode_responses=True)
+    for args in [("EVALSHA", "sha", 2, "k{1}", "k{1}:2", 1.5, -3, "ünï", b"raw", "x" * 9000),
+                 ("CONFIG GET", "maxmemory"), ("XADD", "s", "*", "d", "")]:
+        assert b"".join(ours.pack_command(*args)) == b"".join(plain.pack_command(*args))
+
+
 @pytest.mark.parametrize("url", ["http://x", "redis://h:notaport", "redis://h/abc", "unix://"])
 def test_bad_redis_urls_are_typed_errors(url: str) -> None:
     with pytest.raises(RedisSettingsError):
