@@ -18,6 +18,7 @@ without a lookup.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from functools import cached_property
 from broker.errors import JobIdError
 from broker.schemas import PRIORITIES, Priority
 
-__all__ = ["GROUP", "POOL_NAME", "JobId", "Keys", "PartitionKeys", "PoolKeys"]
+__all__ = ["GROUP", "POOL_NAME", "JobId", "JobIdSource", "Keys", "PartitionKeys", "PoolKeys"]
 
 GROUP = "workers"
 """The consumer group every worker of a pool reads its streams through."""
@@ -49,10 +50,6 @@ class JobId:
     def new(cls, pool: str, partition: int) -> JobId:
         return cls(pool, partition, secrets.token_hex(12))
 
-    @staticmethod
-    def new_str(pool: str, partition: int) -> str:
-        """``str(JobId.new(pool, partition))`` without the object (the enqueue hot path)."""
-        return f"{pool}.{partition}.{secrets.token_hex(12)}"
 
     @classmethod
     def parse(cls, job_id: str) -> JobId:
@@ -65,6 +62,26 @@ class JobId:
         ):
             raise JobIdError(f"not a Switchyard job id: {job_id!r}")
         return cls(parts[0], int(parts[1]), parts[2])
+
+
+class JobIdSource:
+    """New job ids as strings, for one client: 96 random bits each, like
+    :meth:`JobId.new`, but read from the OS in bulk rather than one call per job. A forked
+    child refills its own buffer, so parent and child never share ids."""
+
+    _BATCH = 512
+
+    def __init__(self) -> None:
+        self._random = b""
+        self._at = 0
+        self._pid = 0
+
+    def new(self, pool: str, partition: int) -> str:
+        if self._at >= len(self._random) or self._pid != os.getpid():
+            self._random, self._at, self._pid = os.urandom(12 * self._BATCH), 0, os.getpid()
+        token = self._random[self._at:self._at + 12].hex()
+        self._at += 12
+        return f"{pool}.{partition}.{token}"
 
 
 @dataclass(frozen=True)

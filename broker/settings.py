@@ -90,10 +90,9 @@ class _HiredisPacking(AbstractConnection):
     """
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        if isinstance(args[0], str):
-            args = (*args[0].encode().split(), *args[1:])
-        elif b" " in args[0]:
-            args = (*args[0].split(), *args[1:])
+        name = args[0]
+        if (" " if isinstance(name, str) else b" ") in name:  # 'CONFIG GET': two arguments
+            args = (*name.split(), *args[1:])
         try:
             return [hiredis.pack_command(args)]
         except TypeError as exc:

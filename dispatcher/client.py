@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from broker.config import PoolConfig, SwitchyardConfig, load_config
 from broker.errors import BrokerUnavailable
-from broker.keys import JobId, Keys, PartitionKeys
+from broker.keys import JobIdSource, Keys, PartitionKeys
 from broker.schemas import EmbedRequest, JobEnvelope, Priority, now_ms
 from broker.scripts import Scripts
 from broker.settings import RedisSettings
@@ -47,6 +47,7 @@ class AsyncClient:
         self.replies = ReplyRouter(self.redis, lambda job_id: self.keys.of_job(job_id).job(job_id))
         self._submitter = Submitter(self.scripts)
         self._round_robin = itertools.count()
+        self._job_ids = JobIdSource()
         self._partitions: dict[tuple[str, int], PartitionKeys] = {}
 
     async def __aenter__(self) -> Self:
@@ -97,7 +98,7 @@ class AsyncClient:
     ) -> AsyncJob:
         pool_name, pool = self._route(model, priority, deadline_s, idempotency_key, tenant)
         keys = self._partition(pool_name, pool, idempotency_key)
-        job_id = JobId.new_str(pool_name, keys.partition)
+        job_id = self._job_ids.new(pool_name, keys.partition)
         created = now_ms()
         envelope = JobEnvelope.model_construct(
             v=1, attempts=0, id=job_id, model=model, priority=priority, created_ms=created,

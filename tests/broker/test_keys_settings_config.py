@@ -17,6 +17,7 @@ from broker import (
     load_config,
 )
 from broker.errors import EntryDecodeError
+from broker.keys import JobIdSource
 from broker.schemas import decode_envelope
 from broker.settings import DEFAULT_PORT
 
@@ -43,6 +44,22 @@ def test_job_ids_round_trip_and_reject_garbage() -> None:
     for bad in ["", "echo", "echo.x.abc", "Echo.0.abc", "echo.0.ab-c", "a.b.c.d"]:
         with pytest.raises(JobIdError):
             JobId.parse(bad)
+
+
+def test_job_id_source_gives_unique_parseable_ids_and_refills_after_fork() -> None:
+    import os
+
+    source = JobIdSource()
+    ids = [source.new("echo", 1) for _ in range(2_000)]  # crosses several refills
+    assert len(set(ids)) == len(ids)
+    assert all(JobId.parse(i).pool == "echo" and len(JobId.parse(i).token) == 24 for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child's next id must not be the parent's next id
+        os.write(write, source.new("echo", 1).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 100).decode() != source.new("echo", 1)
 
 
 @pytest.mark.parametrize(("url", "host", "port", "db"), [
