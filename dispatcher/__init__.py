@@ -3,6 +3,9 @@
     from dispatcher import Client
     with Client() as client:
         vectors = client.embed("minilm", "hello").result().vectors
+        for delta in client.chat("tiny-llama", [{"role": "user", "content": "hi"}],
+                                 max_tokens=32, stream=True):
+            print(delta, end="")
 """
 
 from dispatcher.client import AsyncClient

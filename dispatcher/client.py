@@ -6,20 +6,30 @@ import contextlib
 import itertools
 import secrets
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Self, get_args
 
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from broker.config import PoolConfig, SwitchyardConfig, load_config
 from broker.errors import BrokerUnavailable
 from broker.keys import JobIdSource, Keys, PartitionKeys
-from broker.schemas import EmbedRequest, JobEnvelope, Priority, now_ms
+from broker.schemas import (
+    ChatMessage,
+    ChatRequest,
+    ChatResult,
+    EmbedRequest,
+    EmbedResult,
+    JobEnvelope,
+    Priority,
+    now_ms,
+)
 from broker.scripts import Scripts
 from broker.settings import RedisSettings
 from dispatcher.admission import Admitted, Duplicate, parse_admission, retry_after
 from dispatcher.errors import AdmissionRejected, InvalidRequest, UnknownModel
-from dispatcher.jobs import AsyncJob
+from dispatcher.jobs import AnyResult, AsyncJob, R
 from dispatcher.replies import ReplyRouter
 from dispatcher.submitter import Enqueue, Submitter
 
@@ -62,10 +72,10 @@ class AsyncClient:
             await self.replies.aclose()
         await self.redis.aclose()
 
-    def job(self, job_id: str) -> AsyncJob:
+    def job(self, job_id: str) -> AsyncJob[AnyResult]:
         """A handle on any job by id, from any process (raises JobIdError if malformed)."""
         self.keys.of_job(job_id)
-        return AsyncJob(self, job_id)
+        return AsyncJob(self, job_id, (EmbedResult, ChatResult))
 
     async def embed(
         self,
@@ -76,7 +86,7 @@ class AsyncClient:
         deadline_s: float | None = None,
         idempotency_key: str | None = None,
         tenant: str | None = None,
-    ) -> AsyncJob:
+    ) -> AsyncJob[EmbedResult]:
         """Enqueue an embedding job; ``input`` is one text or a list of texts."""
         texts = [input] if isinstance(input, str) else input
         if not isinstance(texts, list | tuple) or not texts or not all(
@@ -85,18 +95,54 @@ class AsyncClient:
             raise InvalidRequest("embed input must be a string or a non-empty list of strings")
         # Checked above, so built without a second validation pass (this is the hot path).
         request = EmbedRequest.model_construct(kind="embed", input=list(texts))
-        return await self._submit(model, request, priority, deadline_s, idempotency_key, tenant)
+        return await self._submit(model, request, EmbedResult, priority, deadline_s,
+                                  idempotency_key, tenant)
+
+    async def chat(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage | Mapping[str, str]],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        stream: bool = False,
+        priority: Priority = "standard",
+        deadline_s: float | None = None,
+        idempotency_key: str | None = None,
+        tenant: str | None = None,
+    ) -> AsyncJob[ChatResult]:
+        """Enqueue a chat generation job. ``messages``: ``{"role", "content"}`` mappings
+        (roles system, user, assistant). With ``stream=True``, ``async for delta in job``
+        yields the text as it is generated. ``temperature=0`` decodes greedily."""
+        try:
+            request = ChatRequest.model_validate({
+                "messages": list(messages), "max_tokens": max_tokens,
+                "temperature": temperature, "top_p": top_p,
+                "stop": [stop] if isinstance(stop, str) else list(stop or []),
+                "seed": seed, "stream": stream,
+            })
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise InvalidRequest(f"chat request: {where}: {first['msg']}") from None
+        return await self._submit(model, request, ChatResult, priority, deadline_s,
+                                  idempotency_key, tenant)
 
     async def _submit(
         self,
         model: str,
-        request: EmbedRequest,
+        request: EmbedRequest | ChatRequest,
+        kind: type[R],
         priority: Priority,
         deadline_s: float | None,
         idempotency_key: str | None,
         tenant: str | None,
-    ) -> AsyncJob:
-        pool_name, pool = self._route(model, priority, deadline_s, idempotency_key, tenant)
+    ) -> AsyncJob[R]:
+        pool_name, pool = self._route(model, request.kind, priority, deadline_s,
+                                      idempotency_key, tenant)
         keys = self._partition(pool_name, pool, idempotency_key)
         job_id = self._job_ids.new(pool_name, keys.partition)
         created = now_ms()
@@ -107,7 +153,11 @@ class AsyncClient:
             request=request,
         )
         reply_stream = keys.reply(self.client_id)
-        waiter = self.replies.expect(job_id, reply_stream)
+        deltas = None
+        if isinstance(request, ChatRequest) and request.stream:
+            waiter, deltas = self.replies.expect_stream(job_id, reply_stream)
+        else:
+            waiter = self.replies.expect(job_id, reply_stream)
         jobs = self.config.jobs
         cap = getattr(pool.caps, priority)
         job = Enqueue(
@@ -123,21 +173,24 @@ class AsyncClient:
             self.replies.forget(job_id)
             raise BrokerUnavailable(f"Redis at {self.settings.display()}: {exc}") from exc
         if isinstance(verdict, Admitted):
-            return AsyncJob(self, job_id, position=verdict.position, waiter=waiter)
+            return AsyncJob(self, job_id, kind, position=verdict.position, waiter=waiter,
+                            deltas=deltas)
         self.replies.forget(job_id)
         if isinstance(verdict, Duplicate):
-            return AsyncJob(self, verdict.job_id)
+            return AsyncJob(self, verdict.job_id, kind)
         wait = retry_after(verdict.depth, cap, verdict.drain_rate, jobs.idle_retry_after_s)
         raise AdmissionRejected(model, priority, verdict.depth, cap, verdict.drain_rate, wait)
 
     def _route(
-        self, model: str, priority: str, deadline_s: float | None,
+        self, model: str, kind: str, priority: str, deadline_s: float | None,
         idempotency_key: str | None, tenant: str | None,
     ) -> tuple[str, PoolConfig]:
         route = self.config.models.get(model)
         if route is None:
             known = ", ".join(sorted(self.config.models)) or "none"
             raise UnknownModel(f"unknown model {model!r} (configured: {known})")
+        if route.kind != kind:
+            raise InvalidRequest(f"model {model!r} serves {route.kind} requests, not {kind}")
         if priority not in _PRIORITIES:
             raise InvalidRequest(f"priority must be interactive, standard or batch: {priority!r}")
         if deadline_s is not None and not deadline_s > 0:

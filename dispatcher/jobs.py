@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 from broker.jobs import JobRecord, read_job
 from broker.keys import GROUP
-from broker.schemas import EmbedResult, ErrorInfo, JobOutcome, JobState, now_ms
+from broker.schemas import ChatResult, EmbedResult, ErrorInfo, JobOutcome, JobState, now_ms
 from dispatcher.errors import (
     JobCancelled,
     JobError,
@@ -20,8 +21,13 @@ from dispatcher.errors import (
 
 if TYPE_CHECKING:
     from dispatcher.client import AsyncClient
+    from dispatcher.replies import Deltas
 
-__all__ = ["AsyncJob", "outcome_result"]
+__all__ = ["AnyResult", "AsyncJob", "outcome_result"]
+
+AnyResult = EmbedResult | ChatResult
+R = TypeVar("R", bound=AnyResult)
+R_co = TypeVar("R_co", bound=AnyResult, covariant=True)
 
 _ERRORS: dict[JobState, type[JobError]] = {
     JobState.FAILED: JobFailed,
@@ -30,7 +36,7 @@ _ERRORS: dict[JobState, type[JobError]] = {
 }
 
 
-def outcome_result(outcome: JobOutcome) -> EmbedResult:
+def outcome_result(outcome: JobOutcome) -> AnyResult:
     """The result of a finished job, or its typed error raised."""
     if outcome.state is JobState.SUCCEEDED and outcome.result is not None:
         return outcome.result
@@ -38,21 +44,29 @@ def outcome_result(outcome: JobOutcome) -> EmbedResult:
     raise _ERRORS.get(outcome.state, JobFailed)(outcome.id, error.code, error.message)
 
 
-class AsyncJob:
-    """Returned by :meth:`AsyncClient.embed` and :meth:`AsyncClient.job`."""
+class AsyncJob(Generic[R_co]):
+    """Returned by :meth:`AsyncClient.embed` (``AsyncJob[EmbedResult]``),
+    :meth:`AsyncClient.chat` (``AsyncJob[ChatResult]``) and :meth:`AsyncClient.job`.
 
-    __slots__ = ("_client", "_waiter", "id", "position")
+    ``async for delta in job`` (or :meth:`stream`) yields a chat job's text as it is
+    generated; the deltas joined are the final result's text."""
+
+    __slots__ = ("_client", "_deltas", "_kind", "_waiter", "id", "position")
 
     def __init__(
         self,
         client: AsyncClient,
         job_id: str,
+        kind: type[R_co] | tuple[type[EmbedResult], type[ChatResult]],
         *,
         position: int | None = None,
         waiter: asyncio.Future[str] | None = None,
+        deltas: Deltas | None = None,
     ) -> None:
         self._client = client
+        self._kind: type | tuple[type, ...] = kind
         self._waiter = waiter
+        self._deltas = deltas
         self.id = job_id
         self.position = position
         """Entries ahead of this job in its stream when it was admitted (None if unknown)."""
@@ -70,9 +84,39 @@ class AsyncJob:
             return await self._await_reply(self._waiter, timeout)
         return await self._poll(deadline, timeout)
 
-    async def result(self, timeout: float | None = None) -> EmbedResult:
+    async def result(self, timeout: float | None = None) -> R_co:
         """The job's result, or its typed error (:class:`JobError`) raised."""
-        return outcome_result(await self.outcome(timeout))
+        result = outcome_result(await self.outcome(timeout))
+        if not isinstance(result, self._kind):
+            raise JobFailed(self.id, "wrong_kind", f"job {self.id} is a {result.kind} job")
+        return cast(R_co, result)
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self.stream()
+
+    async def stream(self, timeout: float | None = None) -> AsyncIterator[str]:
+        """A chat job's text deltas as they are generated, then whatever of the final text
+        they did not carry (all of it for a job not submitted with ``stream=True`` by this
+        client). Raises the job's typed error if it fails; ``timeout`` bounds the wait for
+        the whole job."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        sent = ""
+        while self._deltas is not None:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                text = await asyncio.wait_for(anext(self._deltas), left)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise ResultTimeout(f"job {self.id} did not end within {timeout}s") from None
+            sent += text
+            yield text
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        result = outcome_result(await self.outcome(left))
+        if not isinstance(result, ChatResult):
+            raise JobFailed(self.id, "wrong_kind", f"job {self.id} is not a chat job")
+        if result.text.startswith(sent) and len(result.text) > len(sent):
+            yield result.text[len(sent):]
 
     async def _await_reply(
         self, waiter: asyncio.Future[str], timeout: float | None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 __all__ = ["Portal"]
@@ -24,9 +24,21 @@ class Portal:
         """Run a coroutine on the portal's loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
+    def iterate(self, items: AsyncIterator[T]) -> Iterator[T]:
+        """Drive an async iterator on the portal's loop, one item per call."""
+        while True:
+            try:
+                yield self.call(_next(items))
+            except StopAsyncIteration:
+                return
+
     def close(self) -> None:
         if self._loop.is_closed():
             return
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
+
+
+async def _next(items: AsyncIterator[T]) -> T:
+    return await anext(items)

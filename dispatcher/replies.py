@@ -7,6 +7,10 @@ trims what it has read in the same round trip as its next read.
 
 Every few seconds it also re-reads the records of jobs that have waited longer than that,
 so a reply lost with a Redis restart never leaves a caller waiting forever.
+
+Entries with a ``t`` field are text deltas of a streaming chat job (see
+``workers/deltas.py``); they go to that job's :class:`Deltas`, which ends when the job's
+outcome arrives.
 """
 
 from __future__ import annotations
@@ -25,12 +29,39 @@ from redis.exceptions import RedisError
 from broker.streams import parse_stream_reply
 from dispatcher.errors import JobNotFound
 
-__all__ = ["ReplyRouter"]
+__all__ = ["Deltas", "ReplyRouter"]
 
 log = logging.getLogger(__name__)
 
 RECHECK_S = 5.0
 SWEEP_MAX = 1_000
+
+
+class Deltas:
+    """One streaming job's text deltas in order (a delta written twice is dropped); the
+    iteration ends when the job's outcome has arrived."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._next = 0
+
+    def put(self, number: int, text: str) -> None:
+        if number >= self._next:
+            self._next = number + 1
+            self._queue.put_nowait(text)
+
+    def close(self) -> None:
+        self._queue.put_nowait(None)
+
+    def __aiter__(self) -> Deltas:
+        return self
+
+    async def __anext__(self) -> str:
+        text = await self._queue.get()
+        if text is None:
+            self._queue.put_nowait(None)  # stays ended for any later reader
+            raise StopAsyncIteration
+        return text
 
 
 class ReplyRouter:
@@ -43,6 +74,7 @@ class ReplyRouter:
         # Futures carry the outcome's raw JSON: it is parsed when a caller asks for it,
         # so a burst of waiting jobs holds strings, not object graphs for the GC to walk.
         self._waiters: dict[str, asyncio.Future[str]] = {}
+        self._deltas: dict[str, Deltas] = {}
         self._since: dict[str, float] = {}  # registration times, oldest first
         self._task: asyncio.Task[None] | None = None
         self._wakers: set[asyncio.Task[None]] = set()
@@ -51,6 +83,14 @@ class ReplyRouter:
 
     def expect(self, job_id: str, reply_stream: str) -> asyncio.Future[str]:
         """Register interest in a job's outcome before the job is submitted."""
+        return self._expect(job_id, reply_stream)
+
+    def expect_stream(self, job_id: str, reply_stream: str) -> tuple[asyncio.Future[str], Deltas]:
+        """Like :meth:`expect`, and collect the job's text deltas too."""
+        deltas = self._deltas[job_id] = Deltas()
+        return self._expect(job_id, reply_stream), deltas
+
+    def _expect(self, job_id: str, reply_stream: str) -> asyncio.Future[str]:
         if reply_stream not in self._last:
             # A new stream joins the blocking read at once: wake the reader (cancelling a
             # blocked read instead can wedge the client's connection pool).
@@ -71,6 +111,9 @@ class ReplyRouter:
 
     def _pop(self, job_id: str) -> asyncio.Future[str] | None:
         self._since.pop(job_id, None)
+        deltas = self._deltas.pop(job_id, None)
+        if deltas is not None:
+            deltas.close()
         return self._waiters.pop(job_id, None)
 
     async def _wake(self) -> None:
@@ -101,7 +144,13 @@ class ReplyRouter:
         replies = await pipe.execute()
         for entry in parse_stream_reply(replies[-1]):
             self._last[entry.stream] = entry.entry_id
-            self._deliver(entry.job_id, entry.fields.get("o", ""))
+            fields = entry.fields
+            if "t" in fields:
+                deltas = self._deltas.get(entry.job_id)
+                if deltas is not None and fields.get("n", "").isdigit():
+                    deltas.put(int(fields["n"]), fields["t"])
+            else:
+                self._deliver(entry.job_id, fields.get("o", ""))
 
     async def _sweep(self) -> None:
         """Re-read the records of jobs that waited longer than RECHECK_S."""
@@ -139,7 +188,10 @@ class ReplyRouter:
         await asyncio.gather(*self._wakers, return_exceptions=True)
         for future in self._waiters.values():
             future.cancel()
+        for deltas in self._deltas.values():
+            deltas.close()
         self._waiters.clear()
+        self._deltas.clear()
         self._since.clear()
         if self._last:
             await self._redis.delete(*self._last)

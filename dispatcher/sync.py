@@ -3,13 +3,13 @@ background event loop. Every method delegates; there is no second implementation
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Self
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Generic, Self
 
 from broker.config import SwitchyardConfig
-from broker.schemas import EmbedResult, JobOutcome, JobState, Priority
+from broker.schemas import ChatMessage, ChatResult, EmbedResult, JobOutcome, JobState, Priority
 from dispatcher.client import AsyncClient
-from dispatcher.jobs import AsyncJob
+from dispatcher.jobs import AnyResult, AsyncJob, R_co
 from dispatcher.portal import Portal
 
 __all__ = ["Client", "Job"]
@@ -19,12 +19,13 @@ async def _make(config: SwitchyardConfig | None, redis_url: str | None) -> Async
     return AsyncClient(config, redis_url=redis_url)
 
 
-class Job:
-    """The sync face of :class:`AsyncJob`."""
+class Job(Generic[R_co]):
+    """The sync face of :class:`AsyncJob`; iterating a streaming chat job yields its text
+    deltas."""
 
-    def __init__(self, portal: Portal, job: AsyncJob) -> None:
+    def __init__(self, portal: Portal, job: AsyncJob[R_co]) -> None:
         self._portal = portal
-        self._job = job
+        self._job: AsyncJob[R_co] = job
 
     def __repr__(self) -> str:
         return f"<Job {self.id}>"
@@ -40,8 +41,14 @@ class Job:
     def status(self) -> JobState:
         return self._portal.call(self._job.status())
 
-    def result(self, timeout: float | None = None) -> EmbedResult:
+    def result(self, timeout: float | None = None) -> R_co:
         return self._portal.call(self._job.result(timeout))
+
+    def stream(self, timeout: float | None = None) -> Iterator[str]:
+        return self._portal.iterate(self._job.stream(timeout))
+
+    def __iter__(self) -> Iterator[str]:
+        return self.stream()
 
     def outcome(self, timeout: float | None = None) -> JobOutcome:
         return self._portal.call(self._job.outcome(timeout))
@@ -79,7 +86,7 @@ class Client:
         finally:
             self._portal.close()
 
-    def job(self, job_id: str) -> Job:
+    def job(self, job_id: str) -> Job[AnyResult]:
         return Job(self._portal, self._client.job(job_id))
 
     def embed(
@@ -91,9 +98,32 @@ class Client:
         deadline_s: float | None = None,
         idempotency_key: str | None = None,
         tenant: str | None = None,
-    ) -> Job:
+    ) -> Job[EmbedResult]:
         job = self._portal.call(self._client.embed(
             model, input, priority=priority, deadline_s=deadline_s,
+            idempotency_key=idempotency_key, tenant=tenant,
+        ))
+        return Job(self._portal, job)
+
+    def chat(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage | Mapping[str, str]],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        stream: bool = False,
+        priority: Priority = "standard",
+        deadline_s: float | None = None,
+        idempotency_key: str | None = None,
+        tenant: str | None = None,
+    ) -> Job[ChatResult]:
+        job = self._portal.call(self._client.chat(
+            model, messages, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+            stop=stop, seed=seed, stream=stream, priority=priority, deadline_s=deadline_s,
             idempotency_key=idempotency_key, tenant=tenant,
         ))
         return Job(self._portal, job)

@@ -40,13 +40,17 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 def make_config(prefix: str, **pools: dict[str, Any]) -> SwitchyardConfig:
-    """A config with the echo pool (and any others given) and fast worker timings."""
+    """A config with the echo pool (and any others given) and fast worker timings. Each
+    pool has a model of its name (a chat model for generate pools); ``echo-chat`` is the
+    echo pool's chat model."""
     pool_specs: dict[str, Any] = {"echo": {"engine": "echo"}, **pools}
+    models = {name: {"pool": name, "kind": "chat" if spec["engine"] == "generate" else "embed"}
+              for name, spec in pool_specs.items()}
     return SwitchyardConfig.model_validate({
         "redis": {"prefix": prefix},
         "worker": {"block_ms": 50, "heartbeat_s": 0.2, "heartbeat_ttl_s": 2},
         "pools": pool_specs,
-        "models": {name: {"pool": name} for name in pool_specs},
+        "models": {**models, "echo-chat": {"pool": "echo", "kind": "chat"}},
     })
 
 

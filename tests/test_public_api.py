@@ -22,8 +22,8 @@ def test_broker_and_workers_exports_resolve() -> None:
     for module in (broker, dispatcher, workers):
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"
-    assert {"SwitchyardError", "Keys", "Scripts", "JobOutcome", "load_config"} <= set(
-        broker.__all__)
+    assert {"SwitchyardError", "Keys", "Scripts", "JobOutcome", "load_config", "ChatResult",
+            "ChatRequest", "EmbedResult"} <= set(broker.__all__)
     assert {"Worker", "Engine", "build_engine", "EchoEngine"} <= set(workers.__all__)
 
 

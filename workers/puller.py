@@ -54,9 +54,12 @@ class Pulled:
         return self.cost
 
 
-def _mismatch(pulled: Pulled) -> str:
+def _mismatch(pulled: Pulled, kinds: frozenset[str]) -> str:
     """Why a decoded entry cannot be served as it is ('' when it can)."""
     assert pulled.envelope is not None
+    if pulled.envelope.request.kind not in kinds:
+        return (f"a {pulled.envelope.request.kind} request, but this pool serves "
+                f"{' and '.join(sorted(kinds))} only")
     if not pulled.owned:
         return f"job id {pulled.entry.job_id!r} does not belong to this partition"
     if pulled.envelope.id != pulled.entry.job_id:
@@ -92,12 +95,14 @@ class Puller:
         lower_share: float,
         block_ms: int,
         window: int | None = None,
+        kinds: frozenset[str] = frozenset({"embed", "chat"}),
     ) -> None:
         self._redis = redis
         self._consumer = consumer
         self._max_batch = max_batch
         self._max_tokens = max_batch_tokens
         self._window = window or max_batch
+        self._kinds = kinds
         self._block_ms = block_ms
         self._scheduler = PriorityScheduler(lower_share)
         self._where = {k.stream(p): (k, p) for k in partitions for p in PRIORITIES}
@@ -137,7 +142,7 @@ class Puller:
             except EntryDecodeError as exc:
                 bad.append(Pulled(entry, keys, priority, None, str(exc)))
                 continue
-            problem = _mismatch(pulled)
+            problem = _mismatch(pulled, self._kinds)
             if problem:
                 bad.append(Pulled(entry, keys, priority, None, problem))
                 continue

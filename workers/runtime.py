@@ -20,11 +20,20 @@ from typing import ParamSpec, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from broker.config import SwitchyardConfig
+from broker.config import ENGINE_KINDS, SwitchyardConfig
 from broker.keys import GROUP, Keys
-from broker.schemas import EmbedResult, ErrorInfo, JobOutcome, JobState, ServedBy, now_ms
+from broker.schemas import (
+    ChatResult,
+    EmbedResult,
+    ErrorInfo,
+    JobOutcome,
+    JobState,
+    ServedBy,
+    now_ms,
+)
 from broker.scripts import Scripts
 from broker.streams import ensure_groups
+from workers.deltas import DeltaPublisher
 from workers.engines.base import Engine, EngineOutput
 from workers.errors import UnknownPool
 from workers.heartbeat import Heartbeat
@@ -84,7 +93,9 @@ class Worker:
             redis, self._partitions, self.consumer, max_batch=settings.max_batch,
             max_batch_tokens=settings.max_batch_tokens, lower_share=settings.lower_share,
             block_ms=config.worker.block_ms, window=settings.max_batch * settings.pack_window,
+            kinds=ENGINE_KINDS[settings.engine],
         )
+        self._deltas = DeltaPublisher(redis, config.jobs.reply_maxlen)
         self._served_by = ServedBy(worker=self.consumer, pool=pool, engine=engine.name,
                                    device=engine.device)
         self._heartbeat = Heartbeat(
@@ -162,7 +173,8 @@ class Worker:
             return []
         envelopes = [p.envelope for p in run if p.envelope is not None]
         try:
-            outputs = await self.engine.run(envelopes, self._served_by)
+            outputs = await self.engine.run(envelopes, self._served_by,
+                                            self._deltas.emitter(run))
         except Exception as exc:  # the batch fails; the worker carries on
             log.exception("engine %s failed a batch of %d", self.engine.name, len(run))
             error = ErrorInfo(code="engine_error", message=f"{type(exc).__name__}: {exc}")
@@ -175,7 +187,7 @@ class Worker:
         items = []
         for pulled, output in zip(run, outputs, strict=True):
             # Built from parts that are validated already: no second validation pass.
-            if isinstance(output, EmbedResult):
+            if isinstance(output, EmbedResult | ChatResult):
                 outcome = JobOutcome.model_construct(
                     v=1, id=pulled.entry.job_id, state=JobState.SUCCEEDED, error=None,
                     result=output, finished_ms=finished,
@@ -187,6 +199,7 @@ class Worker:
                     error=output, finished_ms=finished,
                 )
             items.append(Finish(pulled, outcome))
+        await self._deltas.drain()  # every streamed delta lands before its job's outcome
         self.stats.jobs += await self._ledger.finish(items)
 
     async def _dead_letter(self, bad: Sequence[Pulled]) -> None:

@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from broker.config import SwitchyardConfig
+from broker.schemas import EmbedResult
 from dispatcher.client import AsyncClient
 from dispatcher.jobs import AsyncJob
 from ops.bench.common import bench_env, percentile
@@ -64,7 +65,7 @@ class QueueReport:
 async def burst(config: SwitchyardConfig, url: str, n: int, producers: int) -> float:
     """n jobs submitted as fast as ``producers`` concurrent tasks can (as a service's request
     handlers would; the client coalesces their submissions), then every result collected."""
-    jobs: list[AsyncJob | None] = [None] * n
+    jobs: list[AsyncJob[EmbedResult] | None] = [None] * n
 
     async def produce(first: int) -> None:
         for i in range(first, n, producers):

@@ -98,10 +98,12 @@ def test_bad_redis_urls_are_typed_errors(url: str) -> None:
         RedisSettings.from_url(url)
 
 
-def test_default_config_serves_minilm_and_echo() -> None:
+def test_default_config_serves_minilm_echo_and_tiny_llama() -> None:
     config = load_config(environ={})
-    assert set(config.pools) == {"minilm", "echo"}
+    assert set(config.pools) == {"minilm", "echo", "tiny-llama"}
     assert config.models["minilm"].pool == "minilm"
+    assert (config.models["tiny-llama"].kind, config.pools["tiny-llama"].engine) == (
+        "chat", "generate")
 
 
 def test_config_file_and_env_overrides(tmp_path: Path) -> None:
@@ -119,6 +121,7 @@ def test_config_file_and_env_overrides(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("text", "message"), [
     ("[pools.p]\nengine = \"echo\"\ncolour = 1\n", "colour"),
     ("[models.m]\npool = \"nowhere\"\n", "unknown pool"),
+    ("[models.m]\npool = \"minilm\"\nkind = \"chat\"\n", "runs the embed engine"),
     ("[pools.P]\nengine = \"echo\"\n", "pool name"),
     ("[pools.p]\nengine = \"echo\"\nmax_batch = 0\n", "max_batch"),
     ("not toml [", "invalid TOML"),

@@ -6,11 +6,13 @@ import asyncio
 import json
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
-from broker import JobState, Keys, SwitchyardConfig
+from broker import JobState, Keys, SwitchyardConfig, load_config
 from dispatcher import (
     AdmissionRejected,
     AsyncClient,
@@ -163,3 +165,17 @@ def test_sync_client_wraps_the_async_one(config: SwitchyardConfig, redis_url: st
         assert job.cancel() is True
         with pytest.raises(JobCancelled):
             job.result(timeout=5)
+
+
+def test_sync_client_streams_a_chat_job(prefix: str, redis_url: str,
+                                        tmp_config_file: Callable[[str], Path]) -> None:
+    from ops.processes import WorkerProcess
+
+    path = tmp_config_file(f'[redis]\nprefix = "{prefix}"\n[pools.echo]\nengine = "echo"\n'
+                           '[models.echo-chat]\npool = "echo"\nkind = "chat"\n')
+    config = load_config(path, environ={})
+    with WorkerProcess("echo", redis_url, path, config), \
+            Client(config, redis_url=redis_url) as client:
+        job = client.chat("echo-chat", [{"role": "user", "content": "a b c"}], stream=True)
+        assert list(job) == ["a", " b", " c"]
+        assert job.result(timeout=10).text == "a b c"

@@ -12,6 +12,7 @@ from broker import GROUP, JobEnvelope, Keys, RedisSettings, ServedBy, Switchyard
 from dispatcher import AsyncClient, JobFailed
 from tests.conftest import StartWorker, make_config
 from workers import EchoEngine, EngineOutput, Worker
+from workers.engines.base import Emit
 
 
 class RecordingEngine(EchoEngine):
@@ -22,14 +23,16 @@ class RecordingEngine(EchoEngine):
         self.order: list[str] = []
         self.batches: list[int] = []
 
-    async def run(self, jobs: Sequence[JobEnvelope], served_by: ServedBy) -> list[EngineOutput]:
+    async def run(self, jobs: Sequence[JobEnvelope], served_by: ServedBy,
+                  emit: Emit) -> list[EngineOutput]:
         self.order += [job.priority for job in jobs]
         self.batches.append(len(jobs))
-        return await super().run(jobs, served_by)
+        return await super().run(jobs, served_by, emit)
 
 
 class FailingEngine(EchoEngine):
-    async def run(self, jobs: Sequence[JobEnvelope], served_by: ServedBy) -> list[EngineOutput]:
+    async def run(self, jobs: Sequence[JobEnvelope], served_by: ServedBy,
+                  emit: Emit) -> list[EngineOutput]:
         raise RuntimeError("CUDA error: device-side assert triggered")
 
 
@@ -146,9 +149,10 @@ class LengthRecorder(EchoEngine):
     def cost(self, job: JobEnvelope) -> tuple[int, int]:
         return len(job.request.input), max(len(t) for t in job.request.input)
 
-    async def run(self, jobs: Sequence[JobEnvelope], served_by: ServedBy) -> list[EngineOutput]:
+    async def run(self, jobs: Sequence[JobEnvelope], served_by: ServedBy,
+                  emit: Emit) -> list[EngineOutput]:
         self.batches.append([job.request.input[0] for job in jobs])
-        return await super().run(jobs, served_by)
+        return await super().run(jobs, served_by, emit)
 
 
 async def test_batches_are_packed_by_length_oldest_first(

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from broker.schemas import EmbedResult, ErrorInfo, JobEnvelope, ServedBy
+from broker.schemas import ChatResult, EmbedResult, ErrorInfo, JobEnvelope, ServedBy
 
-__all__ = ["Engine", "EngineOutput"]
+__all__ = ["Emit", "Engine", "EngineOutput"]
 
-EngineOutput = EmbedResult | ErrorInfo
+EngineOutput = EmbedResult | ChatResult | ErrorInfo
 """Per job: a result, or the reason that one job failed."""
+
+Emit = Callable[[int, str], None]
+"""``emit(i, text)``: a text delta of ``jobs[i]``, as it is produced. Safe to call from
+any thread; a no-op for jobs that did not ask to stream."""
 
 
 class Engine(Protocol):
@@ -21,8 +25,10 @@ class Engine(Protocol):
         """Load weights and run once, so the first real batch is not the slow one."""
 
     def cost(self, job: JobEnvelope) -> tuple[int, int]:
-        """(texts, longest text in tokens, estimated): the batch's padded-token bound uses it."""
+        """(sequences, tokens of the longest): the batch's padded-token bound uses it. For
+        generation, tokens = prompt + max new tokens."""
 
-    async def run(self, jobs: Sequence[JobEnvelope], served_by: ServedBy) -> list[EngineOutput]:
+    async def run(self, jobs: Sequence[JobEnvelope], served_by: ServedBy,
+                  emit: Emit) -> list[EngineOutput]:
         """Run one batch; one output per job, in order, results carrying ``served_by``.
         Raising fails the whole batch."""

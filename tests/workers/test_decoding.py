@@ -1,0 +1,76 @@
+"""The generate engine's batched decoding loop, on the builtin tiny Llama (CPU)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from workers.engines.decoding import Prompt, TextTail, decode_batch
+from workers.engines.tiny_llama import build_tiny_llama
+
+TEXTS = ["hello", "the quick brown fox jumps over", "a", "switchyard routes work to gpus"]
+
+
+@pytest.fixture(scope="module")
+def tiny() -> tuple[Any, Any]:
+    return build_tiny_llama()
+
+
+def _prompts(tokenizer: Any, **params: Any) -> list[Prompt]:
+    return [Prompt(tokenizer(t)["input_ids"], max_tokens=n, **params)
+            for t, n in zip(TEXTS, (20, 7, 30, 12), strict=True)]
+
+
+def test_greedy_batch_equals_one_at_a_time_and_transformers_generate(tiny: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny
+    prompts = _prompts(tokenizer)
+    batch = decode_batch(model, tokenizer, prompts, device="cpu")
+    alone = [decode_batch(model, tokenizer, [p], device="cpu")[0] for p in prompts]
+    assert [d.text for d in batch] == [d.text for d in alone]
+    assert [d.completion_tokens for d in batch] == [20, 7, 30, 12]
+    assert {d.finish_reason for d in batch} == {"length"}
+    encoded = tokenizer([TEXTS[1]], return_tensors="pt")
+    reference = model.generate(**encoded, max_new_tokens=7, do_sample=False, pad_token_id=0)
+    assert tokenizer.decode(reference[0, encoded["input_ids"].shape[1]:],
+                            skip_special_tokens=True) == batch[1].text
+
+
+def test_seeded_sampling_does_not_depend_on_the_batch(tiny: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny
+    prompts = _prompts(tokenizer, temperature=0.9, top_p=0.8, seed=11)
+    batch = decode_batch(model, tokenizer, prompts, device="cpu")
+    alone = [decode_batch(model, tokenizer, [p], device="cpu")[0] for p in prompts]
+    assert [d.text for d in batch] == [d.text for d in alone]
+    other_seed = decode_batch(model, tokenizer, [Prompt(prompts[2].ids, 30, 0.9, 0.8, (), 12)],
+                              device="cpu")
+    assert other_seed[0].text != batch[2].text
+
+
+def test_streamed_deltas_join_to_the_text_and_stop_strings_cut_it(tiny: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny
+    free = decode_batch(model, tokenizer, _prompts(tokenizer), device="cpu")
+    stop = free[2].text[10:13]
+    deltas: dict[int, list[str]] = {}
+    prompts = [Prompt(p.ids, p.max_tokens, stop=(stop,)) for p in _prompts(tokenizer)]
+    stopped = decode_batch(model, tokenizer, prompts, device="cpu",
+                           emit=lambda row, text: deltas.setdefault(row, []).append(text))
+    assert stopped[2].finish_reason == "stop"
+    assert stopped[2].text == free[2].text[:free[2].text.index(stop)]
+    for row, decoded in enumerate(stopped):
+        assert "".join(deltas.get(row, [])) == decoded.text
+        assert stop not in decoded.text
+
+
+def test_text_tail_holds_back_incomplete_utf8_and_possible_stop_prefixes() -> None:
+    pieces = {1: "abcd", 2: "\ufffd", 3: "\u00e9", 4: "S", 5: "TOP"}
+
+    def decode(ids: list[int]) -> str:  # tokens 2 then 3: one character over two tokens
+        return "".join(pieces[i] for i in ids).replace("\ufffd\u00e9", "\u00e9")
+
+    plain = TextTail(decode, [])
+    assert [plain.push(t) for t in (1, 2, 3)] == ["abcd", "", "\u00e9"]
+    tail = TextTail(decode, ["STOP"])  # the last 3 characters wait: a stop string may start
+    assert [tail.push(t) for t in (1, 2, 3, 4)] == ["a", "", "b", "c"]
+    assert tail.push(5) == "d\u00e9" and tail.stopped and tail.text == "abcd\u00e9"
+    assert tail.finish() == ""

@@ -1,0 +1,102 @@
+"""Streams generated text to callers while their jobs run.
+
+An engine calls ``emit(i, text)`` from its decoding thread; the publisher gathers the
+deltas and appends them, one pipeline per wake-up, to each job's reply stream as entries
+``{id: job id, t: text, n: its number}``, numbered from 0 per job so that a caller can
+drop a delta which a retried pipeline wrote twice. The reply stream is the one the job's
+outcome goes to, and the worker awaits :meth:`DeltaPublisher.drain` before completing a
+batch, so a caller always reads every delta of a job before its outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from broker.schemas import ChatRequest
+from workers.engines.base import Emit
+from workers.puller import Pulled
+
+__all__ = ["DeltaPublisher"]
+
+log = logging.getLogger(__name__)
+
+
+class DeltaPublisher:
+    def __init__(self, redis: aioredis.Redis, maxlen: int) -> None:
+        self._redis = redis
+        self._maxlen = maxlen
+        self._lock = threading.Lock()
+        self._pending: list[tuple[str, str, str, int]] = []
+        self._emitted = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._flushing: asyncio.Task[None] | None = None
+        self.published = 0
+
+    def emitter(self, run: Sequence[Pulled]) -> Emit:
+        """The ``emit`` for one batch: deltas of jobs that asked to stream, by index."""
+        self._loop = asyncio.get_running_loop()
+        targets = {i: (p.entry.reply, p.entry.job_id) for i, p in enumerate(run)
+                   if p.envelope is not None and isinstance(p.envelope.request, ChatRequest)
+                   and p.envelope.request.stream and p.reply_owned}
+        numbers = dict.fromkeys(targets, 0)
+
+        def emit(index: int, text: str) -> None:
+            target = targets.get(index)
+            if target is None or not text:
+                return
+            with self._lock:
+                first = not self._pending
+                self._pending.append((*target, text, numbers[index]))
+                numbers[index] += 1
+                self._emitted += 1
+            if first and self._loop is not None:
+                self._loop.call_soon_threadsafe(self._schedule)
+
+        return emit
+
+    def _schedule(self) -> None:
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while True:
+            with self._lock:
+                batch, self._pending = self._pending, []
+            if not batch:
+                return
+            await self._send(batch)
+            self.published += len(batch)
+
+    async def _send(self, batch: list[tuple[str, str, str, int]]) -> None:
+        """Retried until it lands (the batch's outcome waits for it), in order."""
+        delay = 0.1
+        while True:
+            pipe = self._redis.pipeline(transaction=False)
+            for reply, job_id, text, number in batch:
+                pipe.xadd(reply, {"id": job_id, "t": text, "n": number}, maxlen=self._maxlen,
+                          approximate=True)
+            try:
+                await pipe.execute()
+                return
+            except (RedisError, OSError) as exc:
+                log.warning("streaming %d deltas failed: %s; retrying in %.1fs",
+                            len(batch), exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def drain(self) -> None:
+        """Wait until every delta emitted before this call is in Redis (not those a
+        batch running meanwhile goes on emitting)."""
+        with self._lock:
+            mark = self._emitted
+        while self.published < mark:
+            if self._flushing is None or self._flushing.done():
+                self._schedule()
+            assert self._flushing is not None
+            await asyncio.shield(self._flushing)

@@ -1,0 +1,132 @@
+"""The ``generate`` engine: chat generation with a transformers causal LM.
+
+The model is a local folder (weights and tokenizer) or ``builtin:tiny-llama``. Chat
+messages go through the tokenizer's chat template where it has one (plain
+``role: content`` lines otherwise). A batch is decoded together by
+:func:`workers.engines.decoding.decode_batch`: left-padded, KV-cached, each job with its
+own sampling parameters and seed, text streamed as it settles. The worker packs batches
+of similar total length (prompt + ``max_tokens``), the cost this engine declares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from broker.schemas import ChatMessage, ChatRequest, ChatResult, ErrorInfo, JobEnvelope, ServedBy
+from broker.schemas import Usage as UsageInfo
+from workers.engines.base import Emit, EngineOutput
+from workers.engines.decoding import Decoded, Prompt, decode_batch
+from workers.engines.embed import pick_device
+from workers.engines.tiny_llama import BUILTIN, build_tiny_llama
+from workers.errors import EngineUnavailable
+
+__all__ = ["GenerateEngine"]
+
+
+class GenerateEngine:
+    name = "generate"
+
+    def __init__(self, model: str, device: str = "auto", max_input_tokens: int = 1024) -> None:
+        try:
+            import torch
+        except ImportError as exc:
+            raise EngineUnavailable(
+                "the generate engine needs torch and transformers: pip install 'switchyard[gpu]'"
+            ) from exc
+        self.device = pick_device(torch, device)
+        self._model, self._tokenizer = _load(model)
+        self._model.to(self.device)
+        self._max_input = max_input_tokens
+        self._context = int(getattr(self._model.config, "max_position_embeddings", 0) or 1 << 30)
+        self._lock = threading.Lock()
+
+    async def warmup(self) -> None:
+        prompt = Prompt(self._tokenizer("warm-up")["input_ids"], max_tokens=2)
+        await asyncio.to_thread(self._decode, [prompt], None)
+
+    def prompt_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
+        tokenizer = self._tokenizer
+        plain = [{"role": m.role, "content": m.content} for m in messages]
+        if getattr(tokenizer, "chat_template", None):
+            text = tokenizer.apply_chat_template(plain, add_generation_prompt=True, tokenize=False)
+        else:
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in plain) + "assistant: "
+        return list(tokenizer(str(text), add_special_tokens=False)["input_ids"])
+
+    def cost(self, job: JobEnvelope) -> tuple[int, int]:
+        request = job.request
+        assert isinstance(request, ChatRequest)
+        return 1, len(self.prompt_ids(request.messages)) + request.max_tokens
+
+    async def run(self, jobs: Sequence[JobEnvelope], served_by: ServedBy,
+                  emit: Emit) -> list[EngineOutput]:
+        outputs: list[EngineOutput | None] = [None] * len(jobs)
+        prompts: list[Prompt] = []
+        rows: list[int] = []
+        for i, job in enumerate(jobs):
+            request = job.request
+            if not isinstance(request, ChatRequest):
+                outputs[i] = ErrorInfo(code="bad_request", message="the generate engine serves "
+                                       "chat requests only")
+                continue
+            ids = self.prompt_ids(request.messages)
+            problem = self._too_long(len(ids), request.max_tokens)
+            if problem:
+                outputs[i] = ErrorInfo(code="context_length_exceeded", message=problem)
+                continue
+            prompts.append(Prompt(ids, request.max_tokens, request.temperature, request.top_p,
+                                  tuple(request.stop), request.seed))
+            rows.append(i)
+        if prompts:
+            decoded = await asyncio.to_thread(
+                self._decode, prompts, lambda row, text: emit(rows[row], text))
+            for i, result in zip(rows, decoded, strict=True):
+                outputs[i] = _result(result, jobs[i], served_by)
+        return [o for o in outputs if o is not None]
+
+    def _too_long(self, prompt_tokens: int, max_tokens: int) -> str:
+        if prompt_tokens > self._max_input:
+            return (f"the prompt is {prompt_tokens} tokens; this pool takes at most "
+                    f"{self._max_input} (max_input_tokens)")
+        if prompt_tokens + max_tokens > self._context:
+            return (f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) exceeds the "
+                    f"model's context of {self._context} tokens")
+        return ""
+
+    def _decode(self, prompts: list[Prompt], emit: Emit | None) -> list[Decoded]:
+        with self._lock:
+            return decode_batch(self._model, self._tokenizer, prompts, device=self.device,
+                                emit=emit)
+
+
+def _result(decoded: Decoded, job: JobEnvelope, served_by: ServedBy) -> ChatResult:
+    ttft = None if decoded.first_token_ms is None else float(
+        max(0, decoded.first_token_ms - job.created_ms))
+    return ChatResult(
+        text=decoded.text,
+        finish_reason="stop" if decoded.finish_reason == "stop" else "length",
+        usage=UsageInfo(input_tokens=decoded.prompt_tokens,
+                        output_tokens=decoded.completion_tokens),
+        ttft_ms=ttft, served_by=served_by,
+    )
+
+
+def _load(model: str) -> tuple[Any, Any]:
+    if model == BUILTIN:
+        return build_tiny_llama()
+    path = Path(model).expanduser()
+    if not (path / "config.json").is_file():
+        raise EngineUnavailable(f"no model folder at {path} (expected a config.json there); "
+                                f"or use {BUILTIN}")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side="left")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    causal_lm: Any = AutoModelForCausalLM.from_pretrained(str(path))
+    causal_lm.eval()
+    return causal_lm, tokenizer

@@ -1,0 +1,64 @@
+"""``builtin:tiny-llama``: a tiny, randomly initialised Llama with an in-process tokenizer.
+
+It exists for tests, benchmarks and the local stack, where no weights may be downloaded.
+Its text is nonsense (random weights), but it is a real transformers ``LlamaForCausalLM``:
+real attention, a real KV cache, real batching and padding, and seeded, so every process
+builds the same model. The tokenizer is byte-level (any text round-trips) with a chat
+template, so the engine's chat path is the one a real model folder takes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["BUILTIN", "build_tiny_llama"]
+
+BUILTIN = "builtin:tiny-llama"
+
+_CHAT_TEMPLATE = (
+    "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant: {% endif %}"
+)
+
+
+def _tokenizer() -> Any:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    fast: Any = PreTrainedTokenizerFast
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2}
+    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[symbol] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = fast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        padding_side="left",
+    )
+    tokenizer.chat_template = _CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_llama(seed: int = 0, *, layers: int = 2, hidden: int = 64) -> tuple[Any, Any]:
+    """(model, tokenizer): the same weights for the same arguments, in any process."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = _tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=4096, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        # Wide initial weights give peaked logits, so greedy decoding is not decided by
+        # rounding differences between batch shapes.
+        initializer_range=0.5,
+    )
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model: Any = LlamaForCausalLM(config)
+        model.eval()
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return model, tokenizer
