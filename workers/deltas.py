@@ -1,7 +1,8 @@
 """Streams generated text to callers while their jobs run.
 
 An engine calls ``emit(i, text)`` from its decoding thread; the publisher gathers the
-deltas and appends them, one pipeline per wake-up, to each job's reply stream as entries
+deltas and appends them, one pipeline per wake-up and one entry per job (a job's deltas
+since the last wake-up joined), to each job's reply stream as entries
 ``{id: job id, t: text, n: its number}``, numbered from 0 per job so that a caller can
 drop a delta which a retried pipeline wrote twice. The reply stream is the one the job's
 outcome goes to, and the worker awaits :meth:`DeltaPublisher.drain` before completing a
@@ -32,8 +33,9 @@ class DeltaPublisher:
         self._redis = redis
         self._maxlen = maxlen
         self._lock = threading.Lock()
-        self._pending: list[tuple[str, str, str, int]] = []
+        self._pending: list[tuple[str, str, str]] = []
         self._emitted = 0
+        self._numbers: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flushing: asyncio.Task[None] | None = None
         self.published = 0
@@ -44,7 +46,6 @@ class DeltaPublisher:
         targets = {i: (p.entry.reply, p.entry.job_id) for i, p in enumerate(run)
                    if p.envelope is not None and isinstance(p.envelope.request, ChatRequest)
                    and p.envelope.request.stream and p.reply_owned}
-        numbers = dict.fromkeys(targets, 0)
 
         def emit(index: int, text: str) -> None:
             target = targets.get(index)
@@ -52,8 +53,7 @@ class DeltaPublisher:
                 return
             with self._lock:
                 first = not self._pending
-                self._pending.append((*target, text, numbers[index]))
-                numbers[index] += 1
+                self._pending.append((*target, text))
                 self._emitted += 1
             if first and self._loop is not None:
                 self._loop.call_soon_threadsafe(self._schedule)
@@ -70,8 +70,25 @@ class DeltaPublisher:
                 batch, self._pending = self._pending, []
             if not batch:
                 return
-            await self._send(batch)
+            await self._send(self._merge(batch))
             self.published += len(batch)
+
+    def _merge(self, batch: list[tuple[str, str, str]]) -> list[tuple[str, str, str, int]]:
+        """One entry per job, its pieces joined in order, numbered."""
+        joined: dict[str, tuple[str, list[str]]] = {}
+        for reply, job_id, text in batch:
+            joined.setdefault(job_id, (reply, []))[1].append(text)
+        entries = []
+        for job_id, (reply, pieces) in joined.items():
+            number = self._numbers.get(job_id, 0)
+            self._numbers[job_id] = number + 1
+            entries.append((reply, job_id, "".join(pieces), number))
+        return entries
+
+    def forget(self, job_ids: Sequence[str]) -> None:
+        """Drop the numbering of finished jobs."""
+        for job_id in job_ids:
+            self._numbers.pop(job_id, None)
 
     async def _send(self, batch: list[tuple[str, str, str, int]]) -> None:
         """Retried until it lands (the batch's outcome waits for it), in order."""

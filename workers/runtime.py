@@ -200,6 +200,7 @@ class Worker:
                 )
             items.append(Finish(pulled, outcome))
         await self._deltas.drain()  # every streamed delta lands before its job's outcome
+        self._deltas.forget([p.entry.job_id for p in run])
         self.stats.jobs += await self._ledger.finish(items)
 
     async def _dead_letter(self, bad: Sequence[Pulled]) -> None:

@@ -1,10 +1,10 @@
-"""`switchyard bench queue|embed`."""
+"""`switchyard bench queue|embed|generate`."""
 
 from __future__ import annotations
 
 import argparse
 
-from ops.bench import embed, queue
+from ops.bench import embed, generate, queue
 
 __all__ = ["add_parser"]
 
@@ -30,6 +30,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     e.set_defaults(handler=lambda ns: _print(embed.render(embed.run_embed_bench(
         embed.EmbedBenchOptions(tuple(int(b) for b in ns.batches.split(",")), ns.jobs,
                                 ns.model, ns.device, ns.redis_url)))))
+
+    g = kinds.add_parser("generate", help="chat generation through the queue vs bare generate")
+    g.add_argument("--concurrency", default="1,8,32", help="comma-separated client concurrency")
+    g.add_argument("--requests", type=int, default=96, help="requests per concurrency level")
+    g.add_argument("--max-tokens", type=int, default=64)
+    g.add_argument("--model", default="builtin:tiny-llama")
+    g.add_argument("--device", default="auto")
+    g.add_argument("--continuous", action="store_true",
+                   help="also time transformers' continuous batching (generate_batch)")
+    g.add_argument("--redis-url")
+    g.set_defaults(handler=lambda ns: _print(generate.render(generate.run_generate_bench(
+        generate.GenerateBenchOptions(tuple(int(c) for c in ns.concurrency.split(",")),
+                                      ns.requests, ns.max_tokens, ns.model, ns.device,
+                                      ns.continuous, ns.redis_url)))))
 
 
 def _print(text: str) -> int:

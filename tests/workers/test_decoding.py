@@ -52,7 +52,8 @@ def test_streamed_deltas_join_to_the_text_and_stop_strings_cut_it(tiny: tuple[An
     free = decode_batch(model, tokenizer, _prompts(tokenizer), device="cpu")
     stop = free[2].text[10:13]
     deltas: dict[int, list[str]] = {}
-    prompts = [Prompt(p.ids, p.max_tokens, stop=(stop,)) for p in _prompts(tokenizer)]
+    prompts = [Prompt(p.ids, p.max_tokens, stop=(stop,) if i == 2 else (), stream=True)
+               for i, p in enumerate(_prompts(tokenizer))]
     stopped = decode_batch(model, tokenizer, prompts, device="cpu",
                            emit=lambda row, text: deltas.setdefault(row, []).append(text))
     assert stopped[2].finish_reason == "stop"

@@ -30,6 +30,9 @@ class Prompt:
     top_p: float = 1.0
     stop: Sequence[str] = ()
     seed: int | None = None
+    stream: bool = False
+    """Only streaming rows (and rows with stop strings) are detokenized at every step;
+    the others once, at the end."""
 
 
 @dataclass
@@ -44,38 +47,69 @@ class Decoded:
 
 
 class TextTail:
-    """Incremental detokenizer for one row: tokens in, settled text deltas out."""
+    """Incremental detokenizer for one row: tokens in, settled text deltas out.
 
-    def __init__(self, decode: Callable[[list[int]], str], stop: Sequence[str]) -> None:
+    Each step decodes a small window: the tokens since the last settled character
+    boundary, after one earlier window for context (so decoders that drop a leading space
+    from a sequence's first token do not drop it here), and keeps the difference. Text
+    ending in an incomplete UTF-8 sequence waits for the token that completes it.
+    ``text`` only grows, so the deltas are its next characters; the last
+    ``len(longest stop) - 1`` of them wait until no stop string can start there.
+    """
+
+    def __init__(self, decode: Callable[[list[int]], str], stop: Sequence[str],
+                 *, incremental: bool = True) -> None:
         self._decode = decode
         self._stop = [s for s in stop if s]
         self._hold = max((len(s) for s in self._stop), default=1) - 1
+        self._incremental = incremental or bool(self._stop)
+        self._context = 0  # the context window starts here ...
+        self._start = 0  # ... and the unsettled tokens here
         self.ids: list[int] = []
-        self.emitted = ""
         self.text = ""
+        self.sent = 0  # characters of ``text`` already handed out
         self.stopped = False
 
     def push(self, token: int) -> str:
         """Add a token; the text that became final (may be ''). Sets ``stopped`` when a
         stop string appears (the text is then cut before it)."""
         self.ids.append(token)
-        text = self._decode(self.ids)
-        cut = min((i for i in (text.find(s) for s in self._stop) if i >= 0), default=-1)
-        if cut >= 0:
-            self.stopped, self.text = True, text[:cut]
-            return self._advance(self.text)
-        self.text = text
-        settled = text.rstrip("\ufffd")
-        return self._advance(settled[:max(0, len(settled) - self._hold)])
+        if not self._incremental:
+            return ""
+        piece = self._piece()
+        if not piece or piece.endswith("\ufffd"):
+            return ""
+        self._context, self._start = self._start, len(self.ids)
+        return self._grow(piece, final=False)
 
     def finish(self) -> str:
         """The rest of the text, once no more tokens will come."""
-        return self._advance(self.text)
+        if not self._incremental:
+            self.text = self._decode(self.ids)
+            return self._take(len(self.text))
+        piece = "" if self.stopped or self._start == len(self.ids) else self._piece()
+        self._start = len(self.ids)
+        return self._grow(piece, final=True)
 
-    def _advance(self, settled: str) -> str:
-        if len(settled) <= len(self.emitted) or not settled.startswith(self.emitted):
+    def _piece(self) -> str:
+        """Text of the unsettled tokens, decoded after their context."""
+        context = self._decode(self.ids[self._context:self._start])
+        return self._decode(self.ids[self._context:])[len(context):]
+
+    def _grow(self, piece: str, *, final: bool) -> str:
+        since = max(0, len(self.text) - self._hold)  # where a new stop string could begin
+        self.text += piece
+        cut = min((i for i in (self.text.find(s, since) for s in self._stop) if i >= 0),
+                  default=-1)
+        if cut >= 0:
+            self.stopped, self.text = True, self.text[:cut]
+            return self._take(len(self.text))
+        return self._take(len(self.text) if final else len(self.text) - self._hold)
+
+    def _take(self, upto: int) -> str:
+        if upto <= self.sent:
             return ""
-        delta, self.emitted = settled[len(self.emitted):], settled
+        delta, self.sent = self.text[self.sent:upto], upto
         return delta
 
 
@@ -93,8 +127,9 @@ def decode_batch(model: Any, tokenizer: Any, prompts: Sequence[Prompt], *, devic
     """Decode every prompt to completion in one batch; results in prompt order."""
     import torch
 
-    rows = [_Row(i, p, TextTail(_decoder(tokenizer), p.stop), _generator(torch, p, device))
-            for i, p in enumerate(prompts)]
+    decode = _decoder(tokenizer)
+    rows = [_Row(i, p, TextTail(decode, p.stop, incremental=p.stream and emit is not None),
+                 _generator(torch, p, device)) for i, p in enumerate(prompts)]
     ids, mask = _left_pad(torch, [p.ids for p in prompts], tokenizer.pad_token_id, device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     eos = tokenizer.eos_token_id
@@ -106,8 +141,7 @@ def decode_batch(model: Any, tokenizer: Any, prompts: Sequence[Prompt], *, devic
             out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
                         past_key_values=cache, use_cache=True)
             cache = out.past_key_values
-            tokens = [_sample(torch, out.logits[i, -1], r.prompt, r.generator)
-                      for i, r in enumerate(live)]
+            tokens = _sample_rows(torch, out.logits[:, -1], live)
             first_ms = first_ms or time.time_ns() // 1_000_000
             keep = [i for i, (r, t) in enumerate(zip(live, tokens, strict=True))
                     if not _step(r, t, eos, emit, first_ms)]
@@ -141,6 +175,16 @@ def _step(row: _Row, token: int, eos: int | None, emit: Emit | None, first_ms: i
         row.decoded = Decoded(tail.text, reason, len(row.prompt.ids),
                               count + int(done_by_eos), first_ms)
     return bool(reason)
+
+
+def _sample_rows(torch: Any, logits: Any, live: Sequence[_Row]) -> list[int]:
+    """One token per live row: greedy rows in one argmax, the others each with their own
+    generator."""
+    tokens: list[int] = logits.argmax(dim=-1).tolist()
+    for i, row in enumerate(live):
+        if row.prompt.temperature != 0.0:
+            tokens[i] = _sample(torch, logits[i], row.prompt, row.generator)
+    return tokens
 
 
 def _sample(torch: Any, logits: Any, prompt: Prompt, generator: Any) -> int:

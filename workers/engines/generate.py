@@ -44,6 +44,14 @@ class GenerateEngine:
         self._context = int(getattr(self._model.config, "max_position_embeddings", 0) or 1 << 30)
         self._lock = threading.Lock()
 
+    @property
+    def model(self) -> Any:
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
     async def warmup(self) -> None:
         prompt = Prompt(self._tokenizer("warm-up")["input_ids"], max_tokens=2)
         await asyncio.to_thread(self._decode, [prompt], None)
@@ -79,7 +87,7 @@ class GenerateEngine:
                 outputs[i] = ErrorInfo(code="context_length_exceeded", message=problem)
                 continue
             prompts.append(Prompt(ids, request.max_tokens, request.temperature, request.top_p,
-                                  tuple(request.stop), request.seed))
+                                  tuple(request.stop), request.seed, request.stream))
             rows.append(i)
         if prompts:
             decoded = await asyncio.to_thread(
