@@ -143,11 +143,11 @@ def run_generate_bench(options: GenerateBenchOptions) -> tuple[list[GenerateRow]
     toml = CONFIG.format(model=options.model, device=options.device,
                          batch=max(options.concurrency))
     rows = []
-    with bench_env(toml, options.redis_url) as env:
-        with WorkerProcess("llm", env.redis_url, env.config_path, env.config):
-            queued = [asyncio.run(through_queue(env.config, env.redis_url, texts, c,
-                                                options.max_tokens))
-                      for c in options.concurrency]
+    with bench_env(toml, options.redis_url) as env, \
+            WorkerProcess("llm", env.redis_url, env.config_path, env.config):
+        queued = [asyncio.run(through_queue(env.config, env.redis_url, texts, c,
+                                            options.max_tokens))
+                  for c in options.concurrency]
     bare = GenerateEngine(options.model, options.device)
     model, tokenizer = bare.model, bare.tokenizer
     bare_generate(model, tokenizer, texts[:2], 2, 4, bare.device)  # warm-up
