@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
 
 from broker.errors import ConfigError
 from broker.keys import POOL_NAME
@@ -76,6 +76,13 @@ class PoolConfig(_Strict):
     """Share of slots lower priorities get while higher ones have work waiting."""
     delay_ms: Annotated[float, Field(ge=0.0)] = 0.0
     """echo: how long each batch takes."""
+    memory_budget: ByteSize | None = None
+    """A fixed memory budget per batch ('2GiB'): CPU workers use it (default 2 GiB); on a
+    GPU it replaces the free memory that NVML or torch reports."""
+    memory_target: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9
+    """Share of free GPU memory a batch may use ..."""
+    memory_margin: ByteSize = ByteSize(256 << 20)
+    """... less this safety margin."""
     caps: CapsConfig = CapsConfig()
 
 

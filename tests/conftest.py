@@ -18,6 +18,7 @@ from broker.config import SwitchyardConfig
 from broker.settings import RedisSettings
 from ops.redis_server import RedisServer
 from workers.engines import EchoEngine, Engine
+from workers.memory import MemoryProbe
 from workers.runtime import Worker
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -87,9 +88,9 @@ async def start_worker(redis_url: str) -> AsyncIterator[StartWorker]:
     running: list[tuple[asyncio.Event, asyncio.Task[Any], aioredis.Redis]] = []
 
     async def start(config: SwitchyardConfig, pool: str = "echo",
-                    engine: Engine | None = None) -> Worker:
+                    engine: Engine | None = None, probe: MemoryProbe | None = None) -> Worker:
         client = RedisSettings.from_url(redis_url).connect()
-        worker = Worker(client, config, pool, engine or EchoEngine())
+        worker = Worker(client, config, pool, engine or EchoEngine(), probe=probe)
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop))
         running.append((stop, task, client))

@@ -7,6 +7,10 @@ since the last wake-up joined), to each job's reply stream as entries
 drop a delta which a retried pipeline wrote twice. The reply stream is the one the job's
 outcome goes to, and the worker awaits :meth:`DeltaPublisher.drain` before completing a
 batch, so a caller always reads every delta of a job before its outcome.
+
+A batch that runs again (split after running out of memory) replays its text: decoding
+is deterministic per job (greedy, or seeded; the engine seeds unseeded jobs from their
+id), so the publisher drops the characters of each job it already passed on.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class DeltaPublisher:
         self._pending: list[tuple[str, str, str]] = []
         self._emitted = 0
         self._numbers: dict[str, int] = {}
+        self._chars: dict[str, int] = {}  # characters of each job passed on so far
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flushing: asyncio.Task[None] | None = None
         self.published = 0
@@ -46,14 +51,21 @@ class DeltaPublisher:
         targets = {i: (p.entry.reply, p.entry.job_id) for i, p in enumerate(run)
                    if p.envelope is not None and isinstance(p.envelope.request, ChatRequest)
                    and p.envelope.request.stream and p.reply_owned}
+        produced = dict.fromkeys(targets, 0)  # characters this run has produced, per job
 
         def emit(index: int, text: str) -> None:
             target = targets.get(index)
             if target is None or not text:
                 return
             with self._lock:
+                start = produced[index]
+                produced[index] = end = start + len(text)
+                passed = self._chars.get(target[1], 0)
+                if end <= passed:
+                    return  # a replay of text already sent
+                self._chars[target[1]] = end
                 first = not self._pending
-                self._pending.append((*target, text))
+                self._pending.append((*target, text[max(0, passed - start):]))
                 self._emitted += 1
             if first and self._loop is not None:
                 self._loop.call_soon_threadsafe(self._schedule)
@@ -89,6 +101,7 @@ class DeltaPublisher:
         """Drop the numbering of finished jobs."""
         for job_id in job_ids:
             self._numbers.pop(job_id, None)
+            self._chars.pop(job_id, None)
 
     async def _send(self, batch: list[tuple[str, str, str, int]]) -> None:
         """Retried until it lands (the batch's outcome waits for it), in order."""

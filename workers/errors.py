@@ -3,14 +3,15 @@
     SwitchyardError                 (broker.errors)
     └── WorkerError
         ├── EngineUnavailable       an engine cannot be built here (missing model or extra)
-        └── UnknownPool             the worker was asked to serve a pool not configured
+        ├── UnknownPool             the worker was asked to serve a pool not configured
+        └── OutOfMemory             an engine ran out of device memory on a batch
 """
 
 from __future__ import annotations
 
 from broker.errors import SwitchyardError
 
-__all__ = ["EngineUnavailable", "UnknownPool", "WorkerError"]
+__all__ = ["EngineUnavailable", "OutOfMemory", "UnknownPool", "WorkerError"]
 
 
 class WorkerError(SwitchyardError):
@@ -23,3 +24,8 @@ class EngineUnavailable(WorkerError):
 
 class UnknownPool(WorkerError):
     """The pool is not in the configuration."""
+
+
+class OutOfMemory(WorkerError):
+    """An engine's batch did not fit in device memory (it has freed what it could). The
+    worker splits the batch and runs the halves."""

@@ -101,7 +101,8 @@ class Puller:
         self._consumer = consumer
         self._max_batch = max_batch
         self._max_tokens = max_batch_tokens
-        self._window = window or max_batch
+        self.window = window or max_batch
+        """Entries to hold per priority (the XREADGROUP COUNT); the worker adjusts it."""
         self._kinds = kinds
         self._block_ms = block_ms
         self._scheduler = PriorityScheduler(lower_share)
@@ -118,12 +119,12 @@ class Puller:
         if self.buffered == 0:
             streams: dict[Any, Any] = dict.fromkeys(self._where, ">")
             reply = await self._redis.xreadgroup(
-                GROUP, self._consumer, streams, count=self._window, block=self._block_ms
+                GROUP, self._consumer, streams, count=self.window, block=self._block_ms
             )
             return self._accept(parse_stream_reply(reply))
         pipe = self._redis.pipeline(transaction=False)
         for priority, buffer in self.buffers.items():
-            deficit = self._window - len(buffer)
+            deficit = self.window - len(buffer)
             if deficit > 0:
                 wanted: dict[Any, Any] = {s: ">" for s, (_, p) in self._where.items()
                                           if p == priority}
@@ -149,10 +150,13 @@ class Puller:
             self.buffers[priority].append(pulled)
         return bad
 
-    def take(self, cost: Callable[[JobEnvelope], tuple[int, int]]) -> list[Pulled]:
+    def take(self, cost: Callable[[JobEnvelope], tuple[int, int]],
+             max_tokens: int | None = None) -> list[Pulled]:
         """Pack the next batch: slots by priority (with shares), and within a priority the
         oldest job plus the buffered jobs nearest its length, so little is padding; the
-        whole batch within the job and padded-token bounds."""
+        whole batch within the job and padded-token bounds (``max_tokens`` if given, else
+        the configured one). The first job is taken whatever its size."""
+        limit = self._max_tokens if max_tokens is None else max_tokens
         batch: list[Pulled] = []
         texts = longest = 0
         for priority, slots in self._slots().items():
@@ -161,7 +165,7 @@ class Puller:
             kept = set()
             for index in picked:
                 n, length = buffer[index].cost_by(cost)
-                if batch and (texts + n) * max(longest, length) > self._max_tokens:
+                if batch and (texts + n) * max(longest, length) > limit:
                     break
                 kept.add(index)
                 batch.append(buffer[index])

@@ -35,10 +35,12 @@ from broker.scripts import Scripts
 from broker.streams import ensure_groups
 from workers.deltas import DeltaPublisher
 from workers.engines.base import Engine, EngineOutput
-from workers.errors import UnknownPool
+from workers.errors import OutOfMemory, UnknownPool
 from workers.heartbeat import Heartbeat
 from workers.ledger import Finish, Ledger, failure
+from workers.memory import Budget, FixedBudget, MemoryProbe, choose_probe
 from workers.puller import Pulled, Puller
+from workers.sizing import BatchSizer
 
 __all__ = ["Worker", "WorkerStats", "consumer_name"]
 
@@ -64,6 +66,8 @@ class WorkerStats:
     failed: int = 0
     dead_lettered: int = 0
     released: int = 0
+    oom_recoveries: int = 0
+    too_large: int = 0
 
 
 class Worker:
@@ -75,6 +79,7 @@ class Worker:
         engine: Engine,
         *,
         consumer: str | None = None,
+        probe: MemoryProbe | None = None,
     ) -> None:
         if pool not in config.pools:
             raise UnknownPool(f"pool {pool!r} is not configured ({', '.join(config.pools)})")
@@ -95,6 +100,12 @@ class Worker:
             block_ms=config.worker.block_ms, window=settings.max_batch * settings.pack_window,
             kinds=ENGINE_KINDS[settings.engine],
         )
+        if probe is None:
+            probe = (choose_probe(engine.device, settings.memory_budget) if engine.token_bytes
+                     else FixedBudget(0))
+        self._sizer = BatchSizer(engine, Budget(probe, settings.memory_target,
+                                                settings.memory_margin), settings.max_batch_tokens)
+        self._window = settings.max_batch * settings.pack_window
         self._deltas = DeltaPublisher(redis, config.jobs.reply_maxlen)
         self._served_by = ServedBy(worker=self.consumer, pool=pool, engine=engine.name,
                                    device=engine.device)
@@ -109,6 +120,7 @@ class Worker:
         """Serve until ``stop`` is set, then drain and return."""
         await ensure_groups(self._redis, self._partitions)
         await self._scripts.load()
+        self._sizer.start()
         beating = asyncio.create_task(self._heartbeat.run(stop))
         finishing: asyncio.Task[None] | None = None
         try:
@@ -132,9 +144,32 @@ class Worker:
             return []
         if bad:
             await self._retry(self._dead_letter, bad)
-        batch = self._puller.take(self.engine.cost)
-        self._heartbeat.info["last_batch"] = str(len(batch))
-        return batch
+        limit = self._sizer.token_limit()
+        batch = self._puller.take(self.engine.cost, limit)
+        if batch and self._sizer.bounded:  # read about as many as the budget will take
+            per_job = max(p.cost_by(self.engine.cost)[1] for p in batch)
+            fit = max(1, min(limit // max(1, per_job), self._config.pools[self.pool].max_batch))
+            self._puller.window = min(self._window, fit * self._config.pools[self.pool].pack_window)
+        info = self._heartbeat.info
+        info["last_batch"] = str(len(batch))
+        info["budget_bytes"] = str(self._sizer.last_budget)
+        return await self._refuse_oversized(batch)
+
+    async def _refuse_oversized(self, batch: list[Pulled]) -> list[Pulled]:
+        """Fail the jobs that alone exceed the whole memory budget; the rest go on."""
+        refused = []
+        for pulled in batch:
+            texts, tokens = pulled.cost_by(self.engine.cost)
+            why = self._sizer.too_large(texts * tokens)
+            if why:
+                refused.append(Finish(pulled, failure(
+                    pulled.entry.job_id, JobState.FAILED, "request_too_large", why)))
+        if not refused:
+            return batch
+        self.stats.too_large += len(refused)
+        await self._retry(self._ledger.finish, refused)
+        gone = {id(f.pulled) for f in refused}
+        return [p for p in batch if id(p) not in gone]
 
     async def _serve(
         self, batch: Sequence[Pulled], finishing: asyncio.Task[None] | None
@@ -169,12 +204,24 @@ class Worker:
         return asyncio.create_task(self._retry(self._finish, run, outputs))
 
     async def _execute(self, run: Sequence[Pulled]) -> list[EngineOutput]:
+        """Run a batch. Out of memory, it is split in halves, each run the same way (a job
+        that does not fit even alone fails); any other engine error fails the batch."""
         if not run:
             return []
         envelopes = [p.envelope for p in run if p.envelope is not None]
         try:
             outputs = await self.engine.run(envelopes, self._served_by,
                                             self._deltas.emitter(run))
+        except OutOfMemory as exc:
+            self.stats.oom_recoveries += 1
+            self._sizer.out_of_memory()
+            if len(run) == 1:
+                return [ErrorInfo(code="out_of_memory",
+                                  message=f"the request does not fit in memory alone: {exc}")]
+            half = len(run) // 2
+            log.warning("batch of %d ran out of memory; running it as %d + %d", len(run), half,
+                        len(run) - half)
+            return [*await self._execute(run[:half]), *await self._execute(run[half:])]
         except Exception as exc:  # the batch fails; the worker carries on
             log.exception("engine %s failed a batch of %d", self.engine.name, len(run))
             error = ErrorInfo(code="engine_error", message=f"{type(exc).__name__}: {exc}")

@@ -20,6 +20,9 @@ any thread; a no-op for jobs that did not ask to stream."""
 class Engine(Protocol):
     name: str
     device: str
+    token_bytes: int
+    """Device memory one padded token of a batch costs (0: not bounded by memory). The
+    worker sizes batches by it; see ``workers/engines/costs.py``."""
 
     async def warmup(self) -> None:
         """Load weights and run once, so the first real batch is not the slow one."""
@@ -31,4 +34,5 @@ class Engine(Protocol):
     async def run(self, jobs: Sequence[JobEnvelope], served_by: ServedBy,
                   emit: Emit) -> list[EngineOutput]:
         """Run one batch; one output per job, in order, results carrying ``served_by``.
-        Raising fails the whole batch."""
+        Raising :class:`~workers.errors.OutOfMemory` makes the worker split the batch;
+        raising anything else fails the whole batch."""

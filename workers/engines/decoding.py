@@ -139,7 +139,7 @@ def decode_batch(model: Any, tokenizer: Any, prompts: Sequence[Prompt], *, devic
     with torch.inference_mode():
         while live:
             out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                        past_key_values=cache, use_cache=True)
+                        past_key_values=cache, use_cache=True, logits_to_keep=1)
             cache = out.past_key_values
             tokens = _sample_rows(torch, out.logits[:, -1], live)
             first_ms = first_ms or time.time_ns() // 1_000_000

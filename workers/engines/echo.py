@@ -20,6 +20,7 @@ __all__ = ["EchoEngine"]
 class EchoEngine:
     name = "echo"
     device = "none"
+    token_bytes = 0
 
     def __init__(self, delay_ms: float = 0.0) -> None:
         self._delay = delay_ms / 1000.0

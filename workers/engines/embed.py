@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker.schemas import EmbedRequest, EmbedResult, JobEnvelope, ServedBy, Usage
 from workers.engines.base import Emit, EngineOutput
+from workers.engines.costs import activation_estimate, guard_oom, measure_activation
 from workers.errors import EngineUnavailable
 
 if TYPE_CHECKING:
@@ -60,9 +61,16 @@ class EmbedEngine:
         self._model: Any = AutoModel.from_pretrained(str(path)).to(self.device).eval()
         self._max_tokens = max_input_tokens
         self._lock = threading.Lock()
+        self.token_bytes = activation_estimate(self._model)
 
     async def warmup(self) -> None:
         await asyncio.to_thread(self.embed_texts, ["warm-up"])
+        sample = ["warm " * 60] * 8
+        measured = await asyncio.to_thread(
+            measure_activation, self._torch, self.device, lambda: self.embed_texts(sample),
+            8 * max(self.token_counts(sample[:1])))
+        if measured is not None:
+            self.token_bytes = measured
 
     def cost(self, job: JobEnvelope) -> tuple[int, int]:
         """Exact: the texts are tokenized here (tens of microseconds each), because a
@@ -82,7 +90,8 @@ class EmbedEngine:
         assert all(isinstance(r, EmbedRequest) for r in requests)
         inputs = [r.input for r in requests if isinstance(r, EmbedRequest)]
         texts = [text for texts in inputs for text in texts]
-        vectors, tokens = await asyncio.to_thread(self.embed_texts, texts)
+        vectors, tokens = await asyncio.to_thread(
+            guard_oom, self._torch, self.device, lambda: self.embed_texts(texts))
         outputs: list[EngineOutput] = []
         start = 0
         for texts_of_job in inputs:

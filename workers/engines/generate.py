@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,12 @@ from typing import Any
 from broker.schemas import ChatMessage, ChatRequest, ChatResult, ErrorInfo, JobEnvelope, ServedBy
 from broker.schemas import Usage as UsageInfo
 from workers.engines.base import Emit, EngineOutput
+from workers.engines.costs import (
+    activation_estimate,
+    guard_oom,
+    kv_bytes_per_token,
+    measure_activation,
+)
 from workers.engines.decoding import Decoded, Prompt, decode_batch
 from workers.engines.embed import pick_device
 from workers.engines.tiny_llama import BUILTIN, build_tiny_llama
@@ -38,8 +45,11 @@ class GenerateEngine:
                 "the generate engine needs torch and transformers: pip install 'switchyard[gpu]'"
             ) from exc
         self.device = pick_device(torch, device)
+        self._torch: Any = torch
         self._model, self._tokenizer = _load(model)
         self._model.to(self.device)
+        self._kv = kv_bytes_per_token(self._model)
+        self.token_bytes = self._kv + activation_estimate(self._model)
         self._max_input = max_input_tokens
         self._context = int(getattr(self._model.config, "max_position_embeddings", 0) or 1 << 30)
         self._lock = threading.Lock()
@@ -55,6 +65,12 @@ class GenerateEngine:
     async def warmup(self) -> None:
         prompt = Prompt(self._tokenizer("warm-up")["input_ids"], max_tokens=2)
         await asyncio.to_thread(self._decode, [prompt], None)
+        sample = [Prompt([1] * 60, max_tokens=4)] * 4
+        measured = await asyncio.to_thread(
+            measure_activation, self._torch, self.device, lambda: self._decode(sample, None),
+            4 * 64, self._kv)
+        if measured is not None:
+            self.token_bytes = self._kv + measured
 
     def prompt_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
         tokenizer = self._tokenizer
@@ -86,8 +102,11 @@ class GenerateEngine:
             if problem:
                 outputs[i] = ErrorInfo(code="context_length_exceeded", message=problem)
                 continue
+            # An unseeded job is seeded from its id: a batch run again after running out of
+            # memory (or redelivered) produces the same text it already streamed.
+            seed = request.seed if request.seed is not None else zlib.crc32(job.id.encode())
             prompts.append(Prompt(ids, request.max_tokens, request.temperature, request.top_p,
-                                  tuple(request.stop), request.seed, request.stream))
+                                  tuple(request.stop), seed, request.stream))
             rows.append(i)
         if prompts:
             decoded = await asyncio.to_thread(
@@ -107,8 +126,8 @@ class GenerateEngine:
 
     def _decode(self, prompts: list[Prompt], emit: Emit | None) -> list[Decoded]:
         with self._lock:
-            return decode_batch(self._model, self._tokenizer, prompts, device=self.device,
-                                emit=emit)
+            return list(guard_oom(self._torch, self.device, lambda: decode_batch(
+                self._model, self._tokenizer, prompts, device=self.device, emit=emit)))
 
 
 def _result(decoded: Decoded, job: JobEnvelope, served_by: ServedBy) -> ChatResult:

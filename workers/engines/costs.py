@@ -1,0 +1,66 @@
+"""What one padded token of a batch costs in device memory, per model, and the engines'
+shared handling of running out of it.
+
+- Causal LMs: the KV cache, 2 x layers x kv_heads x head_dim x dtype bytes per token, plus
+  an activation term.
+- Encoders: the activation term alone.
+
+The activation term is measured at warm-up on CUDA (peak allocated during a batch of
+known size, less what was there before, less the KV cache, per token). On CPU, where
+torch reports no peak, it is estimated as dtype bytes x (4 x hidden + intermediate): the
+few hidden-size buffers and the MLP's widening of one layer, which inference frees layer
+by layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from workers.errors import OutOfMemory
+
+__all__ = ["activation_estimate", "guard_oom", "kv_bytes_per_token", "measure_activation"]
+
+
+def _dtype_bytes(model: Any) -> int:
+    return int(next(model.parameters()).element_size())
+
+
+def kv_bytes_per_token(model: Any) -> int:
+    config = model.config
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return int(2 * config.num_hidden_layers * kv_heads * head_dim * _dtype_bytes(model))
+
+
+def activation_estimate(model: Any) -> int:
+    config = model.config
+    intermediate = getattr(config, "intermediate_size", None) or 4 * config.hidden_size
+    return int(_dtype_bytes(model) * (4 * config.hidden_size + intermediate))
+
+
+def measure_activation(torch: Any, device: str, run: Callable[[], object], tokens: int,
+                       kv_per_token: int = 0) -> int | None:
+    """Peak bytes per token of ``run`` (which processes ``tokens`` padded tokens) beyond
+    the KV cache, on CUDA; None elsewhere."""
+    if not device.startswith("cuda"):
+        return None
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    run()
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - before
+    return max(0, int(peak / tokens) - kv_per_token)
+
+
+def guard_oom(torch: Any, device: str, work: Callable[[], Any]) -> Any:
+    """Run ``work``; a CUDA out-of-memory error frees the allocator's cache and becomes
+    :class:`OutOfMemory`."""
+    try:
+        return work()
+    except torch.cuda.OutOfMemoryError as exc:
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        raise OutOfMemory(f"out of memory on {device}: {exc}") from exc

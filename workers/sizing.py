@@ -1,0 +1,65 @@
+"""Sizes batches to the memory budget, and learns from running out of it.
+
+A batch may hold ``budget bytes / (engine.token_bytes x scale)`` padded tokens, where the
+budget is read from the memory probe before every batch and ``scale`` starts at 1 and grows
+by a quarter after every out-of-memory error (the engine's cost estimate was too low).
+A job that alone needs more than the whole budget (as measured when the worker started,
+idle) can never run here: it fails at once with ``request_too_large``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from workers.engines.base import Engine
+from workers.memory import Budget, format_size
+
+__all__ = ["BatchSizer"]
+
+log = logging.getLogger(__name__)
+
+OOM_GROWTH = 1.25
+
+
+class BatchSizer:
+    def __init__(self, engine: Engine, budget: Budget, max_batch_tokens: int) -> None:
+        self._engine = engine
+        self._budget = budget
+        self._max_tokens = max_batch_tokens
+        self.scale = 1.0
+        self.capacity = 0
+        """Bytes a batch may use on an idle worker (read by :meth:`start`)."""
+        self.last_budget = 0
+
+    @property
+    def bounded(self) -> bool:
+        return self._engine.token_bytes > 0
+
+    def start(self) -> None:
+        if self.bounded:
+            self.capacity = self.last_budget = self._budget.bytes()
+            log.info("batch memory budget %s (%s per padded token)",
+                     format_size(self.capacity), format_size(self._engine.token_bytes))
+
+    def token_limit(self) -> int:
+        """Padded tokens the next batch may hold."""
+        if not self.bounded:
+            return self._max_tokens
+        self.last_budget = self._budget.bytes()
+        return min(self._max_tokens, int(self.last_budget / self._per_token()))
+
+    def too_large(self, tokens: int) -> str:
+        """Why a job of ``tokens`` padded tokens can never run here ('' if it can)."""
+        need = tokens * self._per_token()
+        if not self.bounded or need <= self.capacity:
+            return ""
+        return (f"the request needs about {format_size(need)} of memory ({tokens} tokens), "
+                f"more than this worker's whole batch budget of {format_size(self.capacity)}")
+
+    def out_of_memory(self) -> None:
+        self.scale *= OOM_GROWTH
+        log.warning("out of memory: cost estimate raised to %s per token",
+                    format_size(self._per_token()))
+
+    def _per_token(self) -> float:
+        return self._engine.token_bytes * self.scale
