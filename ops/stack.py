@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,6 +18,7 @@ from broker.config import SwitchyardConfig, load_config
 from broker.errors import ConfigError
 from ops.processes import worker_command
 from ops.redis_server import RedisServer
+from workers.supervisor import Supervisor
 
 __all__ = ["UpOptions", "up"]
 
@@ -31,20 +31,11 @@ class UpOptions:
     state_dir: Path = Path(".switchyard")
 
 
-@dataclass
-class _Child:
-    pool: str
-    process: subprocess.Popen[bytes]
-    restarts: int = 0
-    next_start: float = 0.0
-    log: Path = field(default_factory=Path)
-
-
 def up(options: UpOptions) -> int:
     config = load_config(options.config)
     server = _redis_for(config, options.state_dir)
     url = server.url if server else os.environ.get("REDIS_URL", config.redis.url)
-    children: list[_Child] = []
+    supervisor = Supervisor(say=lambda line: print(line, flush=True))
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -57,14 +48,15 @@ def up(options: UpOptions) -> int:
         if server is not None:
             server.start()
         for pool in config.pools:
-            children.append(_spawn(pool, url, options))
+            supervisor.start(f"worker for pool {pool}", worker_command(pool, url, options.config),
+                             options.state_dir / "logs" / f"worker-{pool}.log")
         _banner(config, url, options.state_dir)
         while not stopping:
-            _supervise(children, url, options)
+            supervisor.check()
             time.sleep(0.2)
         print("switchyard: stopping workers (they finish what they hold) ...", flush=True)
     finally:
-        _stop_workers(children)
+        supervisor.stop()
         if server is not None:
             server.stop()
     print("switchyard: stopped.", flush=True)
@@ -81,44 +73,6 @@ def _redis_for(config: SwitchyardConfig, state_dir: Path) -> RedisServer | None:
             f"{config.redis.url!r} is not local (set REDIS_URL to use an existing server)"
         )
     return RedisServer(state_dir / "redis", parts.port or 6379, aof=True)
-
-
-def _spawn(pool: str, url: str, options: UpOptions, restarts: int = 0) -> _Child:
-    args = worker_command(pool, url, options.config)
-    log = options.state_dir / "logs" / f"worker-{pool}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    return _Child(pool, process, restarts, log=log)
-
-
-def _supervise(children: list[_Child], url: str, options: UpOptions) -> None:
-    now = time.monotonic()
-    for i, child in enumerate(children):
-        code = child.process.poll()
-        if code is None:
-            continue
-        if child.next_start == 0.0:
-            delay = min(2.0 ** child.restarts, 30.0)
-            print(f"switchyard: worker for pool {child.pool} exited ({code}); restarting in "
-                  f"{delay:.0f}s (log: {child.log})", flush=True)
-            child.next_start = now + delay
-        elif now >= child.next_start:
-            children[i] = _spawn(child.pool, url, options, child.restarts + 1)
-
-
-def _stop_workers(children: list[_Child]) -> None:
-    for child in children:
-        if child.process.poll() is None:
-            child.process.terminate()
-    deadline = time.monotonic() + 60
-    for child in children:
-        try:
-            child.process.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.process.kill()
-            child.process.wait()
 
 
 def _banner(config: SwitchyardConfig, url: str, state_dir: Path) -> None:

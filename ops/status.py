@@ -15,6 +15,7 @@ from broker.config import SwitchyardConfig, load_config
 from broker.keys import GROUP, Keys
 from broker.schemas import PRIORITIES, now_ms
 from broker.settings import RedisSettings
+from workers.memory import format_size
 
 __all__ = ["PoolStatus", "StreamStatus", "add_parser", "collect"]
 
@@ -94,10 +95,23 @@ def render(pools: list[PoolStatus]) -> str:
             age = "-" if s.oldest_age_s is None else f"{s.oldest_age_s:.1f}s"
             lines.append(f"{pool.pool:<12}{s.partition:>5} {s.priority:<12}{s.depth:>8}"
                          f"{s.pending:>9}{age:>10}")
-        devices = ", ".join(f"{w['consumer']} ({w.get('device', '?')})" for w in pool.workers)
-        lines.append(f"{'':<12}workers alive: {len(pool.workers)}"
-                     f"{' - ' + devices if devices else ''}; dead letters: {pool.dead_letters}")
+        lines.append(f"{'':<12}workers alive: {len(pool.workers)}; "
+                     f"dead letters: {pool.dead_letters}")
+        lines.extend(f"{'':<14}{_worker_line(w)}" for w in pool.workers)
     return "\n".join(lines)
+
+
+def _worker_line(w: dict[str, str]) -> str:
+    """consumer on device, model, last batch size; memory and utilisation where known."""
+    parts = [f"{w['consumer']} on {w.get('device', '?')}", f"model {w.get('model', '?')}",
+             f"batch {w.get('last_batch', '-')}/{w.get('max_batch', '?')}"]
+    if w.get("mem_total"):
+        free, total, budget = (int(w[k]) for k in ("mem_free", "mem_total", "budget_bytes"))
+        parts.append(f"memory {format_size(total - free)} used of {format_size(total)} "
+                     f"({w.get('memory_source', '?')}), budget {format_size(budget)}")
+    if w.get("gpu_util"):
+        parts.append(f"GPU {float(w['gpu_util']):.0%} busy")
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)

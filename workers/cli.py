@@ -1,4 +1,9 @@
-"""`switchyard worker`: the worker process for GPU (or CPU) hosts."""
+"""`switchyard worker`: the worker process for GPU (or CPU) hosts.
+
+``--device cuda:N`` serves one GPU; ``--device all`` starts one worker process per visible
+GPU (each with its own memory probe and metrics port: ``--metrics-port`` + N) and restarts
+any that dies, with backoff, until it is sent SIGTERM or SIGINT.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,23 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
+import time
 from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ByteSize, TypeAdapter, ValidationError
 
 from broker.config import load_config
+from broker.errors import ConfigError
 from broker.settings import RedisSettings
 from workers.engines import build_engine
-from workers.errors import UnknownPool
+from workers.errors import EngineUnavailable, UnknownPool
+from workers.memory import choose_probe
 from workers.runtime import Worker
+from workers.supervisor import Supervisor
 
-__all__ = ["WorkerOptions", "add_parser", "serve"]
+__all__ = ["WorkerOptions", "add_parser", "gpu_devices", "serve"]
 
 log = logging.getLogger("switchyard.worker")
 
@@ -25,22 +38,86 @@ class WorkerOptions:
     config: str | None = None
     device: str | None = None
     redis_url: str | None = None
+    memory_budget: int | None = None
+    metrics_port: int | None = None
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("worker", help="serve one pool's streams")
     p.add_argument("--pool", required=True, help="pool to serve (see [pools] in the config)")
     p.add_argument("--config", help="TOML config file (default: $SWITCHYARD_CONFIG, builtin)")
-    p.add_argument("--device", help="auto | cpu | cuda:N (default: the pool's device)")
+    p.add_argument("--device", help="auto | cpu | cuda:N | all (one worker per visible GPU)")
     p.add_argument("--redis-url", help="overrides [redis] url")
-    p.set_defaults(handler=lambda ns: serve(WorkerOptions(ns.pool, ns.config, ns.device,
-                                                          ns.redis_url)))
+    p.add_argument("--memory-budget", help="fixed memory budget per batch, e.g. 2GiB")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.set_defaults(handler=lambda ns: serve(WorkerOptions(
+        ns.pool, ns.config, ns.device, ns.redis_url, _size(ns.memory_budget),
+        ns.metrics_port)))
+
+
+def _size(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(TypeAdapter(ByteSize).validate_python(text))
+    except ValidationError:
+        raise ConfigError(f"--memory-budget {text!r} is not a size (e.g. 2GiB, 512MiB)") from None
 
 
 def serve(options: WorkerOptions) -> int:
     """Run a worker until SIGTERM or SIGINT, then drain and exit 0."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if options.device == "all":
+        return _serve_all(options, gpu_devices())
     return asyncio.run(_serve(options))
+
+
+def gpu_devices(count: int | None = None) -> list[str]:
+    """``cuda:0`` .. ``cuda:N-1`` for the visible GPUs (``count`` overrides the probe)."""
+    if count is None:
+        try:
+            import torch
+        except ImportError as exc:
+            raise EngineUnavailable("--device all needs torch: pip install 'switchyard[gpu]'") \
+                from exc
+        count = int(torch.cuda.device_count())
+    if count == 0:
+        raise EngineUnavailable("--device all: no CUDA devices are visible on this host")
+    return [f"cuda:{i}" for i in range(count)]
+
+
+def child_command(options: WorkerOptions, device: str, index: int) -> list[str]:
+    args = [sys.executable, "-m", "ops", "worker", "--pool", options.pool, "--device", device]
+    for flag, value in (("--config", options.config), ("--redis-url", options.redis_url),
+                        ("--memory-budget", options.memory_budget),
+                        ("--metrics-port", None if options.metrics_port is None
+                         else options.metrics_port + index)):
+        if value is not None:
+            args += [flag, str(value)]
+    return args
+
+
+def _serve_all(options: WorkerOptions, devices: list[str]) -> int:
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    supervisor = Supervisor(say=log.warning)
+    try:
+        for i, device in enumerate(devices):
+            supervisor.start(f"worker on {device}", child_command(options, device, i),
+                             Path(f"worker-{options.pool}-{device.replace(':', '')}.log"))
+        log.info("pool %s: one worker per GPU on %s", options.pool, ", ".join(devices))
+        while not stopping:
+            supervisor.check()
+            time.sleep(0.2)
+    finally:
+        supervisor.stop()
+    return 0
 
 
 async def _serve(options: WorkerOptions) -> int:
@@ -52,17 +129,30 @@ async def _serve(options: WorkerOptions) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    engine = build_engine(config.pools[options.pool], options.device)
+    pool = config.pools[options.pool]
+    if options.memory_budget is not None:  # the flag replaces the pool's configured budget
+        pool = pool.model_copy(update={"memory_budget": ByteSize(options.memory_budget)})
+        config = config.model_copy(update={"pools": {**config.pools, options.pool: pool}})
+    engine = build_engine(pool, options.device)
     await engine.warmup()
     settings = RedisSettings.from_url(options.redis_url or config.redis.url)
     redis = settings.connect()
     try:
-        worker = Worker(redis, config, options.pool, engine)
-        log.info("worker %s serving pool %s: engine %s on %s, redis %s", worker.consumer,
-                 options.pool, engine.name, engine.device, settings.display())
-        stats = await worker.run(stop)
-        log.info("worker %s drained: %d jobs in %d batches, %d released, %d dead-lettered",
-                 worker.consumer, stats.jobs, stats.batches, stats.released, stats.dead_lettered)
+        probe = choose_probe(engine.device, pool.memory_budget) if engine.token_bytes else None
+        worker = Worker(redis, config, options.pool, engine, probe=probe)
+        if options.metrics_port is not None:
+            worker.metrics.serve(options.metrics_port)
+        log.info("worker %s serving pool %s: engine %s on %s, redis %s%s", worker.consumer,
+                 options.pool, engine.name, engine.device, settings.display(),
+                 f", metrics on :{options.metrics_port}" if options.metrics_port else "")
+        try:
+            stats = await worker.run(stop)
+        finally:
+            worker.metrics.close()
+        log.info("worker %s drained: %d jobs in %d batches, %d released, %d dead-lettered, "
+                 "%d OOM recoveries", worker.consumer, stats.jobs, stats.batches, stats.released,
+                 stats.dead_lettered, stats.oom_recoveries)
     finally:
         await redis.aclose()
     return 0
+

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -29,6 +30,7 @@ class Heartbeat:
         *,
         interval_s: float,
         ttl_s: float,
+        refresh: Callable[[], dict[str, str]] | None = None,
     ) -> None:
         self._redis = redis
         self._keys = keys
@@ -36,8 +38,12 @@ class Heartbeat:
         self.info = dict(info)
         self._interval = interval_s
         self._ttl_ms = int(ttl_s * 1000)
+        self._refresh = refresh
 
     async def beat(self) -> None:
+        """Publish ``info`` (updated by ``refresh`` first, if given)."""
+        if self._refresh is not None:
+            self.info.update(self._refresh())
         now = now_ms()
         pipe = self._redis.pipeline(transaction=False)
         fields: dict[Any, Any] = {**self.info, "beat_ms": str(now)}

@@ -137,9 +137,11 @@ class Budget:
     probe: MemoryProbe
     target: float = 0.9
     margin: int = 256 << 20
+    last: MemoryReading | None = None
+    """The reading the last :meth:`bytes` used."""
 
     def bytes(self) -> int:
-        reading = self.probe.read()
+        reading = self.last = self.probe.read()
         if self.probe.source == FixedBudget.source:
             return reading.free
         return max(0, int(reading.free * self.target) - self.margin)

@@ -39,6 +39,7 @@ from workers.errors import OutOfMemory, UnknownPool
 from workers.heartbeat import Heartbeat
 from workers.ledger import Finish, Ledger, failure
 from workers.memory import Budget, FixedBudget, MemoryProbe, choose_probe
+from workers.metrics import WorkerMetrics
 from workers.puller import Pulled, Puller
 from workers.sizing import BatchSizer
 
@@ -80,6 +81,7 @@ class Worker:
         *,
         consumer: str | None = None,
         probe: MemoryProbe | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         if pool not in config.pools:
             raise UnknownPool(f"pool {pool!r} is not configured ({', '.join(config.pools)})")
@@ -103,8 +105,9 @@ class Worker:
         if probe is None:
             probe = (choose_probe(engine.device, settings.memory_budget) if engine.token_bytes
                      else FixedBudget(0))
-        self._sizer = BatchSizer(engine, Budget(probe, settings.memory_target,
-                                                settings.memory_margin), settings.max_batch_tokens)
+        self._budget = Budget(probe, settings.memory_target, settings.memory_margin)
+        self._sizer = BatchSizer(engine, self._budget, settings.max_batch_tokens)
+        self.metrics = metrics or WorkerMetrics(pool, self.consumer, engine.device)
         self._window = settings.max_batch * settings.pack_window
         self._deltas = DeltaPublisher(redis, config.jobs.reply_maxlen)
         self._served_by = ServedBy(worker=self.consumer, pool=pool, engine=engine.name,
@@ -112,9 +115,23 @@ class Worker:
         self._heartbeat = Heartbeat(
             redis, keys.pool(pool), self.consumer,
             {"engine": engine.name, "device": engine.device, "pid": str(os.getpid()),
-             "host": socket.gethostname(), "max_batch": str(settings.max_batch)},
+             "host": socket.gethostname(), "max_batch": str(settings.max_batch),
+             "model": settings.model if engine.name != "echo" else "echo"},
             interval_s=config.worker.heartbeat_s, ttl_s=config.worker.heartbeat_ttl_s,
+            refresh=self._vitals,
         )
+
+    def _vitals(self) -> dict[str, str]:
+        """Memory and utilisation for the heartbeat (and the metrics), read now."""
+        if not self._sizer.bounded:
+            return {}
+        budget = self._budget.bytes()
+        reading = self._budget.last
+        assert reading is not None
+        self.metrics.memory(reading, budget)
+        return {"mem_free": str(reading.free), "mem_total": str(reading.total),
+                "budget_bytes": str(budget), "memory_source": self._budget.probe.source,
+                "gpu_util": "" if reading.utilisation is None else f"{reading.utilisation:.2f}"}
 
     async def run(self, stop: asyncio.Event) -> WorkerStats:
         """Serve until ``stop`` is set, then drain and return."""
@@ -150,9 +167,9 @@ class Worker:
             per_job = max(p.cost_by(self.engine.cost)[1] for p in batch)
             fit = max(1, min(limit // max(1, per_job), self._config.pools[self.pool].max_batch))
             self._puller.window = min(self._window, fit * self._config.pools[self.pool].pack_window)
-        info = self._heartbeat.info
-        info["last_batch"] = str(len(batch))
-        info["budget_bytes"] = str(self._sizer.last_budget)
+        self._heartbeat.info["last_batch"] = str(len(batch))
+        if self._sizer.bounded and self._budget.last is not None:
+            self.metrics.memory(self._budget.last, self._sizer.last_budget)
         return await self._refuse_oversized(batch)
 
     async def _refuse_oversized(self, batch: list[Pulled]) -> list[Pulled]:
@@ -167,6 +184,7 @@ class Worker:
         if not refused:
             return batch
         self.stats.too_large += len(refused)
+        self.metrics.too_large.inc(len(refused))
         await self._retry(self._ledger.finish, refused)
         gone = {id(f.pulled) for f in refused}
         return [p for p in batch if id(p) not in gone]
@@ -214,6 +232,7 @@ class Worker:
                                             self._deltas.emitter(run))
         except OutOfMemory as exc:
             self.stats.oom_recoveries += 1
+            self.metrics.oom.inc()
             self._sizer.out_of_memory()
             if len(run) == 1:
                 return [ErrorInfo(code="out_of_memory",
@@ -227,7 +246,19 @@ class Worker:
             error = ErrorInfo(code="engine_error", message=f"{type(exc).__name__}: {exc}")
             outputs = [error] * len(run)
         self.stats.batches += 1
+        self._observe(run, outputs)
         return outputs
+
+    def _observe(self, run: Sequence[Pulled], outputs: Sequence[EngineOutput]) -> None:
+        metrics = self.metrics
+        metrics.batch_size.observe(len(run))
+        costs = [p.cost_by(self.engine.cost) for p in run]
+        metrics.batch_tokens.observe(sum(n for n, _ in costs) * max(t for _, t in costs))
+        for output in outputs:
+            if isinstance(output, ChatResult):
+                metrics.tokens.inc(output.usage.output_tokens)
+                if output.ttft_ms is not None:
+                    metrics.ttft.observe(output.ttft_ms / 1000)
 
     async def _finish(self, run: Sequence[Pulled], outputs: Sequence[EngineOutput]) -> None:
         finished = now_ms()
@@ -246,6 +277,9 @@ class Worker:
                     error=output, finished_ms=finished,
                 )
             items.append(Finish(pulled, outcome))
+        failed = sum(1 for i in items if i.outcome and i.outcome.state is JobState.FAILED)
+        self.metrics.job("succeeded", len(items) - failed)
+        self.metrics.job("failed", failed)
         await self._deltas.drain()  # every streamed delta lands before its job's outcome
         self._deltas.forget([p.entry.job_id for p in run])
         self.stats.jobs += await self._ledger.finish(items)

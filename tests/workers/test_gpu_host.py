@@ -1,0 +1,104 @@
+"""What a GPU host runs: the per-GPU supervisor, the worker CLI's flags, metrics, status.
+(No GPU here: device enumeration is given a count; the rest is real.)"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from dispatcher import AsyncClient
+from ops.redis_server import free_port
+from ops.status import collect, render
+from tests.conftest import StartWorker, make_config
+from workers.cli import WorkerOptions, child_command, gpu_devices
+from workers.engines.generate import GenerateEngine
+from workers.engines.tiny_llama import BUILTIN
+from workers.errors import EngineUnavailable
+from workers.memory import FixedBudget
+from workers.supervisor import Supervisor
+
+
+def _fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode())
+
+
+def test_supervisor_restarts_a_dead_child_with_backoff_and_stops_by_pid(tmp_path: Path) -> None:
+    said: list[str] = []
+    supervisor = Supervisor(say=said.append, backoff_s=0.05)
+    dying = supervisor.start("dies", [sys.executable, "-c", "raise SystemExit(3)"],
+                             tmp_path / "dies.log")
+    living = supervisor.start("lives", [sys.executable, "-c", "import time; time.sleep(60)"],
+                              tmp_path / "lives.log")
+    first = dying.process.pid if dying.process else None
+    deadline = time.monotonic() + 10
+    while dying.restarts < 2 and time.monotonic() < deadline:
+        supervisor.check()
+        time.sleep(0.02)
+    assert dying.restarts >= 2 and dying.process is not None and dying.process.pid != first
+    assert any("dies exited (3); restarting" in line for line in said)
+    supervisor.stop(grace_s=5)
+    assert living.process is not None and living.process.poll() is not None
+
+
+def test_device_all_means_one_worker_per_visible_gpu() -> None:
+    assert gpu_devices(2) == ["cuda:0", "cuda:1"]
+    with pytest.raises(EngineUnavailable, match="no CUDA devices"):
+        gpu_devices(0)
+    args = child_command(WorkerOptions("llm", "c.toml", "all", "redis://h:1/0", 2 << 30, 9100),
+                         "cuda:1", 1)
+    assert args[args.index("--device") + 1] == "cuda:1"
+    assert args[args.index("--metrics-port") + 1] == "9101"
+    assert args[args.index("--memory-budget") + 1] == str(2 << 30)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--device", "all"], "no CUDA devices are visible"),
+    (["--memory-budget", "lots"], "is not a size"),
+])
+def test_worker_cli_errors_are_one_line(flags: list[str], message: str) -> None:
+    import torch
+
+    if flags[1] == "all" and torch.cuda.is_available():
+        pytest.skip("this host has GPUs")
+    out = subprocess.run([sys.executable, "-m", "ops", "worker", "--pool", "echo", *flags],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+async def test_metrics_and_status_show_batches_memory_and_tokens(
+    prefix: str, redis_url: str, start_worker: StartWorker, aredis: object
+) -> None:
+    config = make_config(prefix, llm={"engine": "generate", "model": BUILTIN, "max_batch": 8})
+    engine = GenerateEngine(BUILTIN, "cpu")
+    budget = 512 << 20
+    worker = await start_worker(config, "llm", engine, probe=FixedBudget(budget))
+    port = free_port()
+    worker.metrics.serve(port, "127.0.0.1")
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        jobs = [await client.chat("llm", [{"role": "user", "content": f"q{i}"}], max_tokens=8,
+                                  temperature=0) for i in range(5)]
+        tokens = sum([(await job.result(timeout=30)).usage.output_tokens for job in jobs])
+        await worker._heartbeat.beat()
+        pools = await collect(client.redis, config)
+    try:
+        text = await asyncio.to_thread(_fetch, f"http://127.0.0.1:{port}/metrics")
+    finally:
+        worker.metrics.close()
+    samples = {line.split(" ")[0].split("{")[0]: float(line.rsplit(" ", 1)[1])
+               for line in text.splitlines() if line.startswith("switchyard_")}
+    assert samples["switchyard_batch_size_count"] >= 1
+    assert samples["switchyard_generated_tokens_total"] == tokens
+    assert samples["switchyard_time_to_first_token_seconds_count"] == 5
+    assert samples["switchyard_memory_budget_bytes"] == budget
+    assert 'outcome="succeeded"' in text
+    llm = next(p for p in pools if p.pool == "llm")
+    assert llm.workers[0]["budget_bytes"] == str(budget)
+    assert "memory" in render(pools) and "model builtin:tiny-llama" in render(pools)
