@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -10,7 +10,7 @@ from redis.exceptions import ResponseError
 
 from broker.keys import GROUP, PartitionKeys
 
-__all__ = ["StreamEntry", "ensure_groups", "parse_stream_reply"]
+__all__ = ["StreamEntry", "ensure_groups", "forget_consumer", "parse_stream_reply"]
 
 
 @dataclass(slots=True)
@@ -77,3 +77,14 @@ async def ensure_groups(redis: aioredis.Redis, partitions: Iterable[PartitionKey
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
+
+
+async def forget_consumer(redis: aioredis.Redis, partitions: Sequence[PartitionKeys],
+                          consumer: str) -> None:
+    """Remove a consumer from its groups, but only where it holds nothing pending."""
+    for keys in partitions:
+        for stream in keys.streams():
+            pending = await redis.xpending_range(stream, GROUP, min="-", max="+", count=1,
+                                                 consumername=consumer)
+            if not pending:
+                await redis.xgroup_delconsumer(stream, GROUP, consumer)

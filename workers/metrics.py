@@ -16,10 +16,12 @@ Every worker owns its registry (no process-wide state); all series carry ``pool`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from broker.schemas import ChatResult
 from workers.memory import MemoryReading
 
 __all__ = ["WorkerMetrics"]
@@ -58,6 +60,16 @@ class WorkerMetrics:
                              (*_LABELS, "outcome"), registry=self.registry)
         self._labels = labels
         self._server: Any = None
+
+    def batch(self, costs: Sequence[tuple[int, int]], outputs: Sequence[object]) -> None:
+        """One batch run: its (texts, tokens) costs, and what the engine returned."""
+        self.batch_size.observe(len(costs))
+        self.batch_tokens.observe(sum(n for n, _ in costs) * max(t for _, t in costs))
+        for output in outputs:
+            if isinstance(output, ChatResult):
+                self.tokens.inc(output.usage.output_tokens)
+                if output.ttft_ms is not None:
+                    self.ttft.observe(output.ttft_ms / 1000)
 
     def job(self, outcome: str, count: int = 1) -> None:
         if count:

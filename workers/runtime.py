@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from broker.config import ENGINE_KINDS, SwitchyardConfig
-from broker.keys import GROUP, Keys
+from broker.keys import Keys
 from broker.schemas import (
     ChatResult,
     EmbedResult,
@@ -32,7 +32,7 @@ from broker.schemas import (
     now_ms,
 )
 from broker.scripts import Scripts
-from broker.streams import ensure_groups
+from broker.streams import ensure_groups, forget_consumer
 from workers.deltas import DeltaPublisher
 from workers.engines.base import Engine, EngineOutput
 from workers.errors import OutOfMemory, UnknownPool
@@ -246,19 +246,8 @@ class Worker:
             error = ErrorInfo(code="engine_error", message=f"{type(exc).__name__}: {exc}")
             outputs = [error] * len(run)
         self.stats.batches += 1
-        self._observe(run, outputs)
+        self.metrics.batch([p.cost_by(self.engine.cost) for p in run], outputs)
         return outputs
-
-    def _observe(self, run: Sequence[Pulled], outputs: Sequence[EngineOutput]) -> None:
-        metrics = self.metrics
-        metrics.batch_size.observe(len(run))
-        costs = [p.cost_by(self.engine.cost) for p in run]
-        metrics.batch_tokens.observe(sum(n for n, _ in costs) * max(t for _, t in costs))
-        for output in outputs:
-            if isinstance(output, ChatResult):
-                metrics.tokens.inc(output.usage.output_tokens)
-                if output.ttft_ms is not None:
-                    metrics.ttft.observe(output.ttft_ms / 1000)
 
     async def _finish(self, run: Sequence[Pulled], outputs: Sequence[EngineOutput]) -> None:
         finished = now_ms()
@@ -303,19 +292,9 @@ class Worker:
         await beating
         try:
             await self._heartbeat.remove()
-            await self._forget_consumer()
+            await forget_consumer(self._redis, self._partitions, self.consumer)
         except (RedisError, OSError) as exc:
             log.warning("could not deregister %s: %s", self.consumer, exc)
-
-    async def _forget_consumer(self) -> None:
-        """Remove this consumer from its groups, but only where it holds nothing pending."""
-        for keys in self._partitions:
-            for stream in keys.streams():
-                pending = await self._redis.xpending_range(
-                    stream, GROUP, min="-", max="+", count=1, consumername=self.consumer
-                )
-                if not pending:
-                    await self._redis.xgroup_delconsumer(stream, GROUP, self.consumer)
 
     async def _retry(self, op: Callable[P, Awaitable[T]], *args: P.args,
                      **kwargs: P.kwargs) -> T:
