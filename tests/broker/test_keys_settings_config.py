@@ -142,3 +142,14 @@ def test_missing_config_file() -> None:
 def test_bad_payloads_raise_entry_decode_error(raw: str) -> None:
     with pytest.raises(EntryDecodeError):
         decode_envelope(raw)
+
+
+def test_the_readme_config_example_is_valid(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = readme.split("## Configuration", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
+    path = tmp_path / "example.toml"
+    path.write_text(example)
+    config = load_config(path, environ={})
+    assert config.pools["tiny-llama"].engine == "generate"
+    assert config.models["tiny-llama"].kind == "chat"
+    assert config.pools["minilm"].memory_budget == 2 << 30
