@@ -105,7 +105,9 @@ def _worker_line(w: dict[str, str]) -> str:
     """consumer on device, model, last batch size; memory and utilisation where known."""
     parts = [f"{w['consumer']} on {w.get('device', '?')}", f"model {w.get('model', '?')}",
              f"batch {w.get('last_batch', '-')}/{w.get('max_batch', '?')}"]
-    if w.get("mem_total"):
+    if w.get("memory_source") == "budget":
+        parts.append(f"memory budget {format_size(int(w['budget_bytes']))} (fixed)")
+    elif w.get("mem_total"):
         free, total, budget = (int(w[k]) for k in ("mem_free", "mem_total", "budget_bytes"))
         parts.append(f"memory {format_size(total - free)} used of {format_size(total)} "
                      f"({w.get('memory_source', '?')}), budget {format_size(budget)}")

@@ -4,7 +4,8 @@ It exists for tests, benchmarks and the local stack, where no weights may be dow
 Its text is nonsense (random weights), but it is a real transformers ``LlamaForCausalLM``:
 real attention, a real KV cache, real batching and padding, and seeded, so every process
 builds the same model. The tokenizer is byte-level (any text round-trips) with a chat
-template, so the engine's chat path is the one a real model folder takes.
+template, so the engine's chat path is the one a real model folder takes. The output rows
+of bytes other than printable ASCII are zeroed, so the nonsense is at least printable.
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ def build_tiny_llama(seed: int = 0, *, layers: int = 2, hidden: int = 64) -> tup
     try:
         model: Any = LlamaForCausalLM(config)
         model.eval()
+        with torch.no_grad():
+            printable = {tokenizer.convert_tokens_to_ids(t) for t in
+                         tokenizer.convert_ids_to_tokens(
+                             tokenizer(bytes(range(32, 127)).decode())["input_ids"])}
+            quiet = [i for i in range(len(tokenizer)) if i not in printable]
+            model.lm_head.weight[quiet] = 0.0
     finally:
         torch.random.set_rng_state(generator_state)
     return model, tokenizer
