@@ -114,6 +114,8 @@ class WorkerConfig(_Strict):
     block_ms: Annotated[int, Field(ge=10, le=10_000)] = 500
     heartbeat_s: Annotated[float, Field(gt=0)] = 2.0
     heartbeat_ttl_s: Annotated[float, Field(gt=0)] = 10.0
+    stream_interval_ms: Annotated[float, Field(ge=0, le=1000)] = 20.0
+    """Streamed text is written to callers at most this often (per worker)."""
     clock_skew_s: Annotated[float, Field(ge=0)] = 5.0
     """How far hosts' clocks may disagree. A worker skips running a job whose deadline
     passed longer ago than this by its own clock; Redis's clock decides the rest."""

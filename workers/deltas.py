@@ -1,12 +1,16 @@
 """Streams generated text to callers while their jobs run.
 
 An engine calls ``emit(i, text)`` from its decoding thread; the publisher gathers the
-deltas and appends them, one pipeline per wake-up and one entry per job (a job's deltas
-since the last wake-up joined), to each job's reply stream as entries
+deltas and appends them, one pipeline per flush and one entry per job (a job's deltas
+since the last flush joined), to each job's reply stream as entries
 ``{id: job id, t: text, n: its number}``, numbered from 0 per job so that a caller can
 drop a delta which a retried pipeline wrote twice. The reply stream is the one the job's
 outcome goes to, and the worker awaits :meth:`DeltaPublisher.drain` before completing a
 batch, so a caller always reads every delta of a job before its outcome.
+
+Flushes are at least ``interval_s`` apart (a job's first delta after a quiet spell goes at
+once): a token per step would otherwise cost a Redis write and a caller wake-up per token,
+which on a small model costs more than generating it.
 
 A batch that runs again (split after running out of memory) replays its text: decoding
 is deterministic per job (greedy, or seeded; the engine seeds unseeded jobs from their
@@ -16,6 +20,7 @@ id), so the publisher drops the characters of each job it already passed on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -33,9 +38,13 @@ log = logging.getLogger(__name__)
 
 
 class DeltaPublisher:
-    def __init__(self, redis: aioredis.Redis, maxlen: int) -> None:
+    def __init__(self, redis: aioredis.Redis, maxlen: int, interval_s: float = 0.02) -> None:
         self._redis = redis
         self._maxlen = maxlen
+        self._interval = interval_s
+        self._last_flush = 0.0
+        self._now = asyncio.Event()  # flush without waiting out the interval
+        self._draining = 0
         self._lock = threading.Lock()
         self._pending: list[tuple[str, str, str]] = []
         self._emitted = 0
@@ -67,17 +76,26 @@ class DeltaPublisher:
                 first = not self._pending
                 self._pending.append((*target, text[max(0, passed - start):]))
                 self._emitted += 1
-            if first and self._loop is not None:
-                self._loop.call_soon_threadsafe(self._schedule)
+            if (first or start == 0) and self._loop is not None:  # start 0: a first token
+                self._loop.call_soon_threadsafe(self._schedule, start == 0)
 
         return emit
 
-    def _schedule(self) -> None:
+    def _schedule(self, urgent: bool = False) -> None:
+        if urgent:
+            self._now.set()
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
         while True:
+            wait = self._last_flush + self._interval - asyncio.get_running_loop().time()
+            if wait > 0 and not self._now.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._now.wait(), wait)
+            self._last_flush = asyncio.get_running_loop().time()
+            if not self._draining:
+                self._now.clear()
             with self._lock:
                 batch, self._pending = self._pending, []
             if not batch:
@@ -125,8 +143,13 @@ class DeltaPublisher:
         batch running meanwhile goes on emitting)."""
         with self._lock:
             mark = self._emitted
-        while self.published < mark:
-            if self._flushing is None or self._flushing.done():
-                self._schedule()
-            assert self._flushing is not None
-            await asyncio.shield(self._flushing)
+        self._draining += 1
+        self._now.set()
+        try:
+            while self.published < mark:
+                if self._flushing is None or self._flushing.done():
+                    self._schedule()
+                assert self._flushing is not None
+                await asyncio.shield(self._flushing)
+        finally:
+            self._draining -= 1

@@ -47,6 +47,9 @@ __all__ = ["Worker", "WorkerStats", "consumer_name"]
 
 log = logging.getLogger(__name__)
 
+MAX_RUNS = 16
+"""Batches an engine that takes newcomers may have running at once."""
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -109,7 +112,8 @@ class Worker:
         self._sizer = BatchSizer(engine, self._budget, settings.max_batch_tokens)
         self.metrics = metrics or WorkerMetrics(pool, self.consumer, engine.device)
         self._window = settings.max_batch * settings.pack_window
-        self._deltas = DeltaPublisher(redis, config.jobs.reply_maxlen)
+        self._deltas = DeltaPublisher(redis, config.jobs.reply_maxlen,
+                                      config.worker.stream_interval_ms / 1000)
         self._served_by = ServedBy(worker=self.consumer, pool=pool, engine=engine.name,
                                    device=engine.device)
         self._heartbeat = Heartbeat(
@@ -139,20 +143,54 @@ class Worker:
         await self._scripts.load()
         self._sizer.start()
         beating = asyncio.create_task(self._heartbeat.run(stop))
+        try:
+            await (self._run_joining(stop) if self.engine.joins else self._run_batches(stop))
+        finally:
+            await self._shutdown(beating)
+        return self.stats
+
+    async def _run_batches(self, stop: asyncio.Event) -> None:
+        """One batch at a time; finishing one overlaps running the next."""
         finishing: asyncio.Task[None] | None = None
         try:
             while not stop.is_set():
                 batch = await self._next_batch()
-                if not batch:
-                    continue
-                finishing = await self._serve(batch, finishing)
+                if batch:
+                    finishing = await self._serve(batch, finishing)
         finally:
             if finishing is not None:
                 await finishing
-            await self._shutdown(beating)
-        return self.stats
 
-    async def _next_batch(self) -> list[Pulled]:
+    async def _run_joining(self, stop: asyncio.Event) -> None:
+        """For engines whose running batch takes newcomers: keep pulling while batches run,
+        as long as the memory budget has room for them (and at most MAX_RUNS at once)."""
+        running: dict[asyncio.Task[None], int] = {}  # task -> its padded tokens
+        try:
+            while not stop.is_set():
+                for task in [t for t in running if t.done()]:
+                    running.pop(task)
+                    task.result()
+                in_use = sum(running.values())
+                if running and (len(running) >= MAX_RUNS
+                                or in_use >= self._sizer.token_limit()):
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                batch = await self._next_batch(in_use)
+                if batch:
+                    costs = [p.cost_by(self.engine.cost) for p in batch]
+                    running[asyncio.create_task(self._serve_alone(batch))] = (
+                        sum(n for n, _ in costs) * max(t for _, t in costs))
+        finally:
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _serve_alone(self, batch: Sequence[Pulled]) -> None:
+        finishing = await self._serve(batch, None)
+        if finishing is not None:
+            await finishing
+
+    async def _next_batch(self, in_use: int = 0) -> list[Pulled]:
+        """The next batch from the buffer (topped up first), within the memory budget less
+        ``in_use`` padded tokens already running."""
         try:
             bad = await self._puller.fill()
         except (RedisError, OSError) as exc:
@@ -161,7 +199,7 @@ class Worker:
             return []
         if bad:
             await self._retry(self._dead_letter, bad)
-        limit = self._sizer.token_limit()
+        limit = max(1, self._sizer.token_limit() - in_use)
         batch = self._puller.take(self.engine.cost, limit)
         if batch and self._sizer.bounded:  # read about as many as the budget will take
             per_job = max(p.cost_by(self.engine.cost)[1] for p in batch)

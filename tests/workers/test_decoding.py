@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from workers.engines.decoding import Prompt, TextTail, decode_batch
+from workers.engines.decoding import Prompt, decode_batch
+from workers.engines.detok import TextTail
 from workers.engines.tiny_llama import build_tiny_llama
 
 TEXTS = ["hello", "the quick brown fox jumps over", "a", "switchyard routes work to gpus"]
@@ -75,3 +76,30 @@ def test_text_tail_holds_back_incomplete_utf8_and_possible_stop_prefixes() -> No
     assert [tail.push(t) for t in (1, 2, 3, 4)] == ["a", "", "b", "c"]
     assert tail.push(5) == "d\u00e9" and tail.stopped and tail.text == "abcd\u00e9"
     assert tail.finish() == ""
+
+
+def test_requests_join_a_running_batch_and_decode_as_if_alone(tiny: tuple[Any, Any]) -> None:
+    import time
+
+    from workers.engines.joining import DecodeLoop
+
+    model, tokenizer = tiny
+    loop = DecodeLoop(model, tokenizer, "cpu", lambda work: work())
+    try:
+        long = [Prompt(tokenizer(t)["input_ids"], max_tokens=300) for t in TEXTS[:2]]
+        late = [Prompt(tokenizer(TEXTS[3])["input_ids"], max_tokens=10, temperature=0.7,
+                       seed=5, stream=True)]
+        first = loop.submit(long, None)
+        while loop.steps < 5:
+            time.sleep(0.001)
+        deltas: list[str] = []
+        second = loop.submit(late, lambda i, text: deltas.append(text))
+        joined = second.result(timeout=60)
+        assert not first.done()  # it finished while the long ones were still running
+        assert loop.joined == 1
+        alone = decode_batch(model, tokenizer, late, device="cpu")
+        assert joined[0].text == alone[0].text == "".join(deltas)
+        assert [d.text for d in first.result(timeout=60)] == [
+            d.text for d in decode_batch(model, tokenizer, long, device="cpu")]
+    finally:
+        loop.close()

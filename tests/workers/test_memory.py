@@ -134,14 +134,14 @@ class OomOnceGenerate(GenerateEngine):
         super().__init__(BUILTIN, "cpu")
         self.failed = False
 
-    def _decode(self, prompts: list[Any], emit: Emit | None) -> list[Any]:
+    async def _generate(self, prompts: list[Any], emit: Emit | None) -> list[Any]:
         if len(prompts) > 1 and not self.failed:
             self.failed = True
             if emit is not None:
-                real = super()._decode(prompts, emit)  # streams everything ...
+                real = await super()._generate(prompts, emit)  # streams everything ...
                 assert real
             raise OutOfMemory("injected after streaming")  # ... then fails
-        return super()._decode(prompts, emit)
+        return await super()._generate(prompts, emit)
 
 
 async def test_a_stream_survives_an_out_of_memory_retry_without_repeating_text(

@@ -23,6 +23,9 @@ class Engine(Protocol):
     token_bytes: int
     """Device memory one padded token of a batch costs (0: not bounded by memory). The
     worker sizes batches by it; see ``workers/engines/costs.py``."""
+    joins: bool
+    """True if :meth:`run` may be called again while earlier calls run, their jobs
+    joining the running batch (continuous batching): the worker then keeps pulling."""
 
     async def warmup(self) -> None:
         """Load weights and run once, so the first real batch is not the slow one."""

@@ -1,12 +1,15 @@
-"""Batched autoregressive decoding with a KV cache: the CPU path of the ``generate`` engine.
+"""Batched autoregressive decoding with a KV cache: the ``generate`` engine's decoder.
 
-Prompts are left-padded into one batch and decoded together, one token per row per step.
-Each row keeps its own sampling parameters and its own seeded generator, so a row's tokens
-do not depend on what else is in the batch (greedy rows are exactly the same as alone).
-Rows leave the batch (and the KV cache) as they finish. Text reaches ``emit`` as it
-becomes final: an incomplete UTF-8 sequence, or what might be the start of a stop
-string, is held back until the next tokens settle it, so the deltas joined are exactly
-the final text.
+A :class:`Batch` holds rows being decoded together: one KV cache, attention mask and
+position per row, and each row's next input token. Rows join between steps (their prompts
+are prefilled together, then their cache is left-padded to the running one's length and
+appended) and leave as they finish (their cache rows are dropped, and columns no row uses
+any more are trimmed). Each row keeps its own sampling parameters and its own seeded
+generator, so a row's tokens do not depend on what else is in the batch: greedy rows are
+exactly the same as alone. Text reaches ``emit`` as it settles (see :mod:`.detok`).
+
+:func:`decode_batch` decodes a fixed set of prompts; :class:`~.joining.DecodeLoop` keeps
+a batch running and lets new requests join it.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Decoded", "Prompt", "TextTail", "decode_batch"]
+from workers.engines.detok import TextTail
+
+__all__ = ["Batch", "Decoded", "Prompt", "Row", "decode_batch", "make_rows"]
 
 Emit = Callable[[int, str], None]
-"""``emit(row, text)``: a text delta for row ``row`` (called from the decoding thread)."""
+"""``emit(index, text)``: a text delta of the request at ``index`` of its submission."""
 
 
 @dataclass(frozen=True)
@@ -43,83 +48,138 @@ class Decoded:
     prompt_tokens: int
     completion_tokens: int
     first_token_ms: int | None = None
-    """Wall-clock milliseconds when the first token was sampled."""
+    """Wall-clock milliseconds when the row's first token was sampled."""
 
 
-class TextTail:
-    """Incremental detokenizer for one row: tokens in, settled text deltas out.
-
-    Each step decodes a small window: the tokens since the last settled character
-    boundary, after one earlier window for context (so decoders that drop a leading space
-    from a sequence's first token do not drop it here), and keeps the difference. Text
-    ending in an incomplete UTF-8 sequence waits for the token that completes it.
-    ``text`` only grows, so the deltas are its next characters; the last
-    ``len(longest stop) - 1`` of them wait until no stop string can start there.
-    """
-
-    def __init__(self, decode: Callable[[list[int]], str], stop: Sequence[str],
-                 *, incremental: bool = True) -> None:
-        self._decode = decode
-        self._stop = [s for s in stop if s]
-        self._hold = max((len(s) for s in self._stop), default=1) - 1
-        self._incremental = incremental or bool(self._stop)
-        self._context = 0  # the context window starts here ...
-        self._start = 0  # ... and the unsettled tokens here
-        self.ids: list[int] = []
-        self.text = ""
-        self.sent = 0  # characters of ``text`` already handed out
-        self.stopped = False
-
-    def push(self, token: int) -> str:
-        """Add a token; the text that became final (may be ''). Sets ``stopped`` when a
-        stop string appears (the text is then cut before it)."""
-        self.ids.append(token)
-        if not self._incremental:
-            return ""
-        piece = self._piece()
-        if not piece or piece.endswith("\ufffd"):
-            return ""
-        self._context, self._start = self._start, len(self.ids)
-        return self._grow(piece, final=False)
-
-    def finish(self) -> str:
-        """The rest of the text, once no more tokens will come."""
-        if not self._incremental:
-            self.text = self._decode(self.ids)
-            return self._take(len(self.text))
-        piece = "" if self.stopped or self._start == len(self.ids) else self._piece()
-        self._start = len(self.ids)
-        return self._grow(piece, final=True)
-
-    def _piece(self) -> str:
-        """Text of the unsettled tokens, decoded after their context."""
-        context = self._decode(self.ids[self._context:self._start])
-        return self._decode(self.ids[self._context:])[len(context):]
-
-    def _grow(self, piece: str, *, final: bool) -> str:
-        since = max(0, len(self.text) - self._hold)  # where a new stop string could begin
-        self.text += piece
-        cut = min((i for i in (self.text.find(s, since) for s in self._stop) if i >= 0),
-                  default=-1)
-        if cut >= 0:
-            self.stopped, self.text = True, self.text[:cut]
-            return self._take(len(self.text))
-        return self._take(len(self.text) if final else len(self.text) - self._hold)
-
-    def _take(self, upto: int) -> str:
-        if upto <= self.sent:
-            return ""
-        delta, self.sent = self.text[self.sent:upto], upto
-        return delta
-
-
-@dataclass
-class _Row:
+@dataclass(eq=False)
+class Row:
     index: int
     prompt: Prompt
     tail: TextTail
     generator: Any
+    emit: Emit | None = None
+    owner: Any = None
+    """Whoever waits for this row (the joining loop's submission)."""
+    first_ms: int | None = None
     decoded: Decoded = field(init=False)
+
+
+def make_rows(torch: Any, tokenizer: Any, prompts: Sequence[Prompt], device: str,
+              emit: Emit | None, owner: Any = None) -> list[Row]:
+    decode = _decoder(tokenizer)
+    return [Row(i, p, TextTail(decode, p.stop, incremental=p.stream and emit is not None),
+                _generator(torch, p, device), emit, owner) for i, p in enumerate(prompts)]
+
+
+class Batch:
+    def __init__(self, model: Any, tokenizer: Any, device: str) -> None:
+        import torch
+
+        self._torch: Any = torch
+        self._model = model
+        self._pad = tokenizer.pad_token_id
+        self._eos = tokenizer.eos_token_id
+        self._device = device
+        self.rows: list[Row] = []
+        self._cache: Any = None
+        self._mask: Any = None  # [rows, cached columns]
+        self._last: Any = None  # [rows, 1]: position of each row's last cached token
+        self._next: list[int] = []  # each row's next input token (sampled, not yet cached)
+
+    def admit(self, rows: Sequence[Row]) -> list[Row]:
+        """Prefill new rows and sample their first tokens; they join the batch. Returns the
+        rows already finished (max_tokens 1, a stop, or end of sequence)."""
+        torch = self._torch
+        ids, mask = _left_pad(torch, [r.prompt.ids for r in rows], self._pad, self._device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            out = self._model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                              use_cache=True, logits_to_keep=1)
+        tokens = _sample_rows(torch, out.logits[:, -1], rows)
+        now = time.time_ns() // 1_000_000
+        for row in rows:
+            row.first_ms = now
+        keep = [i for i, (r, t) in enumerate(zip(rows, tokens, strict=True))
+                if not self._feed(r, t)]
+        if keep:
+            self._join(out.past_key_values, mask, positions[:, -1:], rows, tokens, keep)
+        kept = set(keep)
+        return [r for i, r in enumerate(rows) if i not in kept]
+
+    def step(self) -> list[Row]:
+        """One token for every row; returns the rows that finished."""
+        torch = self._torch
+        ids = torch.tensor(self._next, device=self._mask.device).unsqueeze(1)
+        self._mask = torch.cat([self._mask, self._mask.new_ones((len(self.rows), 1))], dim=1)
+        self._last = self._last + 1
+        with torch.inference_mode():
+            out = self._model(input_ids=ids, attention_mask=self._mask, position_ids=self._last,
+                              past_key_values=self._cache, use_cache=True, logits_to_keep=1)
+        self._cache = out.past_key_values
+        tokens = _sample_rows(torch, out.logits[:, -1], self.rows)
+        keep = [i for i, (r, t) in enumerate(zip(self.rows, tokens, strict=True))
+                if not self._feed(r, t)]
+        kept = set(keep)
+        done = [r for i, r in enumerate(self.rows) if i not in kept]
+        self._next = [tokens[i] for i in keep]
+        if done:
+            self._select(keep)
+        return done
+
+    def _feed(self, row: Row, token: int) -> bool:
+        """Feed one sampled token to its row; True when the row is finished."""
+        tail = row.tail
+        by_eos = token == self._eos
+        delta = "" if by_eos else tail.push(token)
+        count = len(tail.ids)
+        reason = ("stop" if by_eos or tail.stopped
+                  else "length" if count >= row.prompt.max_tokens else "")
+        if reason:
+            delta += tail.finish()
+        if delta and row.emit is not None:
+            row.emit(row.index, delta)
+        if reason:
+            row.decoded = Decoded(tail.text, reason, len(row.prompt.ids),
+                                  count + int(by_eos), row.first_ms)
+        return bool(reason)
+
+    def _join(self, cache: Any, mask: Any, last: Any, rows: Sequence[Row],
+              tokens: Sequence[int], keep: list[int]) -> None:
+        torch = self._torch
+        if len(keep) < len(rows):
+            index = torch.tensor(keep, device=mask.device)
+            cache.batch_select_indices(index)
+            mask, last = mask[index], last[index]
+        if self._cache is None:
+            self._cache, self._mask, self._last = cache, mask, last
+        else:
+            width = max(self._mask.shape[1], mask.shape[1])
+            for mine, theirs in zip(self._cache.layers, cache.layers, strict=True):
+                mine.keys = torch.cat([_pad_left(torch, mine.keys, width, 2),
+                                       _pad_left(torch, theirs.keys, width, 2)])
+                mine.values = torch.cat([_pad_left(torch, mine.values, width, 2),
+                                         _pad_left(torch, theirs.values, width, 2)])
+            self._mask = torch.cat([_pad_left(torch, self._mask, width, 1),
+                                    _pad_left(torch, mask, width, 1)])
+            self._last = torch.cat([self._last, last])
+        self.rows += [rows[i] for i in keep]
+        self._next += [tokens[i] for i in keep]
+
+    def _select(self, keep: list[int]) -> None:
+        """Keep only these rows; trim the columns that no row uses any more."""
+        self.rows = [self.rows[i] for i in keep]
+        if not keep:
+            self._cache = self._mask = self._last = None
+            return
+        torch = self._torch
+        index = torch.tensor(keep, device=self._mask.device)
+        self._cache.batch_select_indices(index)
+        self._mask, self._last = self._mask[index], self._last[index]
+        start = int(self._mask.any(dim=0).int().argmax())
+        if start > 0:
+            for layer in self._cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
+            self._mask = self._mask[:, start:]
 
 
 def decode_batch(model: Any, tokenizer: Any, prompts: Sequence[Prompt], *, device: str,
@@ -127,69 +187,25 @@ def decode_batch(model: Any, tokenizer: Any, prompts: Sequence[Prompt], *, devic
     """Decode every prompt to completion in one batch; results in prompt order."""
     import torch
 
-    decode = _decoder(tokenizer)
-    rows = [_Row(i, p, TextTail(decode, p.stop, incremental=p.stream and emit is not None),
-                 _generator(torch, p, device)) for i, p in enumerate(prompts)]
-    ids, mask = _left_pad(torch, [p.ids for p in prompts], tokenizer.pad_token_id, device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    eos = tokenizer.eos_token_id
-    live = list(rows)
-    cache: Any = None
-    first_ms = None
-    with torch.inference_mode():
-        while live:
-            out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                        past_key_values=cache, use_cache=True, logits_to_keep=1)
-            cache = out.past_key_values
-            tokens = _sample_rows(torch, out.logits[:, -1], live)
-            first_ms = first_ms or time.time_ns() // 1_000_000
-            keep = [i for i, (r, t) in enumerate(zip(live, tokens, strict=True))
-                    if not _step(r, t, eos, emit, first_ms)]
-            if len(keep) < len(live):
-                live = [live[i] for i in keep]
-                if not live:
-                    break
-                index = torch.tensor(keep, device=mask.device)
-                cache.batch_select_indices(index)
-                mask, positions = mask[index], positions[index]
-                tokens = [tokens[i] for i in keep]
-            ids = torch.tensor(tokens, device=mask.device).unsqueeze(1)
-            mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
-            positions = positions[:, -1:] + 1
+    batch = Batch(model, tokenizer, device)
+    rows = make_rows(torch, tokenizer, prompts, device, emit)
+    batch.admit(rows)
+    while batch.rows:
+        batch.step()
     return [r.decoded for r in rows]
 
 
-def _step(row: _Row, token: int, eos: int | None, emit: Emit | None, first_ms: int) -> bool:
-    """Feed one sampled token to its row; True when the row is finished."""
-    tail = row.tail
-    done_by_eos = token == eos
-    delta = "" if done_by_eos else tail.push(token)
-    count = len(tail.ids)
-    reason = ("stop" if done_by_eos or tail.stopped
-              else "length" if count >= row.prompt.max_tokens else "")
-    if reason:
-        delta += tail.finish()
-    if delta and emit is not None:
-        emit(row.index, delta)
-    if reason:
-        row.decoded = Decoded(tail.text, reason, len(row.prompt.ids),
-                              count + int(done_by_eos), first_ms)
-    return bool(reason)
-
-
-def _sample_rows(torch: Any, logits: Any, live: Sequence[_Row]) -> list[int]:
-    """One token per live row: greedy rows in one argmax, the others each with their own
+def _sample_rows(torch: Any, logits: Any, rows: Sequence[Row]) -> list[int]:
+    """One token per row: greedy rows in one argmax, the others each with their own
     generator."""
     tokens: list[int] = logits.argmax(dim=-1).tolist()
-    for i, row in enumerate(live):
+    for i, row in enumerate(rows):
         if row.prompt.temperature != 0.0:
             tokens[i] = _sample(torch, logits[i], row.prompt, row.generator)
     return tokens
 
 
 def _sample(torch: Any, logits: Any, prompt: Prompt, generator: Any) -> int:
-    if prompt.temperature == 0.0:
-        return int(logits.argmax())
     probs = torch.softmax(logits.float() / prompt.temperature, dim=-1)
     if prompt.top_p < 1.0:
         ordered, order = probs.sort(descending=True)
@@ -207,6 +223,15 @@ def _generator(torch: Any, prompt: Prompt, device: str) -> Any:
     else:
         generator.seed()
     return generator
+
+
+def _pad_left(torch: Any, tensor: Any, width: int, dim: int) -> Any:
+    missing = width - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
 
 def _left_pad(torch: Any, sequences: Sequence[Sequence[int]], pad: int,

@@ -21,6 +21,7 @@ class EchoEngine:
     name = "echo"
     device = "none"
     token_bytes = 0
+    joins = False
 
     def __init__(self, delay_ms: float = 0.0) -> None:
         self._delay = delay_ms / 1000.0

@@ -45,6 +45,7 @@ def resolve_model_path(model: str) -> Path:
 
 class EmbedEngine:
     name = "embed"
+    joins = False
 
     def __init__(self, model: str, device: str = "auto", max_input_tokens: int = 256) -> None:
         try:

@@ -2,16 +2,17 @@
 
 The model is a local folder (weights and tokenizer) or ``builtin:tiny-llama``. Chat
 messages go through the tokenizer's chat template where it has one (plain
-``role: content`` lines otherwise). A batch is decoded together by
-:func:`workers.engines.decoding.decode_batch`: left-padded, KV-cached, each job with its
-own sampling parameters and seed, text streamed as it settles. The worker packs batches
-of similar total length (prompt + ``max_tokens``), the cost this engine declares.
+``role: content`` lines otherwise). Requests are decoded by one running batch
+(:class:`workers.engines.joining.DecodeLoop`): left-padded, KV-cached, each job with its
+own sampling parameters and seed, text streamed as it settles; a worker's new batch joins
+the running one at its next step (continuous batching), so the worker keeps pulling
+while generation runs. The worker packs batches of similar total length (prompt +
+``max_tokens``), the cost this engine declares.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,8 +27,9 @@ from workers.engines.costs import (
     kv_bytes_per_token,
     measure_activation,
 )
-from workers.engines.decoding import Decoded, Prompt, decode_batch
+from workers.engines.decoding import Decoded, Prompt
 from workers.engines.embed import pick_device
+from workers.engines.joining import DecodeLoop
 from workers.engines.tiny_llama import BUILTIN, build_tiny_llama
 from workers.errors import EngineUnavailable
 
@@ -36,6 +38,7 @@ __all__ = ["GenerateEngine"]
 
 class GenerateEngine:
     name = "generate"
+    joins = True
 
     def __init__(self, model: str, device: str = "auto", max_input_tokens: int = 1024) -> None:
         try:
@@ -52,7 +55,8 @@ class GenerateEngine:
         self.token_bytes = self._kv + activation_estimate(self._model)
         self._max_input = max_input_tokens
         self._context = int(getattr(self._model.config, "max_position_embeddings", 0) or 1 << 30)
-        self._lock = threading.Lock()
+        self._loop = DecodeLoop(self._model, self._tokenizer, self.device,
+                                lambda work: guard_oom(torch, self.device, work))
 
     @property
     def model(self) -> Any:
@@ -64,11 +68,11 @@ class GenerateEngine:
 
     async def warmup(self) -> None:
         prompt = Prompt(self._tokenizer("warm-up")["input_ids"], max_tokens=2)
-        await asyncio.to_thread(self._decode, [prompt], None)
+        await self._generate([prompt], None)
         sample = [Prompt([1] * 60, max_tokens=4)] * 4
         measured = await asyncio.to_thread(
-            measure_activation, self._torch, self.device, lambda: self._decode(sample, None),
-            4 * 64, self._kv)
+            measure_activation, self._torch, self.device,
+            lambda: self._loop.submit(sample, None).result(), 4 * 64, self._kv)
         if measured is not None:
             self.token_bytes = self._kv + measured
 
@@ -109,8 +113,7 @@ class GenerateEngine:
                                   tuple(request.stop), seed, request.stream))
             rows.append(i)
         if prompts:
-            decoded = await asyncio.to_thread(
-                self._decode, prompts, lambda row, text: emit(rows[row], text))
+            decoded = await self._generate(prompts, lambda row, text: emit(rows[row], text))
             for i, result in zip(rows, decoded, strict=True):
                 outputs[i] = _result(result, jobs[i], served_by)
         return [o for o in outputs if o is not None]
@@ -124,10 +127,12 @@ class GenerateEngine:
                     f"model's context of {self._context} tokens")
         return ""
 
-    def _decode(self, prompts: list[Prompt], emit: Emit | None) -> list[Decoded]:
-        with self._lock:
-            return list(guard_oom(self._torch, self.device, lambda: decode_batch(
-                self._model, self._tokenizer, prompts, device=self.device, emit=emit)))
+    async def _generate(self, prompts: list[Prompt], emit: Emit | None) -> list[Decoded]:
+        """Decode in the running batch (raises OutOfMemory if it ran out)."""
+        return await asyncio.wrap_future(self._loop.submit(prompts, emit))
+
+    def close(self) -> None:
+        self._loop.close()
 
 
 def _result(decoded: Decoded, job: JobEnvelope, served_by: ServedBy) -> ChatResult:
