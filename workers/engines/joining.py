@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
 from workers.engines.decoding import Batch, Decoded, Emit, Prompt, Row, make_rows
@@ -93,7 +94,7 @@ class DecodeLoop:
             if newcomers and batch.rows:
                 self.joined += len({id(r.owner) for r in newcomers})
             try:
-                finished = self._guard(lambda: batch.admit(newcomers)) if newcomers else []
+                finished = self._guard(partial(batch.admit, newcomers)) if newcomers else []
                 if batch.rows:
                     finished += self._guard(batch.step)
                     self.steps += 1
