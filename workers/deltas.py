@@ -54,12 +54,19 @@ class DeltaPublisher:
         self._flushing: asyncio.Task[None] | None = None
         self.published = 0
 
+    @property
+    def busy(self) -> bool:
+        """Whether any job streams (or streamed) text not yet forgotten."""
+        return bool(self._numbers or self._chars or self._pending)
+
     def emitter(self, run: Sequence[Pulled]) -> Emit:
         """The ``emit`` for one batch: deltas of jobs that asked to stream, by index."""
         self._loop = asyncio.get_running_loop()
         targets = {i: (p.entry.reply, p.entry.job_id) for i, p in enumerate(run)
                    if p.envelope is not None and isinstance(p.envelope.request, ChatRequest)
                    and p.envelope.request.stream and p.reply_owned}
+        if not targets:
+            return _ignore
         produced = dict.fromkeys(targets, 0)  # characters this run has produced, per job
 
         def emit(index: int, text: str) -> None:
@@ -153,3 +160,7 @@ class DeltaPublisher:
                 await asyncio.shield(self._flushing)
         finally:
             self._draining -= 1
+
+
+def _ignore(index: int, text: str) -> None:
+    """The emit of a batch in which no job streams."""

@@ -212,6 +212,8 @@ class Worker:
 
     async def _refuse_oversized(self, batch: list[Pulled]) -> list[Pulled]:
         """Fail the jobs that alone exceed the whole memory budget; the rest go on."""
+        if not self._sizer.bounded:
+            return batch
         refused = []
         for pulled in batch:
             texts, tokens = pulled.cost_by(self.engine.cost)
@@ -284,12 +286,12 @@ class Worker:
             error = ErrorInfo(code="engine_error", message=f"{type(exc).__name__}: {exc}")
             outputs = [error] * len(run)
         self.stats.batches += 1
-        self.metrics.batch([p.cost_by(self.engine.cost) for p in run], outputs)
         return outputs
 
     async def _finish(self, run: Sequence[Pulled], outputs: Sequence[EngineOutput]) -> None:
         finished = now_ms()
         items = []
+        failed = 0
         for pulled, output in zip(run, outputs, strict=True):
             # Built from parts that are validated already: no second validation pass.
             if isinstance(output, EmbedResult | ChatResult):
@@ -298,18 +300,22 @@ class Worker:
                     result=output, finished_ms=finished,
                 )
             else:
-                self.stats.failed += 1
+                failed += 1
                 outcome = JobOutcome.model_construct(
                     v=1, id=pulled.entry.job_id, state=JobState.FAILED, result=None,
                     error=output, finished_ms=finished,
                 )
             items.append(Finish(pulled, outcome))
-        failed = sum(1 for i in items if i.outcome and i.outcome.state is JobState.FAILED)
+        if self._deltas.busy:
+            await self._deltas.drain()  # every streamed delta lands before its job's outcome
+            self._deltas.forget([p.entry.job_id for p in run])
+        written = await self._ledger.finish(items)  # (not `+= await`: finishes run concurrently)
+        self.stats.jobs += written
+        # Counted after the outcomes went out, off the path of the callers' latency.
+        self.stats.failed += failed
         self.metrics.job("succeeded", len(items) - failed)
         self.metrics.job("failed", failed)
-        await self._deltas.drain()  # every streamed delta lands before its job's outcome
-        self._deltas.forget([p.entry.job_id for p in run])
-        self.stats.jobs += await self._ledger.finish(items)
+        self.metrics.batch([p.cost_by(self.engine.cost) for p in run], outputs)
 
     async def _dead_letter(self, bad: Sequence[Pulled]) -> None:
         for p in bad:
