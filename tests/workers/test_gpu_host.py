@@ -86,9 +86,11 @@ async def test_metrics_and_status_show_batches_memory_and_tokens(
         jobs = [await client.chat("llm", [{"role": "user", "content": f"q{i}"}], max_tokens=8,
                                   temperature=0) for i in range(5)]
         tokens = sum([(await job.result(timeout=30)).usage.output_tokens for job in jobs])
-        async with asyncio.timeout(10):  # counted just after the outcomes went out
-            while worker.stats.jobs < 5:
-                await asyncio.sleep(0.01)
+        for _ in range(1_000):  # counted just after the outcomes went out
+            if worker.stats.jobs == 5:
+                break
+            await asyncio.sleep(0.01)
+        assert worker.stats.jobs == 5
         await worker._heartbeat.beat()
         pools = await collect(client.redis, config)
     try:
