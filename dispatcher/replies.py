@@ -3,7 +3,8 @@
 The client owns one reply stream per partition it has submitted to (a reply stream must
 share its partition's hash tag, since the completing script appends to it). The reader
 blocks on all of them in one XREAD, hands each outcome to the job waiting for it, and
-trims what it has read in the same round trip as its next read.
+every few hundred entries trims what it has read, in the same round trip as its next
+read.
 
 Every few seconds it also re-reads the records of jobs that have waited longer than that,
 so a reply lost with a Redis restart never leaves a caller waiting forever.
@@ -34,6 +35,9 @@ __all__ = ["Deltas", "ReplyRouter"]
 log = logging.getLogger(__name__)
 
 RECHECK_S = 5.0
+TRIM_EVERY = 256
+"""Entries read between trims of the reply streams (a light client trims rarely, and
+never pays a second command per read)."""
 SWEEP_MAX = 1_000
 
 
@@ -80,6 +84,7 @@ class ReplyRouter:
         self._wakers: set[asyncio.Task[None]] = set()
         self._closing = False
         self._swept = time.monotonic()
+        self._unread_trim = 0  # entries read since the streams were last trimmed
 
     def expect(self, job_id: str, reply_stream: str) -> asyncio.Future[str]:
         """Register interest in a job's outcome before the job is submitted."""
@@ -136,13 +141,19 @@ class ReplyRouter:
 
     async def _read_once(self) -> None:
         streams: dict[Any, Any] = dict(self._last)
-        pipe = self._redis.pipeline(transaction=False)
-        for stream, last in streams.items():
-            if last != "0-0":
-                pipe.xtrim(stream, minid=last, approximate=False)
-        pipe.xread(streams, count=1_000, block=self._block_ms)
-        replies = await pipe.execute()
-        for entry in parse_stream_reply(replies[-1]):
+        if self._unread_trim < TRIM_EVERY:
+            reply = await self._redis.xread(streams, count=1_000, block=self._block_ms)
+        else:  # trim what was read, in the same round trip as the next read
+            pipe = self._redis.pipeline(transaction=False)
+            for stream, last in streams.items():
+                if last != "0-0":
+                    pipe.xtrim(stream, minid=last, approximate=False)
+            pipe.xread(streams, count=1_000, block=self._block_ms)
+            reply = (await pipe.execute())[-1]
+            self._unread_trim = 0
+        entries = parse_stream_reply(reply)
+        self._unread_trim += len(entries)
+        for entry in entries:
             self._last[entry.stream] = entry.entry_id
             fields = entry.fields
             if "t" in fields:
