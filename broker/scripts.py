@@ -23,8 +23,10 @@ __all__ = ["ScriptCall", "ScriptName", "Scripts", "grouped"]
 
 T = TypeVar("T")
 
-ScriptName = Literal["enqueue", "start", "complete", "release", "cancel"]
-_NAMES: tuple[ScriptName, ...] = ("enqueue", "start", "complete", "release", "cancel")
+ScriptName = Literal["enqueue", "start", "complete", "release", "cancel", "breaker_allow",
+                     "breaker_record"]
+_NAMES: tuple[ScriptName, ...] = ("enqueue", "start", "complete", "release", "cancel",
+                                  "breaker_allow", "breaker_record")
 
 ScriptCall = tuple[ScriptName, Sequence[str], Sequence[str | int | float]]
 """(script, KEYS, ARGV)."""

@@ -133,11 +133,11 @@ async def _serve(options: WorkerOptions) -> int:
     if options.memory_budget is not None:  # the flag replaces the pool's configured budget
         pool = pool.model_copy(update={"memory_budget": ByteSize(options.memory_budget)})
         config = config.model_copy(update={"pools": {**config.pools, options.pool: pool}})
-    engine = build_engine(pool, options.device)
-    await engine.warmup()
     settings = RedisSettings.from_url(options.redis_url or config.redis.url)
     redis = settings.connect()
     try:
+        engine = build_engine(pool, options.device, config=config, redis=redis)
+        await engine.warmup()
         probe = choose_probe(engine.device, pool.memory_budget) if engine.token_bytes else None
         worker = Worker(redis, config, options.pool, engine, probe=probe)
         if options.metrics_port is not None:

@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
-from broker.config import PoolConfig
+from typing import TYPE_CHECKING
+
+from broker.config import PoolConfig, SwitchyardConfig
 from workers.engines.base import Engine, EngineOutput
 from workers.engines.echo import EchoEngine
+from workers.errors import EngineUnavailable
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 __all__ = ["EchoEngine", "Engine", "EngineOutput", "build_engine"]
 
 
-def build_engine(pool: PoolConfig, device: str | None = None) -> Engine:
-    """Build the pool's engine; torch is imported only for engines that need it."""
+def build_engine(pool: PoolConfig, device: str | None = None, *,
+                 config: SwitchyardConfig | None = None,
+                 redis: aioredis.Redis | None = None) -> Engine:
+    """Build the pool's engine; torch is imported only for engines that need it. A bridge
+    needs the whole ``config`` (its providers) and ``redis`` (its circuit breakers)."""
     if pool.engine == "echo":
         return EchoEngine(pool.delay_ms)
+    if pool.engine == "bridge":
+        if config is None or redis is None:
+            raise EngineUnavailable("a bridge engine needs the configuration and Redis")
+        from broker.keys import Keys
+        from broker.scripts import Scripts
+        from workers.engines.bridge import BridgeEngine
+
+        return BridgeEngine(pool, config.providers, Scripts(redis), Keys(config.redis.prefix))
     if pool.engine == "generate":
         from workers.engines.generate import GenerateEngine
 

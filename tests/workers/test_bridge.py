@@ -1,0 +1,169 @@
+"""The provider bridge against real local fake providers (HTTP servers answering like
+OpenAI and Anthropic, faults on demand), a real Redis and an in-process bridge worker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from broker import Keys, SwitchyardConfig
+from dispatcher import AsyncClient, JobFailed
+from ops.fake_provider import FakeProfile, FakeProvider
+from tests.conftest import StartWorker
+from workers import build_engine
+from workers.engines.bridge import BridgeEngine
+
+USER = [{"role": "user", "content": "tell me about queues"}]
+
+
+@pytest.fixture
+def fakes() -> Iterator[list[FakeProvider]]:
+    started = [FakeProvider(FakeProfile(latency_ms=5)).start() for _ in range(3)]
+    yield started
+    for fake in started:
+        fake.stop()
+
+
+def _config(prefix: str, fakes: list[FakeProvider], *, kinds: tuple[str, ...] = ("openai",) * 2,
+            **bridge: Any) -> SwitchyardConfig:
+    providers = {f"p{i}": {"kind": kind, "base_url": fake.url, "api_key_env": f"SY_TEST_KEY_{i}"}
+                 for i, (kind, fake) in enumerate(zip(kinds, fakes, strict=False))}
+    targets = [{"provider": name, "model": f"m-{name}", "price_in": 1.0, "price_out": 2.0,
+                "timeout_s": 5, "first_token_timeout_s": 2} for name in providers]
+    return SwitchyardConfig.model_validate({
+        "redis": {"prefix": prefix},
+        "worker": {"block_ms": 50, "heartbeat_s": 0.2, "heartbeat_ttl_s": 2},
+        "providers": providers,
+        "pools": {"cloud": {"engine": "bridge", "max_batch": 16, "targets": targets,
+                            "bridge": {"backoff_s": 0.01, "breaker_min_calls": 4, **bridge}}},
+        "models": {"cloud": {"pool": "cloud", "kind": "chat"},
+                   "cloud-embed": {"pool": "cloud", "kind": "embed"}},
+    })
+
+
+async def _start(config: SwitchyardConfig, start_worker: StartWorker,
+                 aredis: aioredis.Redis) -> BridgeEngine:
+    engine = build_engine(config.pools["cloud"], config=config, redis=aredis)
+    assert isinstance(engine, BridgeEngine)
+    await start_worker(config, "cloud", engine)
+    return engine
+
+
+async def test_a_failing_primary_fails_over_and_its_breaker_opens(
+    prefix: str, redis_url: str, start_worker: StartWorker, aredis: aioredis.Redis,
+    fakes: list[FakeProvider],
+) -> None:
+    primary, secondary = fakes[0], fakes[1]
+    primary.set(error_status=500)
+    config = _config(prefix, fakes)
+    await _start(config, start_worker, aredis)
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        jobs = [await client.chat("cloud", USER, max_tokens=4, stream=i % 2 == 0)
+                for i in range(20)]
+        results = [await job.result(timeout=30) for job in jobs]
+    assert {r.text for r in results} == {"w1 w2 w3 w4"}
+    assert {r.served_by.provider for r in results if r.served_by} == {"p1"}
+    assert all(r.cost_usd == pytest.approx((r.usage.input_tokens + 2 * 4) / 1e6)
+               for r in results)
+    state = await aredis.hget(Keys(prefix).breaker("p0", "m-p0"), "state")
+    assert state == "open"
+    assert primary.calls["/v1/chat/completions"] < 20  # the open breaker spared it
+    assert secondary.calls["/v1/chat/completions"] == 20
+
+
+async def test_retry_after_is_honoured_and_a_401_is_not_retried(
+    prefix: str, redis_url: str, start_worker: StartWorker, aredis: aioredis.Redis,
+    fakes: list[FakeProvider], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SY_TEST_KEY_0", "sk-secret-do-not-leak")
+    fakes[0].set(api_key="another-key")  # the primary rejects our key: 401
+    fakes[1].set(error_status=429, retry_after_s=0.6, fail_first=1)  # then healthy
+    config = _config(prefix, fakes, max_attempts=4)
+    await _start(config, start_worker, aredis)
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        result = await (await client.chat("cloud", USER, max_tokens=3)).result(timeout=30)
+    assert result.text == "w1 w2 w3" and result.served_by and result.served_by.provider == "p1"
+    assert fakes[0].statuses[401] == 1  # tried once, never again
+    first, second = fakes[1].times[:2]
+    assert second - first >= 0.6  # not before its Retry-After
+    assert await aredis.hget(Keys(prefix).breaker("p0", "m-p0"), "state") == "open"
+
+
+async def test_a_stream_cut_before_its_first_token_fails_over_unseen(
+    prefix: str, redis_url: str, start_worker: StartWorker, aredis: aioredis.Redis,
+    fakes: list[FakeProvider],
+) -> None:
+    fakes[0].set(cut_after=0)
+    config = _config(prefix, fakes, kinds=("openai", "anthropic"))
+    await _start(config, start_worker, aredis)
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        job = await client.chat("cloud", USER, max_tokens=5, stream=True)
+        streamed = "".join([d async for d in job])
+        result = await job.result(timeout=30)
+    assert streamed == result.text == "w1 w2 w3 w4 w5"
+    assert result.served_by and result.served_by.provider == "p1"  # Anthropic answered
+    assert fakes[1].calls["/v1/messages"] == 1
+
+
+async def test_a_stream_cut_after_tokens_ends_with_a_typed_error(
+    prefix: str, redis_url: str, start_worker: StartWorker, aredis: aioredis.Redis,
+    fakes: list[FakeProvider],
+) -> None:
+    fakes[0].set(cut_after=3)
+    config = _config(prefix, fakes)
+    await _start(config, start_worker, aredis)
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        job = await client.chat("cloud", USER, max_tokens=8, stream=True)
+        seen: list[str] = []
+        with pytest.raises(JobFailed) as failure:
+            async for delta in job:
+                seen.append(delta)
+    assert failure.value.code == "stream_interrupted"
+    assert "".join(seen) == "w1 w2 w3"  # what was sent stays sent; no success claimed
+    assert fakes[1].calls["/v1/chat/completions"] == 0
+
+
+async def test_all_targets_down_fails_fast_within_the_retry_budget(
+    prefix: str, redis_url: str, start_worker: StartWorker, aredis: aioredis.Redis,
+    fakes: list[FakeProvider], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SY_TEST_KEY_0", "sk-secret-do-not-leak")
+    for fake in fakes:
+        fake.set(error_status=503)
+    config = _config(prefix, fakes, kinds=("openai",) * 3, breaker_consecutive=1000,
+                     breaker_min_calls=1000)
+    engine = await _start(config, start_worker, aredis)
+    jobs_n = 100
+    started = time.monotonic()
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        jobs = [await client.chat("cloud", USER, max_tokens=4, deadline_s=10)
+                for _ in range(jobs_n)]
+        errors = []
+        for job in jobs:
+            with pytest.raises(JobFailed) as failure:
+                await job.result(timeout=30)
+            errors.append(failure.value)
+    assert time.monotonic() - started < 10
+    assert {e.code for e in errors} == {"providers_failed"}
+    assert "503" in errors[0].message
+    assert all("sk-secret" not in e.message for e in errors)
+    calls = sum(f.calls["/v1/chat/completions"] for f in fakes)
+    retry_ratio = config.pools["cloud"].bridge.retry_ratio
+    assert jobs_n < calls <= jobs_n * (1 + retry_ratio) + 10  # reserve of the budget
+    assert engine.budget.tokens < 1
+
+
+async def test_embeddings_through_a_provider(
+    prefix: str, redis_url: str, start_worker: StartWorker, aredis: aioredis.Redis,
+    fakes: list[FakeProvider],
+) -> None:
+    config = _config(prefix, fakes)
+    await _start(config, start_worker, aredis)
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        result = await (await client.embed("cloud-embed", ["a", "b"])).result(timeout=30)
+    assert len(result.vectors) == 2 and result.dimensions == 8
+    assert result.served_by and result.served_by.provider == "p0"
