@@ -62,6 +62,10 @@ PROFILES = {
 }
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # a load test opens hundreds of connections at once
+
+
 class FakeProvider:
     """The server, on 127.0.0.1:``port`` (0: any free port), in a background thread."""
 
@@ -72,7 +76,7 @@ class FakeProvider:
         self.times: list[float] = []
         """When each model request arrived (time.time())."""
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
+        self._server = _Server(("127.0.0.1", port), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

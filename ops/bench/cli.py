@@ -1,10 +1,10 @@
-"""`switchyard bench queue|embed|generate`."""
+"""`switchyard bench queue|embed|generate|bridge`."""
 
 from __future__ import annotations
 
 import argparse
 
-from ops.bench import embed, generate, queue
+from ops.bench import bridge, embed, generate, queue
 
 __all__ = ["add_parser"]
 
@@ -44,6 +44,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         generate.GenerateBenchOptions(tuple(int(c) for c in ns.concurrency.split(",")),
                                       ns.requests, ns.max_tokens, ns.model, ns.device,
                                       ns.continuous, ns.redis_url)))))
+
+    b = kinds.add_parser("bridge", help="provider bridge overhead vs direct calls; failover")
+    b.add_argument("--requests", type=int, default=2_000)
+    b.add_argument("--concurrency", type=int, default=64)
+    b.add_argument("--latency-ms", type=float, default=50.0, help="the fake provider's latency")
+    b.add_argument("--failover-jobs", type=int, default=3_000)
+    b.set_defaults(handler=lambda ns: _print(bridge.render(bridge.run_bridge_bench(
+        bridge.BridgeBenchOptions(ns.requests, ns.concurrency, ns.latency_ms,
+                                  ns.failover_jobs)))))
 
 
 def _print(text: str) -> int:

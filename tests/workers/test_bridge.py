@@ -135,7 +135,7 @@ async def test_all_targets_down_fails_fast_within_the_retry_budget(
     for fake in fakes:
         fake.set(error_status=503)
     config = _config(prefix, fakes, kinds=("openai",) * 3, breaker_consecutive=1000,
-                     breaker_min_calls=1000)
+                     breaker_min_calls=1000, max_attempts=6)
     engine = await _start(config, start_worker, aredis)
     jobs_n = 100
     started = time.monotonic()
@@ -153,7 +153,10 @@ async def test_all_targets_down_fails_fast_within_the_retry_budget(
     assert all("sk-secret" not in e.message for e in errors)
     calls = sum(f.calls["/v1/chat/completions"] for f in fakes)
     retry_ratio = config.pools["cloud"].bridge.retry_ratio
-    assert jobs_n < calls <= jobs_n * (1 + retry_ratio) + 10  # reserve of the budget
+    # Each job calls each target once (failover); calls beyond that are retries, which
+    # the budget holds to its reserve plus retry_ratio per job.
+    retries = calls - 3 * jobs_n
+    assert 0 < retries <= jobs_n * retry_ratio + 10
     assert engine.budget.tokens < 1
 
 

@@ -12,7 +12,9 @@ pool's targets in order, at most ``max_attempts`` calls in all:
   breaker at once, and are logged as errors);
 - a stream that fails after text reached the caller ends the job with
   ``stream_interrupted``: never a success with partial text;
-- every retry spends the retry budget; with none left, or past the job's deadline, the
+- moving on to a target this job has not called yet is failover, not a retry; calling a
+  target again is a retry and spends the retry budget (so an outage never multiplies the
+  load on the provider that has it); with none left, or past the job's deadline, the
   job fails with ``providers_failed`` naming what each target said.
 """
 
@@ -83,16 +85,18 @@ class BridgeEngine:
         self.budget.first_attempt()
         failures: list[str] = []
         done_with: set[int] = set()  # targets not to call again for this job
+        called: set[int] = set()
         not_before: dict[int, float] = {}
         attempts = 0
         while attempts < self._policy.max_attempts:
-            choice = await self._next_target(done_with, not_before, deadline)
+            choice = await self._next_target(done_with, called, not_before, deadline)
             if choice is None:
                 break
             number, target = choice
-            if attempts and not self.budget.retry():
+            if number in called and not self.budget.retry():
                 failures.append("retry budget exhausted")
                 break
+            called.add(number)
             attempts += 1
             try:
                 return await self._call(target, job, served_by, lambda t: emit(index, t),
@@ -110,13 +114,16 @@ class BridgeEngine:
         return ErrorInfo(code="providers_failed", message="; ".join(failures)
                          or "every target's circuit breaker is open")
 
-    async def _next_target(self, done_with: set[int], not_before: dict[int, float],
+    async def _next_target(self, done_with: set[int], called: set[int],
+                           not_before: dict[int, float],
                            deadline: float | None) -> tuple[int, TargetConfig] | None:
-        """The first target that may be called: allowed by its breaker; if only ones that
-        asked to wait are left, the soonest, after its wait (unless that passes the
-        deadline)."""
+        """The first target that may be called, allowed by its breaker, those this job has
+        not called yet first (failover before retries); if only ones that asked to wait
+        are left, the soonest, after its wait (unless that passes the deadline)."""
         waiting: list[tuple[float, int]] = []
-        for number, target in enumerate(self._targets):
+        order = sorted(range(len(self._targets)), key=lambda n: (n in called, n))
+        for number in order:
+            target = self._targets[number]
             if number in done_with:
                 continue
             verdict = await self._breakers.allow(target.provider, target.model)
