@@ -71,6 +71,8 @@ class ProviderConfig(_Strict):
     api_key_env: str | None = None
     connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     max_connections: Annotated[int, Field(ge=1)] = 200
+    local_fake: bool = False
+    """`switchyard up` starts `switchyard fake-provider` on this base_url's port."""
 
 
 class TargetConfig(_Strict):
@@ -177,13 +179,21 @@ class WorkerConfig(_Strict):
 def _default_pools() -> dict[str, PoolConfig]:
     return {"minilm": PoolConfig(engine="embed"), "echo": PoolConfig(engine="echo"),
             "tiny-llama": PoolConfig(engine="generate", model="builtin:tiny-llama",
-                                     max_input_tokens=1024)}
+                                     max_input_tokens=1024),
+            "cloud": PoolConfig(engine="bridge", max_batch=64,
+                                targets=[TargetConfig(provider="fake", model="fake-chat")])}
 
 
 def _default_models() -> dict[str, ModelConfig]:
     return {"minilm": ModelConfig(pool="minilm"), "echo": ModelConfig(pool="echo"),
             "echo-chat": ModelConfig(pool="echo", kind="chat"),
-            "tiny-llama": ModelConfig(pool="tiny-llama", kind="chat")}
+            "tiny-llama": ModelConfig(pool="tiny-llama", kind="chat"),
+            "cloud": ModelConfig(pool="cloud", kind="chat")}
+
+
+def _default_providers() -> dict[str, ProviderConfig]:
+    return {"fake": ProviderConfig(kind="openai", base_url="http://127.0.0.1:8089/v1",
+                                   local_fake=True)}
 
 
 class SwitchyardConfig(_Strict):
@@ -192,7 +202,7 @@ class SwitchyardConfig(_Strict):
     worker: WorkerConfig = WorkerConfig()
     pools: dict[str, PoolConfig] = Field(default_factory=_default_pools)
     models: dict[str, ModelConfig] = Field(default_factory=_default_models)
-    providers: dict[str, ProviderConfig] = {}
+    providers: dict[str, ProviderConfig] = Field(default_factory=_default_providers)
 
     @model_validator(mode="after")
     def _check_names(self) -> SwitchyardConfig:

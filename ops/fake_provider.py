@@ -69,14 +69,15 @@ class _Server(ThreadingHTTPServer):
 class FakeProvider:
     """The server, on 127.0.0.1:``port`` (0: any free port), in a background thread."""
 
-    def __init__(self, profile: FakeProfile | None = None, port: int = 0) -> None:
+    def __init__(self, profile: FakeProfile | None = None, port: int = 0,
+                 host: str = "127.0.0.1") -> None:
         self.profile = profile or FakeProfile()
         self.calls: Counter[str] = Counter()
         self.statuses: Counter[int] = Counter()
         self.times: list[float] = []
         """When each model request arrived (time.time())."""
         self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", port), _handler(self))
+        self._server = _Server((host, port), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -255,16 +256,17 @@ def _anthropic_events(words: list[str], prompt: int, n: int) -> list[tuple[str, 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("fake-provider", help="a fake OpenAI/Anthropic server with faults")
     p.add_argument("--port", type=int, default=8089)
+    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 inside a container")
     p.add_argument("--profile", default="healthy", choices=sorted(PROFILES))
     p.add_argument("--latency-ms", type=float, help="overrides the profile's latency")
-    p.set_defaults(handler=lambda ns: serve(ns.port, ns.profile, ns.latency_ms))
+    p.set_defaults(handler=lambda ns: serve(ns.port, ns.profile, ns.latency_ms, ns.host))
 
 
-def serve(port: int, profile: str, latency_ms: float | None) -> int:
+def serve(port: int, profile: str, latency_ms: float | None, host: str = "127.0.0.1") -> int:
     chosen = PROFILES[profile]
     if latency_ms is not None:
         chosen = replace(chosen, latency_ms=latency_ms)
-    fake = FakeProvider(chosen, port).start()
+    fake = FakeProvider(chosen, port, host).start()
     print(f"fake provider ({profile}) at {fake.url}; Ctrl-C stops it", flush=True)
     try:
         while True:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,12 @@ def up(options: UpOptions) -> int:
     try:
         if server is not None:
             server.start()
+        for name, provider in config.providers.items():
+            if provider.local_fake:  # stands in for an external API: see README
+                port = str(urlsplit(provider.base_url).port or 80)
+                supervisor.start(f"fake provider {name}", [
+                    sys.executable, "-m", "ops", "fake-provider", "--port", port],
+                    options.state_dir / "logs" / f"fake-provider-{name}.log")
         for pool in config.pools:
             supervisor.start(f"worker for pool {pool}", worker_command(pool, url, options.config),
                              options.state_dir / "logs" / f"worker-{pool}.log")

@@ -100,7 +100,9 @@ def test_bad_redis_urls_are_typed_errors(url: str) -> None:
 
 def test_default_config_serves_minilm_echo_and_tiny_llama() -> None:
     config = load_config(environ={})
-    assert set(config.pools) == {"minilm", "echo", "tiny-llama"}
+    assert set(config.pools) == {"minilm", "echo", "tiny-llama", "cloud"}
+    assert config.pools["cloud"].targets[0].provider == "fake"
+    assert config.providers["fake"].local_fake
     assert config.models["minilm"].pool == "minilm"
     assert (config.models["tiny-llama"].kind, config.pools["tiny-llama"].engine) == (
         "chat", "generate")

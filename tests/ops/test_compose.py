@@ -17,7 +17,8 @@ def test_compose_file_is_valid() -> None:
                           "--format", "json"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     services = json.loads(out.stdout)["services"]
-    assert {"redis", "worker-minilm", "worker-echo", "worker-tiny-llama"} <= set(services)
+    assert {"redis", "worker-minilm", "worker-echo", "worker-tiny-llama", "worker-cloud",
+            "fake-provider"} <= set(services)
     assert "--appendonly" in services["redis"]["command"]
     assert services["worker-minilm"]["command"][:3] == ["worker", "--pool", "minilm"]
 
