@@ -71,6 +71,12 @@ class ProviderConfig(_Strict):
     api_key_env: str | None = None
     connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     max_connections: Annotated[int, Field(ge=1)] = 200
+    rpm: Annotated[int, Field(ge=0)] = 0
+    """Requests per minute across every bridge (0: no limit of ours) ..."""
+    tpm: Annotated[int, Field(ge=0)] = 0
+    """... and tokens per minute (prompt estimate + max_tokens)."""
+    burst_s: Annotated[float, Field(gt=0)] = 10.0
+    """The buckets hold this many seconds' worth."""
     local_fake: bool = False
     """`switchyard up` starts `switchyard fake-provider` on this base_url's port."""
 

@@ -162,5 +162,9 @@ class Keys:
         its own hash tag, so its single-key scripts work on Redis Cluster."""
         return f"{self.prefix}:{{breaker:{provider}:{model}}}"
 
+    def rate_limit(self, provider: str) -> str:
+        """A provider's shared request/token buckets and header-driven pause (a hash)."""
+        return f"{self.prefix}:{{ratelimit:{provider}}}"
+
     def pool(self, pool: str) -> PoolKeys:
         return PoolKeys(self.prefix, pool)

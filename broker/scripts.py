@@ -24,9 +24,10 @@ __all__ = ["ScriptCall", "ScriptName", "Scripts", "grouped"]
 T = TypeVar("T")
 
 ScriptName = Literal["enqueue", "start", "complete", "release", "cancel", "breaker_allow",
-                     "breaker_record"]
+                     "breaker_record", "ratelimit_take", "ratelimit_observe"]
 _NAMES: tuple[ScriptName, ...] = ("enqueue", "start", "complete", "release", "cancel",
-                                  "breaker_allow", "breaker_record")
+                                  "breaker_allow", "breaker_record", "ratelimit_take",
+                                  "ratelimit_observe")
 
 ScriptCall = tuple[ScriptName, Sequence[str], Sequence[str | int | float]]
 """(script, KEYS, ARGV)."""

@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -48,6 +48,8 @@ class FakeProfile:
     """If set, requests without it get 401."""
     fail_first: int = 0
     """With ``error_status``: only the first this-many requests fail (0: all may)."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """Extra response headers (rate-limit headers, say) on every answer."""
 
 
 PROFILES = {
@@ -191,6 +193,8 @@ def _handler(fake: FakeProvider) -> type[BaseHTTPRequestHandler]:
             self.send_response(200)
             self.send_header("content-type", "text/event-stream")
             self.send_header("connection", "close")
+            for key, value in profile.headers.items():
+                self.send_header(key, value)
             self.end_headers()
             events = _anthropic_events if anthropic else _openai_events
             sent = 0

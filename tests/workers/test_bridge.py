@@ -170,3 +170,57 @@ async def test_embeddings_through_a_provider(
         result = await (await client.embed("cloud-embed", ["a", "b"])).result(timeout=30)
     assert len(result.vectors) == 2 and result.dimensions == 8
     assert result.served_by and result.served_by.provider == "p0"
+
+
+def test_rate_limit_headers_announce_pauses() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from workers.ratelimit import announced_pause
+
+    assert announced_pause({"x-ratelimit-remaining-requests": "0",
+                            "x-ratelimit-reset-requests": "1m30s"}) == 90
+    assert announced_pause({"x-ratelimit-remaining-tokens": "0",
+                            "x-ratelimit-reset-tokens": "250ms"}) == 0.25
+    assert announced_pause({"x-ratelimit-remaining-requests": "12",
+                            "x-ratelimit-reset-requests": "1s"}) == 0
+    soon = (datetime.now(UTC) + timedelta(seconds=30)).isoformat().replace("+00:00", "Z")
+    pause = announced_pause({"anthropic-ratelimit-requests-remaining": "0",
+                             "anthropic-ratelimit-requests-reset": soon})
+    assert 28 < pause <= 30
+    assert announced_pause({}) == 0
+
+
+async def test_requests_per_minute_are_shared_by_every_bridge(
+    prefix: str, redis_url: str, start_worker: StartWorker, aredis: aioredis.Redis,
+    fakes: list[FakeProvider],
+) -> None:
+    config = _config(prefix, fakes[:1], kinds=("openai",))
+    providers = {**config.providers}
+    providers["p0"] = providers["p0"].model_copy(update={"rpm": 1200, "burst_s": 0.5})
+    config = config.model_copy(update={"providers": providers})  # 20/s, 10 at once
+    for _ in range(2):  # two bridges, one budget
+        await _start(config, start_worker, aredis)
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        jobs = [await client.chat("cloud", USER, max_tokens=2) for _ in range(40)]
+        texts = [(await job.result(timeout=30)).text for job in jobs]
+    assert set(texts) == {"w1 w2"}
+    times = sorted(fakes[0].times)
+    assert len(times) == 40
+    assert times[-1] - times[0] >= 1.3  # (40 - 10) calls at 20 per second
+    assert sum(1 for t in times if t - times[0] < 0.25) <= 10 + 5 + 2
+
+
+async def test_a_provider_announcing_no_requests_left_is_paused_before_any_429(
+    prefix: str, redis_url: str, start_worker: StartWorker, aredis: aioredis.Redis,
+    fakes: list[FakeProvider],
+) -> None:
+    fakes[0].set(headers={"x-ratelimit-remaining-requests": "0",
+                          "x-ratelimit-reset-requests": "700ms"})
+    config = _config(prefix, fakes[:1], kinds=("openai",))
+    await _start(config, start_worker, aredis)
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        for _ in range(3):
+            await (await client.chat("cloud", USER, max_tokens=2)).result(timeout=30)
+    first, second, third = fakes[0].times
+    assert second - first >= 0.65 and third - second >= 0.65
+    assert set(fakes[0].statuses) == {200}

@@ -43,6 +43,7 @@ from broker.scripts import Scripts
 from workers.breaker import Breakers, RetryBudget
 from workers.engines.base import Emit, EngineOutput
 from workers.providers import ProviderError, build_provider
+from workers.ratelimit import RateLimits
 
 __all__ = ["BridgeEngine"]
 
@@ -62,6 +63,7 @@ class BridgeEngine:
         self._providers = {t.provider: build_provider(t.provider, providers[t.provider])
                            for t in pool.targets}
         self._breakers = Breakers(scripts, keys, pool.bridge)
+        self._limits = RateLimits(scripts, keys, providers)
         self.budget = RetryBudget(pool.bridge.retry_ratio)
 
     async def warmup(self) -> None:
@@ -89,7 +91,7 @@ class BridgeEngine:
         not_before: dict[int, float] = {}
         attempts = 0
         while attempts < self._policy.max_attempts:
-            choice = await self._next_target(done_with, called, not_before, deadline)
+            choice = await self._next_target(job, done_with, called, not_before, deadline)
             if choice is None:
                 break
             number, target = choice
@@ -114,32 +116,33 @@ class BridgeEngine:
         return ErrorInfo(code="providers_failed", message="; ".join(failures)
                          or "every target's circuit breaker is open")
 
-    async def _next_target(self, done_with: set[int], called: set[int],
+    async def _next_target(self, job: JobEnvelope, done_with: set[int], called: set[int],
                            not_before: dict[int, float],
                            deadline: float | None) -> tuple[int, TargetConfig] | None:
-        """The first target that may be called, allowed by its breaker, those this job has
-        not called yet first (failover before retries); if only ones that asked to wait
-        are left, the soonest, after its wait (unless that passes the deadline)."""
-        waiting: list[tuple[float, int]] = []
-        order = sorted(range(len(self._targets)), key=lambda n: (n in called, n))
-        for number in order:
-            target = self._targets[number]
-            if number in done_with:
-                continue
-            verdict = await self._breakers.allow(target.provider, target.model)
-            if not verdict.allowed:
-                continue
-            ready = not_before.get(number, 0.0)
-            if ready <= time.time():
-                return number, target
-            waiting.append((ready, number))
-        if not waiting:
-            return None
-        ready, number = min(waiting)
-        if deadline is not None and ready >= deadline:
-            return None
-        await asyncio.sleep(max(0.0, ready - time.time()))
-        return number, self._targets[number]
+        """The first target that may be called now: allowed by its breaker, past its
+        Retry-After and backoff, and within its provider's rate limits (whose share it
+        then takes); those this job has not called yet first (failover before retries).
+        If every one left must wait, wait for the soonest (unless that passes the
+        deadline) and look again."""
+        tokens = _estimate_tokens(job)
+        while True:
+            waiting: list[float] = []
+            for number in sorted(range(len(self._targets)), key=lambda n: (n in called, n)):
+                target = self._targets[number]
+                if number in done_with:
+                    continue
+                if not (await self._breakers.allow(target.provider, target.model)).allowed:
+                    continue
+                ready = not_before.get(number, 0.0)
+                if ready <= time.time():
+                    wait = await self._limits.take(target.provider, tokens)
+                    if wait <= 0:
+                        return number, target
+                    ready = not_before[number] = time.time() + wait
+                waiting.append(ready)
+            if not waiting or (deadline is not None and min(waiting) >= deadline):
+                return None
+            await asyncio.sleep(max(0.0, min(waiting) - time.time()))
 
     async def _call(self, target: TargetConfig, job: JobEnvelope, served_by: ServedBy,
                     on_text: Any, deadline: float | None) -> EngineOutput:
@@ -184,6 +187,7 @@ class BridgeEngine:
 
         done = await provider.chat(target.model, request.messages, params, text,
                                    target.first_token_timeout_s)
+        await self._limits.pause(target.provider, done.pause_s)
         ttft = (first[0] * 1000 - job.created_ms) if first else None
         return ChatResult(text=done.text, finish_reason="length" if done.finish_reason == "length"
                           else "stop", usage=Usage(input_tokens=done.input_tokens,
@@ -192,6 +196,7 @@ class BridgeEngine:
                           cost_usd=_cost(target, done.input_tokens, done.output_tokens))
 
     async def _record(self, target: TargetConfig, exc: ProviderError) -> None:
+        await self._limits.pause(target.provider, exc.pause_s)
         if exc.bad_key:
             log.error("%s rejected its API key (HTTP %s): target %s is off until its breaker "
                       "half-opens", target.provider, exc.status, target.model)
@@ -199,6 +204,15 @@ class BridgeEngine:
         state = await self._breakers.record(target.provider, target.model, outcome)
         if state == "open" and outcome != "ok":
             log.warning("breaker for %s/%s is open: %s", target.provider, target.model, exc)
+
+
+def _estimate_tokens(job: JobEnvelope) -> int:
+    """What a call may use of a tokens-per-minute limit: about 4 characters a token of
+    input, plus the output asked for."""
+    request = job.request
+    if isinstance(request, ChatRequest):
+        return sum(len(m.content) for m in request.messages) // 4 + 1 + request.max_tokens
+    return sum(len(t) for t in request.input) // 4 + 1
 
 
 def _cost(target: TargetConfig, tokens_in: int, tokens_out: int) -> float:

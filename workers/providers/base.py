@@ -28,6 +28,7 @@ import httpx
 from broker.config import ProviderConfig
 from broker.schemas import ChatMessage
 from workers.errors import WorkerError
+from workers.ratelimit import announced_pause
 
 __all__ = ["Completion", "Provider", "ProviderError", "StreamParser", "build_provider",
            "sse_events", "stream_chat"]
@@ -42,6 +43,8 @@ class Completion:
     finish_reason: str  # 'stop' | 'length'
     input_tokens: int
     output_tokens: int
+    pause_s: float = 0.0
+    """How long the provider's rate-limit headers asked to hold further calls."""
 
 
 class ProviderError(WorkerError):
@@ -56,6 +59,7 @@ class ProviderError(WorkerError):
         self.retry_after = retry_after
         self.after_text = after_text
         self.bad_key = bad_key
+        self.pause_s = 0.0
 
 
 class Provider(Protocol):
@@ -90,11 +94,13 @@ def status_error(provider: str, response: httpx.Response, body: str) -> Provider
     status = response.status_code
     detail = _error_text(body)
     quota = status == 429 and "quota" in detail.lower()
-    return ProviderError(
+    error = ProviderError(
         f"{provider} answered {status}: {detail[:300]}", status=status,
         retry_elsewhere=(status in RETRY_ELSEWHERE and not quota) or status >= 500,
         retry_after=_retry_after(response), bad_key=status in (401, 403),
     )
+    error.pause_s = announced_pause(response.headers)
+    return error
 
 
 def transport_error(provider: str, exc: Exception, *, after_text: bool) -> ProviderError:
@@ -170,9 +176,11 @@ async def stream_chat(client: httpx.AsyncClient, provider: str, path: str, body:
     """POST a streaming request and feed its events to ``parser``; text goes to
     ``on_text`` as it arrives. Raises :class:`ProviderError`, classified."""
     pieces: list[str] = []
+    pause = 0.0
     try:
         async with asyncio.timeout(first_timeout_s) as first:
             async with client.stream("POST", path, json=body, headers=headers) as response:
+                pause = announced_pause(response.headers)
                 if response.status_code >= 400:
                     raise status_error(provider, response, (await response.aread()).decode(
                         "utf-8", "replace"))
@@ -188,7 +196,10 @@ async def stream_chat(client: httpx.AsyncClient, provider: str, path: str, body:
                                         retry_elsewhere=True)
     except ProviderError as exc:
         exc.after_text = bool(pieces)
+        exc.pause_s = max(exc.pause_s, pause)
         raise
     except (httpx.HTTPError, TimeoutError, ValueError) as exc:
         raise transport_error(provider, exc, after_text=bool(pieces)) from None
-    return parser.result("".join(pieces))
+    completion = parser.result("".join(pieces))
+    completion.pause_s = pause
+    return completion
