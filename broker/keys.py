@@ -162,6 +162,11 @@ class Keys:
         its own hash tag, so its single-key scripts work on Redis Cluster."""
         return f"{self.prefix}:{{breaker:{provider}:{model}}}"
 
+    @property
+    def spend(self) -> str:
+        """USD spent at providers: a hash of ``provider:<name>`` and ``tenant:<name>``."""
+        return f"{self.prefix}:{{spend}}"
+
     def rate_limit(self, provider: str) -> str:
         """A provider's shared request/token buckets and header-driven pause (a hash)."""
         return f"{self.prefix}:{{ratelimit:{provider}}}"

@@ -31,6 +31,12 @@ class StreamStatus:
     oldest_age_s: float | None
 
 
+async def spend(redis: aioredis.Redis, config: SwitchyardConfig) -> dict[str, float]:
+    """USD spent at providers, by ``provider:<name>`` and ``tenant:<name>``."""
+    raw = await redis.hgetall(Keys(config.redis.prefix).spend)
+    return {str(k): round(float(v), 6) for k, v in raw.items()}
+
+
 @dataclass(frozen=True)
 class PoolStatus:
     pool: str
@@ -133,17 +139,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def status(options: StatusOptions) -> int:
     config = load_config(options.config)
-    pools = asyncio.run(_collect(config, options.redis_url or config.redis.url))
+    pools, spent = asyncio.run(_collect(config, options.redis_url or config.redis.url))
     if options.as_json:
-        print(json.dumps([asdict(p) for p in pools], indent=2))
+        print(json.dumps({"pools": [asdict(p) for p in pools], "spend_usd": spent}, indent=2))
     else:
         print(render(pools))
+        if spent:
+            print("spend (USD): " + ", ".join(f"{k} {v:.6f}" for k, v in sorted(spent.items())))
     return 0
 
 
-async def _collect(config: SwitchyardConfig, url: str) -> list[PoolStatus]:
+async def _collect(config: SwitchyardConfig,
+                   url: str) -> tuple[list[PoolStatus], dict[str, float]]:
     redis = RedisSettings.from_url(url).connect()
     try:
-        return await collect(redis, config)
+        return await collect(redis, config), await spend(redis, config)
     finally:
         await redis.aclose()

@@ -11,7 +11,8 @@ Every worker owns its registry (no process-wide state); all series carry ``pool`
 - ``switchyard_generated_tokens_total`` (rate() of it is tokens/s),
   ``switchyard_time_to_first_token_seconds``: generation;
 - ``switchyard_jobs_total{outcome}``, ``switchyard_oom_recoveries_total``,
-  ``switchyard_too_large_total``.
+  ``switchyard_too_large_total``;
+- ``switchyard_cost_usd_total{provider, tenant}``: what bridges spent.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ class WorkerMetrics:
                               "Jobs refused: larger than the whole memory budget")
         self._jobs = Counter("switchyard_jobs", "Jobs finished, by outcome",
                              (*_LABELS, "outcome"), registry=self.registry)
+        self._spend = Counter("switchyard_cost_usd", "USD spent at providers",
+                              (*_LABELS, "provider", "tenant"), registry=self.registry)
         self._labels = labels
         self._server: Any = None
 
@@ -70,6 +73,9 @@ class WorkerMetrics:
                 self.tokens.inc(output.usage.output_tokens)
                 if output.ttft_ms is not None:
                     self.ttft.observe(output.ttft_ms / 1000)
+
+    def spend(self, provider: str, tenant: str, usd: float) -> None:
+        self._spend.labels(**self._labels, provider=provider, tenant=tenant).inc(usd)
 
     def job(self, outcome: str, count: int = 1) -> None:
         if count:

@@ -42,6 +42,7 @@ from workers.memory import Budget, FixedBudget, MemoryProbe, choose_probe
 from workers.metrics import WorkerMetrics
 from workers.puller import Pulled, Puller
 from workers.sizing import BatchSizer
+from workers.spend import record_spend
 
 __all__ = ["Worker", "WorkerStats", "consumer_name"]
 
@@ -95,7 +96,7 @@ class Worker:
         self._redis = redis
         self._config = config
         settings = config.pools[pool]
-        keys = Keys(config.redis.prefix)
+        keys = self._keys = Keys(config.redis.prefix)
         self._partitions = keys.partitions(pool, settings.partitions)
         self._scripts = Scripts(redis)
         self._ledger = Ledger(self._scripts, config.jobs, self.consumer)
@@ -316,6 +317,8 @@ class Worker:
         self.metrics.job("succeeded", len(items) - failed)
         self.metrics.job("failed", failed)
         self.metrics.batch([p.cost_by(self.engine.cost) for p in run], outputs)
+        if self.engine.name == "bridge":
+            await self._retry(record_spend, self._redis, self._keys, self.metrics, run, outputs)
 
     async def _dead_letter(self, bad: Sequence[Pulled]) -> None:
         for p in bad:

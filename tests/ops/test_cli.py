@@ -50,7 +50,7 @@ def test_submit_status_and_worker(config_file: Path, tmp_path: Path) -> None:
         assert json.loads(out.stdout)["echo"] == ["hi"]
         status = _run("status", "--json", "--config", str(config_file))
         assert status.returncode == 0, status.stderr
-        pools = json.loads(status.stdout)
+        pools = json.loads(status.stdout)["pools"]
         assert pools[0]["pool"] == "echo" and len(pools[0]["workers"]) == 1
         assert {s["priority"] for s in pools[0]["streams"]} == {"interactive", "standard",
                                                                  "batch"}

@@ -3,6 +3,7 @@ OpenAI and Anthropic, faults on demand), a real Redis and an in-process bridge w
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -69,6 +70,16 @@ async def test_a_failing_primary_fails_over_and_its_breaker_opens(
     assert {r.served_by.provider for r in results if r.served_by} == {"p1"}
     assert all(r.cost_usd == pytest.approx((r.usage.input_tokens + 2 * 4) / 1e6)
                for r in results)
+    from ops.status import spend
+
+    spent = await spend(aredis, config)  # recorded just after each outcome went out
+    for _ in range(100):
+        if spent.get("provider:p1", 0) >= sum(r.cost_usd or 0 for r in results) - 1e-9:
+            break
+        await asyncio.sleep(0.02)
+        spent = await spend(aredis, config)
+    assert spent["provider:p1"] == pytest.approx(sum(r.cost_usd or 0 for r in results))
+    assert spent["tenant:-"] == pytest.approx(spent["provider:p1"])
     state = await aredis.hget(Keys(prefix).breaker("p0", "m-p0"), "state")
     assert state == "open"
     assert primary.calls["/v1/chat/completions"] < 20  # the open breaker spared it
