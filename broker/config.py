@@ -158,6 +158,9 @@ ENGINE_KINDS: dict[str, frozenset[str]] = {
 class ModelConfig(_Strict):
     pool: str
     kind: Literal["embed", "chat"] = "embed"
+    overflow: str | None = None
+    """A bridge pool that takes this model's requests when ``pool`` has no live worker,
+    is full, or predicts a wait past a request's deadline."""
 
 
 class JobsConfig(_Strict):
@@ -218,6 +221,11 @@ class SwitchyardConfig(_Strict):
         for name, model in self.models.items():
             if model.pool not in self.pools:
                 raise ValueError(f"model {name!r} routes to unknown pool {model.pool!r}")
+            if model.overflow is not None and (
+                    model.overflow not in self.pools
+                    or self.pools[model.overflow].engine != "bridge"):
+                raise ValueError(f"model {name!r} overflows to {model.overflow!r}, which is "
+                                 "not a bridge pool")
             engine = self.pools[model.pool].engine
             if model.kind not in ENGINE_KINDS[engine]:
                 raise ValueError(f"model {name!r} is a {model.kind} model, but pool "

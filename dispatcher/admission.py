@@ -30,7 +30,16 @@ class Rejected:
     drain_rate: float
 
 
-def parse_admission(reply: object) -> Admitted | Duplicate | Rejected:
+@dataclass(slots=True)
+class Spilled:
+    """The pool's predicted wait would miss the job's deadline: it was not admitted
+    there, and goes to the route's overflow pool."""
+
+    depth: int
+    drain_rate: float
+
+
+def parse_admission(reply: object) -> Admitted | Duplicate | Rejected | Spilled:
     """Parse the enqueue script's reply (see ``broker/lua/enqueue.lua``)."""
     if not isinstance(reply, list) or not reply:
         raise TypeError(f"unexpected enqueue reply: {reply!r}")
@@ -42,6 +51,8 @@ def parse_admission(reply: object) -> Admitted | Duplicate | Rejected:
     if verdict == "rejected":
         rate = drain_rate(float(reply[2]), int(reply[3]), int(reply[4]), int(reply[5]))
         return Rejected(int(reply[1]), rate)
+    if verdict == "spill":
+        return Spilled(int(reply[1]), float(reply[2]))
     raise TypeError(f"unexpected enqueue verdict: {verdict!r}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import secrets
+import time
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import Self, get_args
@@ -12,7 +13,7 @@ from typing import Self, get_args
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from broker.config import PoolConfig, SwitchyardConfig, load_config
+from broker.config import ModelConfig, PoolConfig, SwitchyardConfig, load_config
 from broker.errors import BrokerUnavailable
 from broker.keys import JobIdSource, Keys, PartitionKeys
 from broker.schemas import (
@@ -27,11 +28,18 @@ from broker.schemas import (
 )
 from broker.scripts import Scripts
 from broker.settings import RedisSettings
-from dispatcher.admission import Admitted, Duplicate, parse_admission, retry_after
+from dispatcher.admission import (
+    Admitted,
+    Duplicate,
+    Rejected,
+    Spilled,
+    parse_admission,
+    retry_after,
+)
 from dispatcher.errors import AdmissionRejected, InvalidRequest, UnknownModel
 from dispatcher.jobs import AnyResult, AsyncJob, R
 from dispatcher.replies import ReplyRouter
-from dispatcher.submitter import Enqueue, Submitter
+from dispatcher.submitter import Enqueue, Submission, Submitter
 
 __all__ = ["AsyncClient"]
 
@@ -58,6 +66,7 @@ class AsyncClient:
         self._submitter = Submitter(self.scripts)
         self._round_robin = itertools.count()
         self._job_ids = JobIdSource()
+        self._liveness: dict[str, tuple[float, bool]] = {}
         self._partitions: dict[tuple[str, int], PartitionKeys] = {}
 
     async def __aenter__(self) -> Self:
@@ -141,50 +150,87 @@ class AsyncClient:
         idempotency_key: str | None,
         tenant: str | None,
     ) -> AsyncJob[R]:
-        pool_name, pool = self._route(model, request.kind, priority, deadline_s,
-                                      idempotency_key, tenant)
-        keys = self._partition(pool_name, pool, idempotency_key)
+        """Admit the job on the model's pool; with an ``overflow`` pool in its route, on the
+        overflow instead when the pool has no live worker, is full, or predicts a wait
+        past the job's deadline."""
+        route = self._route(model, request.kind, priority, deadline_s, idempotency_key, tenant)
+        pools = [route.pool]
+        if route.overflow is not None:
+            pools = [*([route.pool] if await self._alive(route.pool) else []), route.overflow]
+        spill_ms = int(deadline_s * 1000) if deadline_s is not None else 0
+        for pool_name in pools:
+            last = pool_name == pools[-1]
+            job = Submission(model, request, priority, deadline_s, idempotency_key, tenant)
+            verdict, handle = await self._enqueue(pool_name, job, kind,
+                                                  0 if last else spill_ms)
+            if handle is not None:
+                return handle
+            if last and isinstance(verdict, Rejected):
+                jobs = self.config.jobs
+                cap = getattr(self.config.pools[pool_name].caps, priority)
+                wait = retry_after(verdict.depth, cap, verdict.drain_rate,
+                                   jobs.idle_retry_after_s)
+                raise AdmissionRejected(model, priority, verdict.depth, cap,
+                                        verdict.drain_rate, wait)
+        raise AssertionError("the last pool cannot spill")
+
+    async def _enqueue(
+        self, pool_name: str, job: Submission, kind: type[R], spill_ms: int,
+    ) -> tuple[Admitted | Duplicate | Rejected | Spilled, AsyncJob[R] | None]:
+        """One admission attempt on one pool: (verdict, the job's handle if admitted)."""
+        pool = self.config.pools[pool_name]
+        keys = self._partition(pool_name, pool, job.idempotency_key)
         job_id = self._job_ids.new(pool_name, keys.partition)
         created = now_ms()
         envelope = JobEnvelope.model_construct(
-            v=1, attempts=0, id=job_id, model=model, priority=priority, created_ms=created,
-            tenant=tenant,
-            deadline_ms=None if deadline_s is None else created + int(deadline_s * 1000),
-            request=request,
+            v=1, attempts=0, id=job_id, model=job.model, priority=job.priority,
+            created_ms=created, tenant=job.tenant,
+            deadline_ms=None if job.deadline_s is None else created + int(job.deadline_s * 1000),
+            request=job.request,
         )
         reply_stream = keys.reply(self.client_id)
         deltas = None
-        if isinstance(request, ChatRequest) and request.stream:
+        if isinstance(job.request, ChatRequest) and job.request.stream:
             waiter, deltas = self.replies.expect_stream(job_id, reply_stream)
         else:
             waiter = self.replies.expect(job_id, reply_stream)
         jobs = self.config.jobs
-        cap = getattr(pool.caps, priority)
-        job = Enqueue(
-            stream=keys.stream(priority), drain=keys.drain(priority), cap=cap,
-            job_ttl_ms=int(jobs.job_ttl_s * 1000), job_key=keys.job(job_id),
-            idempotency_key=keys.idempotency(idempotency_key or "-"), job_id=job_id,
-            payload=envelope.model_dump_json(), reply=reply_stream,
-            idempotency_ttl_ms=int(jobs.idempotency_ttl_s * 1000) if idempotency_key else 0,
+        entry = Enqueue(
+            stream=keys.stream(job.priority), drain=keys.drain(job.priority),
+            cap=getattr(pool.caps, job.priority), job_ttl_ms=int(jobs.job_ttl_s * 1000),
+            job_key=keys.job(job_id), idempotency_key=keys.idempotency(job.idempotency_key or "-"),
+            job_id=job_id, payload=envelope.model_dump_json(), reply=reply_stream,
+            idempotency_ttl_ms=int(jobs.idempotency_ttl_s * 1000) if job.idempotency_key else 0,
+            spill_ms=spill_ms,
         )
         try:
-            verdict = parse_admission(await self._submitter.submit(job))
+            verdict = parse_admission(await self._submitter.submit(entry))
         except (RedisError, OSError) as exc:
             self.replies.forget(job_id)
             raise BrokerUnavailable(f"Redis at {self.settings.display()}: {exc}") from exc
         if isinstance(verdict, Admitted):
-            return AsyncJob(self, job_id, kind, position=verdict.position, waiter=waiter,
-                            deltas=deltas)
+            return verdict, AsyncJob(self, job_id, kind, position=verdict.position,
+                                     waiter=waiter, deltas=deltas)
         self.replies.forget(job_id)
         if isinstance(verdict, Duplicate):
-            return AsyncJob(self, verdict.job_id, kind)
-        wait = retry_after(verdict.depth, cap, verdict.drain_rate, jobs.idle_retry_after_s)
-        raise AdmissionRejected(model, priority, verdict.depth, cap, verdict.drain_rate, wait)
+            return verdict, AsyncJob(self, verdict.job_id, kind)
+        return verdict, None
+
+    async def _alive(self, pool_name: str) -> bool:
+        """Whether any worker of the pool sent a heartbeat lately (checked once a second)."""
+        now = time.monotonic()
+        cached = self._liveness.get(pool_name)
+        if cached is not None and now - cached[0] < 1.0:
+            return cached[1]
+        since = now_ms() - int(self.config.worker.heartbeat_ttl_s * 1000)
+        alive = bool(await self.redis.zcount(self.keys.pool(pool_name).workers, since, "+inf"))
+        self._liveness[pool_name] = (now, alive)
+        return alive
 
     def _route(
         self, model: str, kind: str, priority: str, deadline_s: float | None,
         idempotency_key: str | None, tenant: str | None,
-    ) -> tuple[str, PoolConfig]:
+    ) -> ModelConfig:
         route = self.config.models.get(model)
         if route is None:
             known = ", ".join(sorted(self.config.models)) or "none"
@@ -199,7 +245,7 @@ class AsyncClient:
             raise InvalidRequest("idempotency_key must be 1 to 256 characters")
         if tenant is not None and not (isinstance(tenant, str) and 0 < len(tenant) <= 128):
             raise InvalidRequest("tenant must be 1 to 128 characters")
-        return route.pool, self.config.pools[route.pool]
+        return route
 
     def _partition(
         self, pool_name: str, pool: PoolConfig, idempotency_key: str | None

@@ -11,9 +11,10 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from broker.schemas import ChatRequest, EmbedRequest, Priority
 from broker.scripts import ScriptCall, Scripts, grouped
 
-__all__ = ["Enqueue", "Submitter"]
+__all__ = ["Enqueue", "Submission", "Submitter"]
 
 MAX_PENDING = 4_000
 PER_CALL = 500
@@ -34,6 +35,20 @@ class Enqueue:
     payload: str
     reply: str
     idempotency_ttl_ms: int
+    spill_ms: int = 0
+    """Not admitted ('spill') when the stream's predicted wait exceeds this (0: never)."""
+
+
+@dataclass(slots=True)
+class Submission:
+    """One job as the caller asked for it, before it is placed on a pool."""
+
+    model: str
+    request: EmbedRequest | ChatRequest
+    priority: Priority
+    deadline_s: float | None
+    idempotency_key: str | None
+    tenant: str | None
 
 
 _Pending = tuple[Enqueue, "asyncio.Future[object]"]
@@ -80,16 +95,17 @@ class Submitter:
 
 
 def _group_key(pending: _Pending) -> str:
-    """Jobs share a call when they share a stream, a reply stream and idempotency TTL."""
+    """Jobs share a call when they share a stream, a reply stream, idempotency TTL and
+    spill threshold."""
     job = pending[0]
-    return f"{job.stream}\n{job.reply}\n{job.idempotency_ttl_ms}"
+    return f"{job.stream}\n{job.reply}\n{job.idempotency_ttl_ms}\n{job.spill_ms}"
 
 
 def _call(group: Sequence[_Pending]) -> ScriptCall:
     first = group[0][0]
     keys = [first.stream, first.drain]
     args: list[str | int | float] = [first.cap, first.job_ttl_ms, first.reply,
-                                     first.idempotency_ttl_ms]
+                                     first.idempotency_ttl_ms, first.spill_ms]
     for job, _ in group:
         keys.append(job.job_key)
         if first.idempotency_ttl_ms:

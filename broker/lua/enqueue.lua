@@ -5,22 +5,36 @@
 --   [KEYS[2+K(i-1)+2] idempotency key, with idempotency]
 -- ARGV[1] cap   ARGV[2] job ttl ms   ARGV[3] reply stream key
 -- ARGV[4] idempotency ttl ms ('0': the jobs of this call carry no idempotency keys)
--- then per job i: ARGV[5+2(i-1)] job id   ARGV[6+2(i-1)] envelope JSON
+-- ARGV[5] spill ms ('0': never): a job whose predicted wait (depth / drain rate) is longer
+--   is not admitted but answered 'spill' (its route sends it to an overflow pool)
+-- then per job i: ARGV[6+2(i-1)] job id   ARGV[7+2(i-1)] envelope JSON
 -- Returns one reply per job, in order:
 --   {'admitted', job id, entry id, depth before} | {'duplicate', job id}
 --   | {'rejected', depth, last rate, window start ms, count in window, now ms}
-local cap, reply, idem_ttl = tonumber(ARGV[1]), ARGV[3], ARGV[4]
+--   | {'spill', depth, drain rate}
+local cap, reply, idem_ttl, spill = tonumber(ARGV[1]), ARGV[3], ARGV[4], tonumber(ARGV[5])
 local per = idem_ttl == '0' and 1 or 2
 local depth = redis.call('XLEN', KEYS[1])
 local out = {}
-local drain
+local drain, rate
+if spill > 0 and depth > 0 then
+  local t = redis.call('TIME')
+  local now = t[1] * 1000 + math.floor(t[2] / 1000)
+  local d = redis.call('HMGET', KEYS[2], 'rate', 'ws')
+  rate = tonumber(d[1]) or 0
+  if now - (tonumber(d[2]) or 0) > 5000 then
+    rate = 0  -- nothing drained lately: no prediction (a dead pool is seen by the client)
+  end
+end
 for i = 1, (#KEYS - 2) / per do
   local job_key = KEYS[3 + per * (i - 1)]
   local idem_key = KEYS[4 + per * (i - 1)]
-  local id, payload = ARGV[3 + 2 * i], ARGV[4 + 2 * i]
+  local id, payload = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
   local existing = per == 2 and redis.call('GET', idem_key)
   if existing then
     out[i] = {'duplicate', existing}
+  elseif rate and rate > 0 and depth * 1000 / rate > spill then
+    out[i] = {'spill', depth, tostring(rate)}
   elseif depth >= cap then
     if not drain then
       local t = redis.call('TIME')
