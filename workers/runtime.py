@@ -20,7 +20,7 @@ from typing import ParamSpec, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from broker.config import ENGINE_KINDS, SwitchyardConfig
+from broker.config import ENGINE_KINDS, PoolConfig, SwitchyardConfig
 from broker.keys import Keys
 from broker.schemas import (
     ChatResult,
@@ -58,6 +58,14 @@ T = TypeVar("T")
 def _expired_before(pulled: Pulled, cutoff_ms: int) -> bool:
     deadline = pulled.envelope.deadline_ms if pulled.envelope else None
     return deadline is not None and deadline < cutoff_ms
+
+
+def _model_label(pool: PoolConfig) -> str:
+    if pool.engine == "echo":
+        return "echo"
+    if pool.engine == "bridge":
+        return ", ".join(f"{t.provider}/{t.model}" for t in pool.targets)
+    return pool.model
 
 
 def consumer_name() -> str:
@@ -121,7 +129,7 @@ class Worker:
             redis, keys.pool(pool), self.consumer,
             {"engine": engine.name, "device": engine.device, "pid": str(os.getpid()),
              "host": socket.gethostname(), "max_batch": str(settings.max_batch),
-             "model": settings.model if engine.name != "echo" else "echo"},
+             "model": _model_label(settings)},
             interval_s=config.worker.heartbeat_s, ttl_s=config.worker.heartbeat_ttl_s,
             refresh=self._vitals,
         )
