@@ -78,6 +78,8 @@ class FakeProvider:
         self.statuses: Counter[int] = Counter()
         self.times: list[float] = []
         """When each model request arrived (time.time())."""
+        self.requests: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+        """(path, headers, JSON body) of each model request."""
         self._lock = threading.Lock()
         self._server = _Server((host, port), _handler(self))
         self._server.daemon_threads = True
@@ -149,6 +151,8 @@ def _handler(fake: FakeProvider) -> type[BaseHTTPRequestHandler]:
                 return self._json(200, asdict(fake.profile))
             profile = fake.profile
             before = fake.arrived()
+            fake.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()},
+                                  body))
             if profile.hang:
                 fake.count(self.path, 0)
                 time.sleep(3600)

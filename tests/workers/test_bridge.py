@@ -235,3 +235,39 @@ async def test_a_provider_announcing_no_requests_left_is_paused_before_any_429(
     first, second, third = fakes[0].times
     assert second - first >= 0.65 and third - second >= 0.65
     assert set(fakes[0].statuses) == {200}
+
+
+async def test_adapters_send_each_provider_its_own_request_shape(
+    fakes: list[FakeProvider], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from broker.config import ProviderConfig
+    from broker.schemas import ChatMessage
+    from workers.providers import build_provider
+
+    monkeypatch.setenv("SY_KEY_A", "sk-a")
+    monkeypatch.setenv("SY_KEY_B", "sk-b")
+    messages = [ChatMessage(role="system", content="be brief"),
+                ChatMessage(role="user", content="hi")]
+    params = {"max_tokens": 3, "temperature": 0.5, "top_p": 0.9, "stop": ["\n"], "seed": 7}
+    openai = build_provider("a", ProviderConfig(kind="openai", base_url=fakes[0].url,
+                                                api_key_env="SY_KEY_A"))
+    anthropic = build_provider("b", ProviderConfig(kind="anthropic", base_url=fakes[1].url,
+                                                   api_key_env="SY_KEY_B"))
+    try:
+        for provider in (openai, anthropic):
+            done = await provider.chat("m", messages, params, lambda text: None, 5)
+            assert (done.text, done.output_tokens) == ("w1 w2 w3", 3)
+    finally:
+        await openai.aclose()
+        await anthropic.aclose()
+    path, headers, body = fakes[0].requests[0]
+    assert path == "/v1/chat/completions" and headers["authorization"] == "Bearer sk-a"
+    assert body["messages"][0] == {"role": "system", "content": "be brief"}
+    assert body["stream"] and body["stream_options"] == {"include_usage": True}
+    assert (body["seed"], body["stop"], body["max_tokens"]) == (7, ["\n"], 3)
+    path, headers, body = fakes[1].requests[0]
+    assert path == "/v1/messages" and headers["x-api-key"] == "sk-b"
+    assert headers["anthropic-version"] == "2023-06-01"
+    assert body["system"] == "be brief" and body["messages"] == [{"role": "user",
+                                                                  "content": "hi"}]
+    assert body["stop_sequences"] == ["\n"] and "seed" not in body
