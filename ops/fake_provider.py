@@ -132,104 +132,109 @@ def _vector(text: str) -> list[float]:
     return [b / 255 for b in digest[:8]]
 
 
-def _handler(fake: FakeProvider) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeProvider
+    protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        return
+
+    def do_GET(self) -> None:
+        if self.path == "/_stats":
+            self._json(200, self.fake.stats())
+        else:
+            self._json(404, {})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length", 0))
+        body = json.loads(self.rfile.read(length) or b"{}")
+        if self.path == "/_profile":
+            known = {f.name for f in fields(FakeProfile)}
+            self.fake.profile = FakeProfile(**{k: v for k, v in body.items() if k in known})
+            return self._json(200, asdict(self.fake.profile))
+        profile = self.fake.profile
+        before = self.fake.arrived()
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        self.fake.requests.append((self.path, headers, body))
+        if profile.hang:
+            self.fake.count(self.path, 0)
+            time.sleep(3600)
             return
+        time.sleep(profile.latency_ms / 1000)
+        status = self._fault(profile, before)
+        self.fake.count(self.path, status)
+        if status != 200:
+            return self._error(status, profile)
+        if self.path == "/v1/embeddings":
+            inputs = body.get("input") or []
+            return self._json(200, {"data": [{"index": i, "embedding": _vector(t)}
+                                             for i, t in enumerate(inputs)],
+                                    "usage": {"prompt_tokens": 2 * len(inputs)}})
+        n = min(profile.tokens, int(body.get("max_tokens") or profile.tokens))
+        anthropic = self.path == "/v1/messages"
+        prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+        self._stream(_words(n), prompt, n, profile, anthropic)
 
-        def do_GET(self) -> None:
-            self._json(200, fake.stats()) if self.path == "/_stats" else self._json(404, {})
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("content-length", 0))
-            body = json.loads(self.rfile.read(length) or b"{}")
-            if self.path == "/_profile":
-                known = {f.name for f in fields(FakeProfile)}
-                fake.profile = FakeProfile(**{k: v for k, v in body.items() if k in known})
-                return self._json(200, asdict(fake.profile))
-            profile = fake.profile
-            before = fake.arrived()
-            fake.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()},
-                                  body))
-            if profile.hang:
-                fake.count(self.path, 0)
-                time.sleep(3600)
-                return
-            time.sleep(profile.latency_ms / 1000)
-            status = self._fault(profile, before)
-            fake.count(self.path, status)
-            if status != 200:
-                return self._error(status, profile)
-            if self.path == "/v1/embeddings":
-                inputs = body.get("input") or []
-                return self._json(200, {"data": [{"index": i, "embedding": _vector(t)}
-                                                 for i, t in enumerate(inputs)],
-                                        "usage": {"prompt_tokens": 2 * len(inputs)}})
-            n = min(profile.tokens, int(body.get("max_tokens") or profile.tokens))
-            anthropic = self.path == "/v1/messages"
-            prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
-            self._stream(_words(n), prompt, n, profile, anthropic)
-
-        def _fault(self, profile: FakeProfile, before: int) -> int:
-            if profile.api_key is not None:
-                given = (self.headers.get("x-api-key")
-                         or self.headers.get("authorization", "").removeprefix("Bearer "))
-                if given != profile.api_key:
-                    return 401
-            if profile.fail_first and before >= profile.fail_first:
-                return 200
-            if profile.error_status and random.random() < profile.error_rate:
-                return profile.error_status
+    def _fault(self, profile: FakeProfile, before: int) -> int:
+        if profile.api_key is not None:
+            given = (self.headers.get("x-api-key")
+                     or self.headers.get("authorization", "").removeprefix("Bearer "))
+            if given != profile.api_key:
+                return 401
+        if profile.fail_first and before >= profile.fail_first:
             return 200
+        if profile.error_status and random.random() < profile.error_rate:
+            return profile.error_status
+        return 200
 
-        def _error(self, status: int, profile: FakeProfile) -> None:
-            headers = {}
-            if profile.retry_after_s is not None:
-                headers["retry-after"] = str(profile.retry_after_s)
-            message = {401: "invalid api key", 429: "rate limited"}.get(status, "upstream error")
-            self._json(status, {"error": {"message": message, "type": "fake_error",
-                                          "code": profile.error_code or None}}, headers)
+    def _error(self, status: int, profile: FakeProfile) -> None:
+        headers = {}
+        if profile.retry_after_s is not None:
+            headers["retry-after"] = str(profile.retry_after_s)
+        message = {401: "invalid api key", 429: "rate limited"}.get(status, "upstream error")
+        self._json(status, {"error": {"message": message, "type": "fake_error",
+                                      "code": profile.error_code or None}}, headers)
 
-        def _stream(self, words: list[str], prompt: int, n: int, profile: FakeProfile,
-                    anthropic: bool) -> None:
-            self.send_response(200)
-            self.send_header("content-type", "text/event-stream")
-            self.send_header("connection", "close")
-            for key, value in profile.headers.items():
-                self.send_header(key, value)
-            self.end_headers()
-            events = _anthropic_events if anthropic else _openai_events
-            sent = 0
-            try:
-                for chunk, is_text in events(words, prompt, n):
-                    if is_text and profile.cut_after is not None and sent >= profile.cut_after:
-                        break  # the connection just closes
-                    if (is_text and profile.error_event_after is not None
-                            and sent >= profile.error_event_after):
-                        self.wfile.write(_error_event(anthropic).encode())
-                        break
-                    sent += is_text
-                    self.wfile.write(chunk.encode())
-                    self.wfile.flush()
-                    if is_text:
-                        time.sleep(profile.token_ms / 1000)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-            self.close_connection = True
+    def _stream(self, words: list[str], prompt: int, n: int, profile: FakeProfile,
+                anthropic: bool) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("connection", "close")
+        for key, value in profile.headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        events = _anthropic_events if anthropic else _openai_events
+        sent = 0
+        try:
+            for chunk, is_text in events(words, prompt, n):
+                if is_text and profile.cut_after is not None and sent >= profile.cut_after:
+                    break  # the connection just closes
+                if (is_text and profile.error_event_after is not None
+                        and sent >= profile.error_event_after):
+                    self.wfile.write(_error_event(anthropic).encode())
+                    break
+                sent += is_text
+                self.wfile.write(chunk.encode())
+                self.wfile.flush()
+                if is_text:
+                    time.sleep(profile.token_ms / 1000)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        self.close_connection = True
 
-        def _json(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(data)
+    def _json(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
 
-    return Handler
+
+def _handler(fake: FakeProvider) -> type[BaseHTTPRequestHandler]:
+    return type("Handler", (_Handler,), {"fake": fake})
 
 
 def _error_event(anthropic: bool) -> str:

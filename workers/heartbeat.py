@@ -6,18 +6,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from broker.config import PoolConfig
 from broker.keys import PoolKeys
 from broker.schemas import now_ms
 
-__all__ = ["Heartbeat"]
+__all__ = ["Heartbeat", "describe"]
 
 log = logging.getLogger(__name__)
+
+
+def describe(engine: str, device: str, pool: PoolConfig) -> dict[str, str]:
+    """What a worker's heartbeat says about it, besides its vitals."""
+    if pool.engine == "echo":
+        model = "echo"
+    elif pool.engine == "bridge":
+        model = ", ".join(f"{t.provider}/{t.model}" for t in pool.targets)
+    else:
+        model = pool.model
+    return {"engine": engine, "device": device, "pid": str(os.getpid()),
+            "host": socket.gethostname(), "max_batch": str(pool.max_batch), "model": model}
 
 
 class Heartbeat:

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 from broker.config import JobsConfig
 from broker.keys import GROUP
-from broker.schemas import ErrorInfo, JobOutcome, JobState, now_ms
+from broker.schemas import ChatResult, EmbedResult, ErrorInfo, JobOutcome, JobState, now_ms
 from broker.scripts import ScriptCall, Scripts, grouped
 from workers.puller import Pulled
 
-__all__ = ["Finish", "Ledger", "failure"]
+__all__ = ["Finish", "Ledger", "dead_letters", "failure", "outcomes"]
 
 PER_CALL = 500
 
@@ -32,6 +32,32 @@ def failure(job_id: str, state: JobState, code: str, message: str) -> JobOutcome
     return JobOutcome(
         id=job_id, state=state, error=ErrorInfo(code=code, message=message), finished_ms=now_ms()
     )
+
+
+def outcomes(run: Sequence[Pulled],
+             outputs: Sequence[EmbedResult | ChatResult | ErrorInfo]) -> tuple[list[Finish], int]:
+    """How to finish each job of a run from the engine's outputs; and how many failed.
+    Built from parts that are validated already: no second validation pass."""
+    finished = now_ms()
+    items, failed = [], 0
+    for pulled, output in zip(run, outputs, strict=True):
+        if isinstance(output, ErrorInfo):
+            failed += 1
+            outcome = JobOutcome.model_construct(
+                v=1, id=pulled.entry.job_id, state=JobState.FAILED, result=None,
+                error=output, finished_ms=finished)
+        else:
+            outcome = JobOutcome.model_construct(
+                v=1, id=pulled.entry.job_id, state=JobState.SUCCEEDED, error=None,
+                result=output, finished_ms=finished)
+        items.append(Finish(pulled, outcome))
+    return items, failed
+
+
+def dead_letters(bad: Sequence[Pulled]) -> list[Finish]:
+    """Entries that cannot be served: to the dead-letter stream, their jobs failed."""
+    return [Finish(p, failure(p.entry.job_id, JobState.FAILED, "bad_request", p.error or ""),
+                   dead_reason=p.error or "undecodable") for p in bad]
 
 
 def _finish_group(item: Finish) -> str:

@@ -1,9 +1,10 @@
 """The worker runtime: one consumer loop over a pool's priority streams.
 
-pull (highest priority first, with a share for lower ones) -> start (skips jobs that were
-cancelled or expired) -> run the engine -> finish (outcome, reply, ack: one script per job,
-one round trip per batch). Finishing a batch overlaps running the next one. On stop it
-pulls no more, finishes the batch in flight, hands unstarted entries back, and returns.
+pull (highest priority first, with a share for lower ones, within the memory budget) ->
+start (skips jobs that were cancelled or expired) -> run the engine -> finish (outcome,
+reply, ack: one script per stream, one round trip per batch). Finishing a batch overlaps
+running the next one; an engine that ``joins`` has several batches running at once. On
+stop it pulls no more, finishes what is running, hands unstarted entries back, returns.
 """
 
 from __future__ import annotations
@@ -20,14 +21,10 @@ from typing import ParamSpec, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from broker.config import ENGINE_KINDS, PoolConfig, SwitchyardConfig
+from broker.config import ENGINE_KINDS, SwitchyardConfig
 from broker.keys import Keys
 from broker.schemas import (
-    ChatResult,
-    EmbedResult,
     ErrorInfo,
-    JobOutcome,
-    JobState,
     ServedBy,
     now_ms,
 )
@@ -36,8 +33,8 @@ from broker.streams import ensure_groups, forget_consumer
 from workers.deltas import DeltaPublisher
 from workers.engines.base import Engine, EngineOutput
 from workers.errors import OutOfMemory, UnknownPool
-from workers.heartbeat import Heartbeat
-from workers.ledger import Finish, Ledger, failure
+from workers.heartbeat import Heartbeat, describe
+from workers.ledger import Ledger, dead_letters, outcomes
 from workers.memory import Budget, FixedBudget, MemoryProbe, choose_probe
 from workers.metrics import WorkerMetrics
 from workers.puller import Pulled, Puller
@@ -58,14 +55,6 @@ T = TypeVar("T")
 def _expired_before(pulled: Pulled, cutoff_ms: int) -> bool:
     deadline = pulled.envelope.deadline_ms if pulled.envelope else None
     return deadline is not None and deadline < cutoff_ms
-
-
-def _model_label(pool: PoolConfig) -> str:
-    if pool.engine == "echo":
-        return "echo"
-    if pool.engine == "bridge":
-        return ", ".join(f"{t.provider}/{t.model}" for t in pool.targets)
-    return pool.model
 
 
 def consumer_name() -> str:
@@ -126,24 +115,20 @@ class Worker:
         self._served_by = ServedBy(worker=self.consumer, pool=pool, engine=engine.name,
                                    device=engine.device)
         self._heartbeat = Heartbeat(
-            redis, keys.pool(pool), self.consumer,
-            {"engine": engine.name, "device": engine.device, "pid": str(os.getpid()),
-             "host": socket.gethostname(), "max_batch": str(settings.max_batch),
-             "model": _model_label(settings)},
+            redis, keys.pool(pool), self.consumer, describe(engine.name, engine.device, settings),
             interval_s=config.worker.heartbeat_s, ttl_s=config.worker.heartbeat_ttl_s,
             refresh=self._vitals,
         )
 
     def _vitals(self) -> dict[str, str]:
         """Memory and utilisation for the heartbeat (and the metrics), read now."""
-        if not self._sizer.bounded:
+        reading = self._sizer.vitals()
+        if reading is None:
             return {}
-        budget = self._budget.bytes()
-        reading = self._budget.last
-        assert reading is not None
-        self.metrics.memory(reading, budget)
+        self.metrics.memory(reading, self._sizer.last_budget)
         return {"mem_free": str(reading.free), "mem_total": str(reading.total),
-                "budget_bytes": str(budget), "memory_source": self._budget.probe.source,
+                "budget_bytes": str(self._sizer.last_budget),
+                "memory_source": self._budget.probe.source,
                 "gpu_util": "" if reading.utilisation is None else f"{reading.utilisation:.2f}"}
 
     async def run(self, stop: asyncio.Event) -> WorkerStats:
@@ -221,15 +206,7 @@ class Worker:
 
     async def _refuse_oversized(self, batch: list[Pulled]) -> list[Pulled]:
         """Fail the jobs that alone exceed the whole memory budget; the rest go on."""
-        if not self._sizer.bounded:
-            return batch
-        refused = []
-        for pulled in batch:
-            texts, tokens = pulled.cost_by(self.engine.cost)
-            why = self._sizer.too_large(texts * tokens)
-            if why:
-                refused.append(Finish(pulled, failure(
-                    pulled.entry.job_id, JobState.FAILED, "request_too_large", why)))
+        refused = self._sizer.refuse(batch, self.engine.cost)
         if not refused:
             return batch
         self.stats.too_large += len(refused)
@@ -298,23 +275,7 @@ class Worker:
         return outputs
 
     async def _finish(self, run: Sequence[Pulled], outputs: Sequence[EngineOutput]) -> None:
-        finished = now_ms()
-        items = []
-        failed = 0
-        for pulled, output in zip(run, outputs, strict=True):
-            # Built from parts that are validated already: no second validation pass.
-            if isinstance(output, EmbedResult | ChatResult):
-                outcome = JobOutcome.model_construct(
-                    v=1, id=pulled.entry.job_id, state=JobState.SUCCEEDED, error=None,
-                    result=output, finished_ms=finished,
-                )
-            else:
-                failed += 1
-                outcome = JobOutcome.model_construct(
-                    v=1, id=pulled.entry.job_id, state=JobState.FAILED, result=None,
-                    error=output, finished_ms=finished,
-                )
-            items.append(Finish(pulled, outcome))
+        items, failed = outcomes(run, outputs)
         if self._deltas.busy:
             await self._deltas.drain()  # every streamed delta lands before its job's outcome
             self._deltas.forget([p.entry.job_id for p in run])
@@ -332,11 +293,7 @@ class Worker:
         for p in bad:
             log.warning("dead-lettering entry %s of %s: %s", p.entry.entry_id, p.entry.stream,
                         p.error)
-        await self._ledger.finish([
-            Finish(p, failure(p.entry.job_id, JobState.FAILED, "bad_request", p.error or ""),
-                   dead_reason=p.error or "undecodable")
-            for p in bad
-        ])
+        await self._ledger.finish(dead_letters(bad))
         self.stats.dead_lettered += len(bad)
 
     async def _shutdown(self, beating: asyncio.Task[None]) -> None:

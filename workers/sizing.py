@@ -10,9 +10,13 @@ idle) can never run here: it fails at once with ``request_too_large``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 
+from broker.schemas import JobEnvelope, JobState
 from workers.engines.base import Engine
-from workers.memory import Budget, format_size
+from workers.ledger import Finish, failure
+from workers.memory import Budget, MemoryReading, format_size
+from workers.puller import Pulled
 
 __all__ = ["BatchSizer"]
 
@@ -55,6 +59,27 @@ class BatchSizer:
             return ""
         return (f"the request needs about {format_size(need)} of memory ({tokens} tokens), "
                 f"more than this worker's whole batch budget of {format_size(self.capacity)}")
+
+    def vitals(self) -> MemoryReading | None:
+        """A fresh reading (and budget, in ``last_budget``); None when not memory-bound."""
+        if not self.bounded:
+            return None
+        self.last_budget = self._budget.bytes()
+        return self._budget.last
+
+    def refuse(self, batch: Sequence[Pulled],
+               cost: Callable[[JobEnvelope], tuple[int, int]]) -> list[Finish]:
+        """Failures for the jobs of ``batch`` that alone need more than the whole budget."""
+        if not self.bounded:
+            return []
+        refused = []
+        for pulled in batch:
+            texts, tokens = pulled.cost_by(cost)
+            why = self.too_large(texts * tokens)
+            if why:
+                refused.append(Finish(pulled, failure(
+                    pulled.entry.job_id, JobState.FAILED, "request_too_large", why)))
+        return refused
 
     def out_of_memory(self) -> None:
         self.scale *= OOM_GROWTH
