@@ -141,6 +141,9 @@ class PoolConfig(_Strict):
     memory_margin: ByteSize = ByteSize(256 << 20)
     """... less this safety margin."""
     caps: CapsConfig = CapsConfig()
+    wait_limit_s: Annotated[float, Field(gt=0)] | None = None
+    """A job queued here longer than this, not yet taken by a worker, moves to its
+    model's ``overflow`` pool (the bridge serving that pool moves it)."""
     targets: list[TargetConfig] = []
     """bridge: the ordered provider targets, first choice first."""
     bridge: BridgeConfig = BridgeConfig()

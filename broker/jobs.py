@@ -19,6 +19,9 @@ class JobRecord:
     stream: str | None
     reply: str | None
     worker: str | None
+    forward: str | None = None
+    """Set when the job was spilled to a provider pool: the id of the job that now
+    carries it (its state here reads ``queued``; the copy's record tells the rest)."""
 
     @property
     def ended(self) -> bool:
@@ -27,13 +30,14 @@ class JobRecord:
 
 async def read_job(redis: aioredis.Redis, keys: PartitionKeys, job_id: str) -> JobRecord | None:
     """The job's record, or None once it expired (or never existed)."""
-    state, outcome, stream, reply, worker = await redis.hmget(
-        keys.job(job_id), ["state", "outcome", "stream", "reply", "worker"]
+    state, outcome, stream, reply, worker, forward = await redis.hmget(
+        keys.job(job_id), ["state", "outcome", "stream", "reply", "worker", "forward"]
     )
     if state is None:
         return None
     return JobRecord(
-        state=JobState(str(state)),
+        state=JobState.QUEUED if state == "forwarded" else JobState(str(state)),
+        forward=None if forward is None else str(forward),
         outcome=JobOutcome.model_validate_json(outcome) if outcome else None,
         stream=None if stream is None else str(stream),
         reply=None if reply is None else str(reply),

@@ -24,10 +24,10 @@ __all__ = ["ScriptCall", "ScriptName", "Scripts", "grouped"]
 T = TypeVar("T")
 
 ScriptName = Literal["enqueue", "start", "complete", "release", "cancel", "breaker_allow",
-                     "breaker_record", "ratelimit_take", "ratelimit_observe"]
+                     "breaker_record", "ratelimit_take", "ratelimit_observe", "spill_forward"]
 _NAMES: tuple[ScriptName, ...] = ("enqueue", "start", "complete", "release", "cancel",
                                   "breaker_allow", "breaker_record", "ratelimit_take",
-                                  "ratelimit_observe")
+                                  "ratelimit_observe", "spill_forward")
 
 ScriptCall = tuple[ScriptName, Sequence[str], Sequence[str | int | float]]
 """(script, KEYS, ARGV)."""

@@ -10,7 +10,8 @@ from redis.exceptions import ResponseError
 
 from broker.keys import GROUP, PartitionKeys
 
-__all__ = ["StreamEntry", "ensure_groups", "forget_consumer", "parse_stream_reply"]
+__all__ = ["StreamEntry", "ensure_groups", "forget_consumer", "last_delivered",
+           "parse_stream_reply"]
 
 
 @dataclass(slots=True)
@@ -88,3 +89,16 @@ async def forget_consumer(redis: aioredis.Redis, partitions: Sequence[PartitionK
                                                  consumername=consumer)
             if not pending:
                 await redis.xgroup_delconsumer(stream, GROUP, consumer)
+
+
+async def last_delivered(redis: aioredis.Redis, stream: str, group: str) -> str | None:
+    """The id of the last entry the group delivered ('0-0': none yet), or None when the
+    stream or group does not exist."""
+    try:
+        groups = await redis.xinfo_groups(stream)
+    except ResponseError:
+        return None
+    for info in groups:
+        if info.get("name") == group:
+            return str(info.get("last-delivered-id", "0-0"))
+    return None

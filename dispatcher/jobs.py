@@ -147,21 +147,31 @@ class AsyncJob(Generic[R_co]):
             poll = min(poll * 2, 0.5)
 
     async def _record(self) -> JobRecord:
+        return (await self._current())[1]
+
+    async def _current(self) -> tuple[str, JobRecord]:
+        """(id, record) of the job that carries this one: itself, or the copy it was
+        forwarded to when it spilled to a provider pool."""
         client = self._client
-        record = await read_job(client.redis, client.keys.of_job(self.id), self.id)
-        if record is None:
-            raise JobNotFound(f"no record of job {self.id} (never existed, or expired)")
-        return record
+        job_id = self.id
+        for _ in range(4):  # a copy is never spilled again; the bound is only a guard
+            record = await read_job(client.redis, client.keys.of_job(job_id), job_id)
+            if record is None:
+                raise JobNotFound(f"no record of job {job_id} (never existed, or expired)")
+            if record.forward is None:
+                return job_id, record
+            job_id = record.forward
+        raise JobNotFound(f"job {self.id} was forwarded too many times")
 
     async def cancel(self) -> bool:
         """Cancel the job unless it already ended. True if this call cancelled it."""
         client = self._client
-        keys = client.keys.of_job(self.id)
-        record = await self._record()
+        job_id, record = await self._current()
+        keys = client.keys.of_job(job_id)
         if record.ended or record.stream is None or record.reply is None:
             return False
         outcome = JobOutcome(
-            id=self.id,
+            id=job_id,
             state=JobState.CANCELLED,
             error=ErrorInfo(code="cancelled", message="cancelled by the caller"),
             finished_ms=now_ms(),
@@ -169,8 +179,8 @@ class AsyncJob(Generic[R_co]):
         jobs = client.config.jobs
         verdict = await client.scripts.call(
             "cancel",
-            [keys.job(self.id), record.stream, record.reply],
+            [keys.job(job_id), record.stream, record.reply],
             [GROUP, outcome.model_dump_json(), int(jobs.result_ttl_s * 1000),
-             int(jobs.reply_ttl_s * 1000), jobs.reply_maxlen, self.id],
+             int(jobs.reply_ttl_s * 1000), jobs.reply_maxlen, job_id],
         )
         return verdict == "cancelled"

@@ -156,7 +156,9 @@ class ReplyRouter:
         for entry in entries:
             self._last[entry.stream] = entry.entry_id
             fields = entry.fields
-            if "t" in fields:
+            if "fwd" in fields:
+                self._forward(entry.job_id, fields["fwd"], fields.get("fr", ""))
+            elif "t" in fields:
                 deltas = self._deltas.get(entry.job_id)
                 if deltas is not None and fields.get("n", "").isdigit():
                     deltas.put(int(fields["n"]), fields["t"])
@@ -182,6 +184,19 @@ class ReplyRouter:
                     future.set_exception(JobNotFound(f"job {job_id} has no record any more"))
             else:  # still waiting: check it again next sweep, after the younger ones
                 self._since[job_id] = self._since.pop(job_id)
+
+    def _forward(self, job_id: str, copy_id: str, copy_reply: str) -> None:
+        """The job was spilled to another pool as ``copy_id``: wait for that one, on its
+        reply stream (read from the next round on)."""
+        future = self._waiters.pop(job_id, None)
+        if future is None or not copy_reply:
+            return
+        self._waiters[copy_id] = future
+        self._since[copy_id] = self._since.pop(job_id, time.monotonic())
+        deltas = self._deltas.pop(job_id, None)
+        if deltas is not None:
+            self._deltas[copy_id] = deltas
+        self._last.setdefault(copy_reply, "0-0")
 
     def _deliver(self, job_id: str, raw: str) -> None:
         future = self._pop(job_id)

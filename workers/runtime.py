@@ -40,6 +40,7 @@ from workers.metrics import WorkerMetrics
 from workers.puller import Pulled, Puller
 from workers.sizing import BatchSizer
 from workers.spend import record_spend
+from workers.spill import Spiller
 
 __all__ = ["Worker", "WorkerStats", "consumer_name"]
 
@@ -110,6 +111,8 @@ class Worker:
         self._sizer = BatchSizer(engine, self._budget, settings.max_batch_tokens)
         self.metrics = metrics or WorkerMetrics(pool, self.consumer, engine.device)
         self._window = settings.max_batch * settings.pack_window
+        self.spiller = Spiller(redis, config, pool)
+        """Moves jobs waiting too long on local pools that overflow to this one."""
         self._deltas = DeltaPublisher(redis, config.jobs.reply_maxlen,
                                       config.worker.stream_interval_ms / 1000)
         self._served_by = ServedBy(worker=self.consumer, pool=pool, engine=engine.name,
@@ -137,9 +140,11 @@ class Worker:
         await self._scripts.load()
         self._sizer.start()
         beating = asyncio.create_task(self._heartbeat.run(stop))
+        spilling = asyncio.create_task(self.spiller.run(stop))
         try:
             await (self._run_joining(stop) if self.engine.joins else self._run_batches(stop))
         finally:
+            await spilling
             await self._shutdown(beating)
         return self.stats
 

@@ -85,3 +85,28 @@ async def test_pipeline_reloads_scripts_after_a_flush(aredis: aioredis.Redis, pr
               [10, 60_000, keys.reply("c"), 0, 0, f"p.0.{i}", "{}"]) for i in range(3)]
     replies = await scripts.pipeline(calls)  # type: ignore[arg-type]
     assert [r[0][0] for r in replies] == ["admitted"] * 3  # type: ignore[index]
+
+
+async def test_spill_forward_moves_only_undelivered_queued_jobs(
+    aredis: aioredis.Redis, prefix: str
+) -> None:
+    keys = Keys(prefix).partition("p", 0)
+    scripts = Scripts(aredis)
+    await ensure_groups(aredis, [keys])
+    ids = ["p.0.a1", "p.0.b2"]
+    entries = [(await _enqueue(scripts, keys, job_id, 10))[2] for job_id in ids]
+    await aredis.xreadgroup(GROUP, "w", {keys.stream("standard"): ">"}, count=1)  # takes a1
+    args: list = [GROUP, 60_000, 1000]
+    script_keys = [keys.stream("standard")]
+    for job_id, entry in zip(ids, entries, strict=True):
+        script_keys += [keys.job(job_id), keys.reply("c")]
+        args += [entry, job_id, f"q.0.copy-{job_id}", "elsewhere:reply:c"]
+    verdicts = await scripts.call("spill_forward", script_keys, args)
+    assert verdicts == ["kept", "forwarded"]
+    assert await aredis.hget(keys.job("p.0.b2"), "state") == "forwarded"
+    assert await aredis.hget(keys.job("p.0.b2"), "forward") == "q.0.copy-p.0.b2"
+    assert await aredis.hget(keys.job("p.0.a1"), "state") == "queued"
+    assert await aredis.xlen(keys.stream("standard")) == 1  # only the delivered one left
+    notice = parse_stream_reply(await aredis.xread({keys.reply("c"): "0-0"}))
+    assert [(n.job_id, n.fields["fwd"], n.fields["fr"]) for n in notice] == [
+        ("p.0.b2", "q.0.copy-p.0.b2", "elsewhere:reply:c")]

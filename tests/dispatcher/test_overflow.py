@@ -85,3 +85,26 @@ async def test_a_wait_past_the_deadline_spills_and_a_patient_job_stays(
         patient = await client.chat("chat", USER, max_tokens=2, deadline_s=60)
         assert (await hurried.result(timeout=10)).served_by.pool == "cloud"  # type: ignore[union-attr]
         assert patient.id.startswith("local.")
+
+
+async def test_jobs_waiting_past_the_wait_limit_move_to_the_provider_pool(
+    prefix: str, redis_url: str, start_worker: StartWorker, aredis: aioredis.Redis,
+    fake: FakeProvider,
+) -> None:
+    from broker import JobState
+
+    config = _config(prefix, fake, wait_limit_s=0.3, pack_window=1)
+    await start_worker(config, "local", EchoEngine(delay_ms=2_000))  # alive, but slow
+    await _bridge(config, start_worker, aredis)
+    async with AsyncClient(config, redis_url=redis_url) as client, \
+            AsyncClient(config, redis_url=redis_url) as other:
+        jobs = [await client.chat("chat", USER, max_tokens=2, stream=i == 4)
+                for i in range(5)]
+        assert all(job.id.startswith("local.") for job in jobs)
+        streamed = "".join([d async for d in jobs[4]])
+        results = [await job.result(timeout=15) for job in jobs]
+        assert results[0].served_by and results[0].served_by.pool == "local"
+        assert {r.served_by.pool for r in results[1:] if r.served_by} == {"cloud"}
+        assert streamed == results[4].text == "w1 w2"
+        assert await other.job(jobs[2].id).status() is JobState.SUCCEEDED  # follows it
+        assert (await other.job(jobs[3].id).result(timeout=5)).text == "w1 w2"

@@ -1,0 +1,139 @@
+"""The spill step: jobs queued on a local pool past its ``wait_limit_s``, not yet taken by
+any worker, move to the provider pool that is their model's ``overflow``. The bridge
+workers of that provider pool run it, every ``interval_s``.
+
+A job cannot change pools in place (its record and reply stream live in its pool's
+partition), so it is forwarded: a copy is admitted on the provider pool as a new job that
+answers on the same client's reply stream there; then, in one script on the original
+partition (``spill_forward``), each entry still undelivered is deleted, its job marked
+``forwarded`` to the copy, and its caller told on its reply stream, so the caller waits
+for the copy. An entry a worker took in the meantime stays, and its copy is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from broker.config import SwitchyardConfig
+from broker.errors import EntryDecodeError
+from broker.keys import GROUP, JobIdSource, Keys, PartitionKeys
+from broker.schemas import PRIORITIES, JobOutcome, JobState, decode_envelope, now_ms
+from broker.scripts import Scripts
+from broker.streams import StreamEntry, last_delivered, parse_stream_reply
+
+__all__ = ["Spiller"]
+
+log = logging.getLogger(__name__)
+
+BATCH = 100
+
+
+class Spiller:
+    def __init__(self, redis: aioredis.Redis, config: SwitchyardConfig, pool: str,
+                 *, interval_s: float = 0.2) -> None:
+        self._redis = redis
+        self._scripts = Scripts(redis)
+        self._config = config
+        self._keys = Keys(config.redis.prefix)
+        self._targets = self._keys.partitions(pool, config.pools[pool].partitions)
+        self._interval = interval_s
+        self._ids = JobIdSource()
+        self.origins = sorted({m.pool for m in config.models.values()
+                               if m.overflow == pool and config.pools[m.pool].wait_limit_s})
+        self.moved = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set() and self.origins:
+            try:
+                await self.spill_once()
+            except (RedisError, OSError) as exc:
+                log.warning("spill step failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._interval)
+
+    async def spill_once(self) -> int:
+        moved = 0
+        for origin in self.origins:
+            limit_s = self._config.pools[origin].wait_limit_s
+            assert limit_s is not None
+            for keys in self._keys.partitions(origin, self._config.pools[origin].partitions):
+                for priority in PRIORITIES:
+                    moved += await self._spill_stream(keys, keys.stream(priority), limit_s)
+        self.moved += moved
+        return moved
+
+    async def _spill_stream(self, keys: PartitionKeys, stream: str, limit_s: float) -> int:
+        last = await last_delivered(self._redis, stream, GROUP)
+        cutoff = now_ms() - int(limit_s * 1000)
+        if last is None or int(last.split("-")[0]) >= cutoff:
+            return 0
+        raw: Any = await self._redis.xrange(stream, min=f"({last}", max=str(cutoff), count=BATCH)
+        entries = [e for e in parse_stream_reply([[stream, raw]]) if e.job_id and e.payload]
+        copies = [self._copy(e) for e in entries]
+        moving = [(e, c) for e, c in zip(entries, copies, strict=True) if c is not None]
+        if not moving:
+            return 0
+        await self._admit([c for _, c in moving])
+        verdicts = await self._forward(keys, stream, moving)
+        kept = [c for (_, c), v in zip(moving, verdicts, strict=True) if v != "forwarded"]
+        await self._cancel(kept)
+        return len(moving) - len(kept)
+
+    def _copy(self, entry: StreamEntry) -> _Copy | None:
+        """The job's copy for the provider pool, or None if its entry cannot be read
+        (the local pool's worker dead-letters it)."""
+        try:
+            envelope = decode_envelope(entry.payload)
+        except EntryDecodeError:
+            return None
+        client = entry.reply.rpartition(":reply:")[2]
+        target = self._targets[zlib.crc32(entry.job_id.encode()) % len(self._targets)]
+        copy_id = self._ids.new(target.pool, target.partition)
+        payload = envelope.model_copy(update={"id": copy_id}).model_dump_json()
+        return _Copy(target, copy_id, target.reply(client), payload, envelope.priority)
+
+    async def _admit(self, copies: Sequence[_Copy]) -> None:
+        jobs = self._config.jobs
+        await self._scripts.pipeline([
+            ("enqueue", [c.keys.stream(c.priority), c.keys.drain(c.priority), c.keys.job(c.id)],
+             [1 << 62, int(jobs.job_ttl_s * 1000), c.reply, 0, 0, c.id, c.payload])
+            for c in copies])
+
+    async def _forward(self, keys: PartitionKeys, stream: str,
+                       moving: Sequence[tuple[StreamEntry, _Copy]]) -> list[str]:
+        jobs = self._config.jobs
+        script_keys = [stream]
+        args: list[str | int | float] = [GROUP, int(jobs.reply_ttl_s * 1000), jobs.reply_maxlen]
+        for entry, copy in moving:
+            script_keys += [keys.job(entry.job_id), entry.reply]
+            args += [entry.entry_id, entry.job_id, copy.id, copy.reply]
+        reply = await self._scripts.call("spill_forward", script_keys, args)
+        assert isinstance(reply, list)
+        return [str(v) for v in reply]
+
+    async def _cancel(self, copies: Sequence[_Copy]) -> None:
+        jobs = self._config.jobs
+        for copy in copies:
+            outcome = JobOutcome(id=copy.id, state=JobState.CANCELLED, finished_ms=now_ms(),
+                                 error=None).model_dump_json()
+            await self._scripts.call(
+                "cancel", [copy.keys.job(copy.id), copy.keys.stream(copy.priority), copy.reply],
+                [GROUP, outcome, int(jobs.result_ttl_s * 1000), int(jobs.reply_ttl_s * 1000),
+                 jobs.reply_maxlen, copy.id])
+
+
+class _Copy:
+    __slots__ = ("id", "keys", "payload", "priority", "reply")
+
+    def __init__(self, keys: PartitionKeys, job_id: str, reply: str, payload: str,
+                 priority: Any) -> None:
+        self.keys, self.id, self.reply, self.payload, self.priority = (
+            keys, job_id, reply, payload, priority)
