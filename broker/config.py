@@ -86,6 +86,10 @@ class TargetConfig(_Strict):
 
     provider: str
     model: str
+    weight: Annotated[float, Field(ge=0)] = 0.0
+    """0: tried in its place in the route. Targets with a weight above 0 share the first
+    attempts of all jobs in proportion to their weights; failover then goes down the
+    route in order."""
     price_in: Annotated[float, Field(ge=0)] = 0.0
     """USD per million input tokens."""
     price_out: Annotated[float, Field(ge=0)] = 0.0

@@ -271,3 +271,23 @@ async def test_adapters_send_each_provider_its_own_request_shape(
     assert body["system"] == "be brief" and body["messages"] == [{"role": "user",
                                                                   "content": "hi"}]
     assert body["stop_sequences"] == ["\n"] and "seed" not in body
+
+
+async def test_weights_share_first_attempts(
+    prefix: str, redis_url: str, start_worker: StartWorker, aredis: aioredis.Redis,
+    fakes: list[FakeProvider],
+) -> None:
+    config = _config(prefix, fakes)
+    pool = config.pools["cloud"]
+    targets = [t.model_copy(update={"weight": w}) for t, w in zip(pool.targets, (1, 3),
+                                                                   strict=True)]
+    config = config.model_copy(update={"pools": {"cloud": pool.model_copy(
+        update={"targets": targets})}})
+    await _start(config, start_worker, aredis)
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        jobs = [await client.chat("cloud", USER, max_tokens=1) for _ in range(200)]
+        for job in jobs:
+            await job.result(timeout=30)
+    first, second = (f.calls["/v1/chat/completions"] for f in fakes[:2])
+    assert first + second == 200
+    assert 20 <= first <= 80  # about a quarter

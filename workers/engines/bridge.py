@@ -125,9 +125,11 @@ class BridgeEngine:
         If every one left must wait, wait for the soonest (unless that passes the
         deadline) and look again."""
         tokens = _estimate_tokens(job)
+        first = self._weighted_first() if not called else None
         while True:
             waiting: list[float] = []
-            for number in sorted(range(len(self._targets)), key=lambda n: (n in called, n)):
+            for number in sorted(range(len(self._targets)),
+                                 key=lambda n: (n in called, n != first, n)):
                 target = self._targets[number]
                 if number in done_with:
                     continue
@@ -143,6 +145,13 @@ class BridgeEngine:
             if not waiting or (deadline is not None and min(waiting) >= deadline):
                 return None
             await asyncio.sleep(max(0.0, min(waiting) - time.time()))
+
+    def _weighted_first(self) -> int | None:
+        """A target drawn by weight among those with one (None: keep the route's order)."""
+        weights = [t.weight for t in self._targets]
+        if not any(weights):
+            return None
+        return random.choices(range(len(weights)), weights)[0]
 
     async def _call(self, target: TargetConfig, job: JobEnvelope, served_by: ServedBy,
                     on_text: Any, deadline: float | None) -> EngineOutput:
