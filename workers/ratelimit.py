@@ -6,6 +6,7 @@ so calls slow down before a 429, not only after one."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -57,22 +58,39 @@ def announced_pause(headers: Mapping[str, str]) -> float:
 
 
 class RateLimits:
+    CACHE_S = 0.25
+    """A provider with no RPM/TPM of ours is only checked for announced pauses, and a
+    clear answer is remembered this long (another bridge's pause is seen that late)."""
+
     def __init__(self, scripts: Scripts, keys: Keys,
                  providers: Mapping[str, ProviderConfig]) -> None:
         self._scripts = scripts
         self._keys = keys
         self._providers = providers
+        self._clear_until: dict[str, float] = {}
+        self._paused_until: dict[str, float] = {}
 
     async def take(self, provider: str, tokens: int) -> float:
         """0 if a call of about ``tokens`` may go now (its share is taken), else the
         seconds to wait."""
+        now = time.monotonic()
+        paused = self._paused_until.get(provider, 0.0) - now
+        if paused > 0:
+            return paused
         config = self._providers[provider]
-        wait = await self._scripts.call(
+        unlimited = not config.rpm and not config.tpm
+        if unlimited and now < self._clear_until.get(provider, 0.0):
+            return 0.0
+        wait = int(str(await self._scripts.call(
             "ratelimit_take", [self._keys.rate_limit(provider)],
-            [config.rpm, config.tpm, tokens, config.burst_s])
-        return int(str(wait)) / 1000
+            [config.rpm, config.tpm, tokens, config.burst_s]))) / 1000
+        if unlimited and wait <= 0:
+            self._clear_until[provider] = now + self.CACHE_S
+        return wait
 
     async def pause(self, provider: str, seconds: float) -> None:
         if seconds > 0:
+            self._paused_until[provider] = time.monotonic() + seconds
+            self._clear_until.pop(provider, None)
             await self._scripts.call("ratelimit_observe", [self._keys.rate_limit(provider)],
                                      [int(seconds * 1000)])

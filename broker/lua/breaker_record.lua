@@ -6,7 +6,8 @@
 -- KEYS[1] the target's breaker hash
 -- ARGV[1] 'ok' | 'fail' | 'fatal'   ARGV[2] window ms   ARGV[3] min calls
 -- ARGV[4] failure rate   ARGV[5] consecutive failures   ARGV[6] open ms
--- ARGV[7] max open ms
+-- ARGV[7] max open ms   ARGV[8] how many calls this outcome stands for (successes come
+--   in bulk)
 -- Returns the state after: 'closed' | 'open' | 'half'
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -19,7 +20,7 @@ local ws, calls, fails = tonumber(b[4]) or now, tonumber(b[5]) or 0, tonumber(b[
 if now - ws >= window then
   ws, calls, fails = now, 0, 0
 end
-calls = calls + 1
+calls = calls + (tonumber(ARGV[8]) or 1)
 if outcome == 'ok' then
   consec = 0
   if state == 'half' then

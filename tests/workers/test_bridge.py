@@ -291,3 +291,32 @@ async def test_weights_share_first_attempts(
     first, second = (f.calls["/v1/chat/completions"] for f in fakes[:2])
     assert first + second == 200
     assert 20 <= first <= 80  # about a quarter
+
+
+async def test_breakers_send_successes_in_bulk_and_failures_at_once(
+    prefix: str, aredis: aioredis.Redis,
+) -> None:
+    from broker import Scripts
+    from broker.config import BridgeConfig
+    from workers.breaker import Breakers
+
+    scripts = Scripts(aredis)
+    calls: list[str] = []
+    real = scripts.call
+
+    async def counting(name, keys, args):  # type: ignore[no-untyped-def]
+        calls.append(name)
+        return await real(name, keys, args)
+
+    scripts.call = counting  # type: ignore[method-assign]
+    breakers = Breakers(scripts, Keys(prefix), BridgeConfig(breaker_min_calls=1000,
+                                                            breaker_consecutive=1000))
+    for _ in range(50):
+        assert (await breakers.allow("p", "m")).allowed
+        await breakers.record("p", "m", "ok")
+    assert calls.count("breaker_allow") <= 2 and calls.count("breaker_record") <= 2
+    assert await breakers.record("p", "m", "fail") == "closed"
+    stored = await aredis.hgetall(Keys(prefix).breaker("p", "m"))
+    assert int(stored["calls"]) == 51 and int(stored["fails"]) == 1  # nothing lost
+    await breakers.allow("p", "m")
+    assert calls.count("breaker_allow") >= 2  # a failure ends the cached verdict
