@@ -35,6 +35,7 @@ __all__ = [
     "RedisConfig",
     "SwitchyardConfig",
     "TargetConfig",
+    "WaitTargets",
     "WorkerConfig",
     "load_config",
 ]
@@ -60,6 +61,17 @@ class CapsConfig(_Strict):
     interactive: Annotated[int, Field(ge=0)] = 1_000
     standard: Annotated[int, Field(ge=0)] = 10_000
     batch: Annotated[int, Field(ge=0)] = 100_000
+
+
+class WaitTargets(_Strict):
+    """Per priority, the longest queue wait admission aims for. When set, that stream's
+    cap is what it drains in that time (its measured drain rate x the target), at least
+    the pool's ``cap_floor`` and at most its fixed cap in ``caps``; unset, the cap is
+    fixed."""
+
+    interactive: Annotated[float, Field(gt=0)] | None = None
+    standard: Annotated[float, Field(gt=0)] | None = None
+    batch: Annotated[float, Field(gt=0)] | None = None
 
 
 class ProviderConfig(_Strict):
@@ -145,6 +157,9 @@ class PoolConfig(_Strict):
     memory_margin: ByteSize = ByteSize(256 << 20)
     """... less this safety margin."""
     caps: CapsConfig = CapsConfig()
+    wait_targets: WaitTargets = WaitTargets()
+    cap_floor: Annotated[int, Field(ge=0)] = 10
+    """The least a sized cap allows (so a pool that has not drained yet still admits)."""
     wait_limit_s: Annotated[float, Field(gt=0)] | None = None
     """A job queued here longer than this, not yet taken by a worker, moves to its
     model's ``overflow`` pool (the bridge serving that pool moves it)."""

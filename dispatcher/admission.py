@@ -28,6 +28,8 @@ class Duplicate:
 class Rejected:
     depth: int
     drain_rate: float
+    cap: int | None = None
+    """The cap in force (a sized cap differs from the configured one)."""
 
 
 @dataclass(slots=True)
@@ -50,7 +52,7 @@ def parse_admission(reply: object) -> Admitted | Duplicate | Rejected | Spilled:
         return Duplicate(str(reply[1]))
     if verdict == "rejected":
         rate = drain_rate(float(reply[2]), int(reply[3]), int(reply[4]), int(reply[5]))
-        return Rejected(int(reply[1]), rate)
+        return Rejected(int(reply[1]), rate, int(reply[6]) if len(reply) > 6 else None)
     if verdict == "spill":
         return Spilled(int(reply[1]), float(reply[2]))
     raise TypeError(f"unexpected enqueue verdict: {verdict!r}")

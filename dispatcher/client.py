@@ -167,7 +167,8 @@ class AsyncClient:
                 return handle
             if last and isinstance(verdict, Rejected):
                 jobs = self.config.jobs
-                cap = getattr(self.config.pools[pool_name].caps, priority)
+                cap = verdict.cap if verdict.cap is not None else getattr(
+                    self.config.pools[pool_name].caps, priority)
                 wait = retry_after(verdict.depth, cap, verdict.drain_rate,
                                    jobs.idle_retry_after_s)
                 raise AdmissionRejected(model, priority, verdict.depth, cap,
@@ -201,7 +202,8 @@ class AsyncClient:
             job_key=keys.job(job_id), idempotency_key=keys.idempotency(job.idempotency_key or "-"),
             job_id=job_id, payload=envelope.model_dump_json(), reply=reply_stream,
             idempotency_ttl_ms=int(jobs.idempotency_ttl_s * 1000) if job.idempotency_key else 0,
-            spill_ms=spill_ms,
+            spill_ms=spill_ms, wait_target_ms=int((getattr(pool.wait_targets, job.priority)
+                                                   or 0) * 1000), cap_floor=pool.cap_floor,
         )
         try:
             verdict = parse_admission(await self._submitter.submit(entry))

@@ -37,6 +37,10 @@ class Enqueue:
     idempotency_ttl_ms: int
     spill_ms: int = 0
     """Not admitted ('spill') when the stream's predicted wait exceeds this (0: never)."""
+    wait_target_ms: int = 0
+    """Size the cap to what drains in this time (0: ``cap`` is fixed) ..."""
+    cap_floor: int = 0
+    """... but at least this."""
 
 
 @dataclass(slots=True)
@@ -105,7 +109,8 @@ def _call(group: Sequence[_Pending]) -> ScriptCall:
     first = group[0][0]
     keys = [first.stream, first.drain]
     args: list[str | int | float] = [first.cap, first.job_ttl_ms, first.reply,
-                                     first.idempotency_ttl_ms, first.spill_ms]
+                                     first.idempotency_ttl_ms, first.spill_ms,
+                                     first.wait_target_ms, first.cap_floor]
     for job, _ in group:
         keys.append(job.job_key)
         if first.idempotency_ttl_ms:

@@ -3,21 +3,24 @@
 -- KEYS[1] priority stream   KEYS[2] drain hash of the stream
 -- then per job i (1..n), K = 1 + idempotency: KEYS[2+K(i-1)+1] job hash
 --   [KEYS[2+K(i-1)+2] idempotency key, with idempotency]
--- ARGV[1] cap   ARGV[2] job ttl ms   ARGV[3] reply stream key
+-- ARGV[1] cap (a ceiling, when ARGV[6] sizes it)   ARGV[2] job ttl ms   ARGV[3] reply stream
 -- ARGV[4] idempotency ttl ms ('0': the jobs of this call carry no idempotency keys)
 -- ARGV[5] spill ms ('0': never): a job whose predicted wait (depth / drain rate) is longer
 --   is not admitted but answered 'spill' (its route sends it to an overflow pool)
--- then per job i: ARGV[6+2(i-1)] job id   ARGV[7+2(i-1)] envelope JSON
+-- ARGV[6] wait target ms ('0': the cap is fixed): the cap becomes what the stream drains
+--   within the target (drain rate x target), at least ARGV[7] and at most ARGV[1]
+-- then per job i: ARGV[8+2(i-1)] job id   ARGV[9+2(i-1)] envelope JSON
 -- Returns one reply per job, in order:
 --   {'admitted', job id, entry id, depth before} | {'duplicate', job id}
---   | {'rejected', depth, last rate, window start ms, count in window, now ms}
+--   | {'rejected', depth, last rate, window start ms, count in window, now ms, cap}
 --   | {'spill', depth, drain rate}
 local cap, reply, idem_ttl, spill = tonumber(ARGV[1]), ARGV[3], ARGV[4], tonumber(ARGV[5])
+local wait_target = tonumber(ARGV[6])
 local per = idem_ttl == '0' and 1 or 2
 local depth = redis.call('XLEN', KEYS[1])
 local out = {}
 local drain, rate
-if spill > 0 and depth > 0 then
+if (spill > 0 and depth > 0) or wait_target > 0 then
   local t = redis.call('TIME')
   local now = t[1] * 1000 + math.floor(t[2] / 1000)
   local d = redis.call('HMGET', KEYS[2], 'rate', 'ws')
@@ -25,15 +28,18 @@ if spill > 0 and depth > 0 then
   if now - (tonumber(d[2]) or 0) > 5000 then
     rate = 0  -- nothing drained lately: no prediction (a dead pool is seen by the client)
   end
+  if wait_target > 0 then
+    cap = math.min(cap, math.max(tonumber(ARGV[7]), math.floor(rate * wait_target / 1000)))
+  end
 end
 for i = 1, (#KEYS - 2) / per do
   local job_key = KEYS[3 + per * (i - 1)]
   local idem_key = KEYS[4 + per * (i - 1)]
-  local id, payload = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
+  local id, payload = ARGV[6 + 2 * i], ARGV[7 + 2 * i]
   local existing = per == 2 and redis.call('GET', idem_key)
   if existing then
     out[i] = {'duplicate', existing}
-  elseif rate and rate > 0 and depth * 1000 / rate > spill then
+  elseif spill > 0 and rate and rate > 0 and depth * 1000 / rate > spill then
     out[i] = {'spill', depth, tostring(rate)}
   elseif depth >= cap then
     if not drain then
@@ -41,7 +47,7 @@ for i = 1, (#KEYS - 2) / per do
       local d = redis.call('HMGET', KEYS[2], 'rate', 'ws', 'n')
       drain = {d[1] or '0', d[2] or '0', d[3] or '0', t[1] * 1000 + math.floor(t[2] / 1000)}
     end
-    out[i] = {'rejected', depth, drain[1], drain[2], drain[3], drain[4]}
+    out[i] = {'rejected', depth, drain[1], drain[2], drain[3], drain[4], cap}
   else
     local entry = redis.call('XADD', KEYS[1], '*', 'id', id, 'r', reply, 'd', payload)
     redis.call('HSET', job_key, 'state', 'queued', 'entry', entry, 'stream', KEYS[1], 'reply', reply)

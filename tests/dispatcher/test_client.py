@@ -179,3 +179,21 @@ def test_sync_client_streams_a_chat_job(prefix: str, redis_url: str,
         job = client.chat("echo-chat", [{"role": "user", "content": "a b c"}], stream=True)
         assert "".join(job) == "a b c"
         assert job.result(timeout=10).text == "a b c"
+
+
+async def test_a_sized_cap_rejects_with_a_retry_after_from_it(
+    prefix: str, redis_url: str, aredis: aioredis.Redis
+) -> None:
+    from broker.schemas import now_ms
+
+    config = make_config(prefix, sized={"engine": "echo", "wait_targets": {"standard": 0.5},
+                                        "cap_floor": 1})
+    drain = Keys(prefix).partition("sized", 0).drain("standard")
+    await aredis.hset(drain, mapping={"rate": "8", "ws": now_ms()})  # 8/s x 0.5 s = 4
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        for _ in range(4):
+            await client.embed("sized", "x")
+        with pytest.raises(AdmissionRejected) as info:
+            await client.embed("sized", "x")
+    assert info.value.cap == 4 and info.value.depth == 4
+    assert info.value.retry_after == pytest.approx(1 / 8)  # one entry must drain first
