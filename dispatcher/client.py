@@ -152,28 +152,35 @@ class AsyncClient:
     ) -> AsyncJob[R]:
         """Admit the job on the model's pool; with an ``overflow`` pool in its route, on the
         overflow instead when the pool has no live worker, is full, or predicts a wait
-        past the job's deadline."""
+        past the job's deadline. Where no pool is left, reject: ``pool_full`` or
+        ``deadline_unmeetable``."""
         route = self._route(model, request.kind, priority, deadline_s, idempotency_key, tenant)
         pools = [route.pool]
         if route.overflow is not None:
             pools = [*([route.pool] if await self._alive(route.pool) else []), route.overflow]
         spill_ms = int(deadline_s * 1000) if deadline_s is not None else 0
+        job = Submission(model, request, priority, deadline_s, idempotency_key, tenant)
         for pool_name in pools:
-            last = pool_name == pools[-1]
-            job = Submission(model, request, priority, deadline_s, idempotency_key, tenant)
-            verdict, handle = await self._enqueue(pool_name, job, kind,
-                                                  0 if last else spill_ms)
+            verdict, handle = await self._enqueue(pool_name, job, kind, spill_ms)
             if handle is not None:
                 return handle
-            if last and isinstance(verdict, Rejected):
-                jobs = self.config.jobs
-                cap = verdict.cap if verdict.cap is not None else getattr(
-                    self.config.pools[pool_name].caps, priority)
-                wait = retry_after(verdict.depth, cap, verdict.drain_rate,
-                                   jobs.idle_retry_after_s)
-                raise AdmissionRejected(model, priority, verdict.depth, cap,
-                                        verdict.drain_rate, wait)
-        raise AssertionError("the last pool cannot spill")
+            if pool_name == pools[-1]:
+                assert isinstance(verdict, Rejected | Spilled)
+                raise self._rejection(model, pool_name, priority, verdict, deadline_s)
+        raise AssertionError("no pool to admit on")
+
+    def _rejection(self, model: str, pool_name: str, priority: Priority,
+                   verdict: Rejected | Spilled, deadline_s: float | None) -> AdmissionRejected:
+        cap = getattr(self.config.pools[pool_name].caps, priority)
+        rate = verdict.drain_rate
+        if isinstance(verdict, Spilled):  # wait until what is ahead fits the deadline
+            allowed = int(rate * (deadline_s or 0))
+            wait = round(max(0.001, (verdict.depth - allowed + 1) / rate), 3)
+            return AdmissionRejected(model, priority, verdict.depth, cap, rate, wait,
+                                     "deadline_unmeetable")
+        cap = verdict.cap if verdict.cap is not None else cap
+        wait = retry_after(verdict.depth, cap, rate, self.config.jobs.idle_retry_after_s)
+        return AdmissionRejected(model, priority, verdict.depth, cap, rate, wait)
 
     async def _enqueue(
         self, pool_name: str, job: Submission, kind: type[R], spill_ms: int,

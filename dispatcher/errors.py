@@ -44,23 +44,28 @@ class UnknownModel(InvalidRequest):
 
 
 class AdmissionRejected(ClientError):
-    """The priority stream is at its cap; nothing was enqueued.
+    """Nothing was enqueued. ``reason``: ``pool_full`` (the priority stream is at its
+    cap) or ``deadline_unmeetable`` (at the measured drain rate the job would wait past
+    its deadline, and its route has no overflow pool).
 
-    ``retry_after`` is the time the stream needs to drain below its cap at the drain rate
-    measured over the last second (``drain_rate``, jobs/s; 0 when none was seen lately).
+    ``retry_after`` is the time the stream needs to drain enough (below its cap, or to a
+    wait the deadline allows) at the drain rate measured over the last second
+    (``drain_rate``, jobs/s; 0 when none was seen lately).
     """
 
     def __init__(self, model: str, priority: str, depth: int, cap: int,
-                 drain_rate: float, retry_after: float) -> None:
+                 drain_rate: float, retry_after: float, reason: str = "pool_full") -> None:
         self.model = model
         self.priority = priority
         self.depth = depth
         self.cap = cap
         self.drain_rate = drain_rate
         self.retry_after = retry_after
-        super().__init__(
-            f"{model}/{priority} queue is full ({depth}/{cap}); retry after {retry_after:.3f}s"
-        )
+        self.reason = reason
+        what = (f"queue is full ({depth}/{cap})" if reason == "pool_full" else
+                f"queue would not reach this job before its deadline ({depth} ahead at "
+                f"{drain_rate:.1f}/s)")
+        super().__init__(f"{model}/{priority} {what}; retry after {retry_after:.3f}s")
 
 
 class JobNotFound(ClientError):

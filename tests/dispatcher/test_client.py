@@ -197,3 +197,23 @@ async def test_a_sized_cap_rejects_with_a_retry_after_from_it(
             await client.embed("sized", "x")
     assert info.value.cap == 4 and info.value.depth == 4
     assert info.value.retry_after == pytest.approx(1 / 8)  # one entry must drain first
+
+
+async def test_a_deadline_the_queue_cannot_meet_is_rejected_at_admission(
+    prefix: str, redis_url: str, aredis: aioredis.Redis
+) -> None:
+    from broker.schemas import now_ms
+
+    config = make_config(prefix)
+    drain = Keys(prefix).partition("echo", 0).drain("standard")
+    await aredis.hset(drain, mapping={"rate": "5", "ws": now_ms()})  # 5/s, no worker here
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        for _ in range(20):
+            await client.embed("echo", "backlog")
+        with pytest.raises(AdmissionRejected) as info:
+            await client.embed("echo", "hurried", deadline_s=1)
+        patient = await client.embed("echo", "patient", deadline_s=10)
+    assert info.value.reason == "deadline_unmeetable"
+    assert info.value.retry_after == pytest.approx((20 - 5 + 1) / 5)
+    assert "before its deadline" in str(info.value)
+    assert patient.position == 20
