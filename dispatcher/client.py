@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
+import random
 import secrets
 import time
 import zlib
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Self, get_args
 
 from pydantic import ValidationError
@@ -44,6 +47,8 @@ from dispatcher.submitter import Enqueue, Submission, Submitter
 __all__ = ["AsyncClient"]
 
 _PRIORITIES = frozenset(get_args(Priority))
+DEFAULT_BATCH_RETRIES = 3
+"""Admission retries of a ``batch`` job when the caller does not say."""
 
 
 class AsyncClient:
@@ -95,8 +100,10 @@ class AsyncClient:
         deadline_s: float | None = None,
         idempotency_key: str | None = None,
         tenant: str | None = None,
+        max_retries: int | None = None,
     ) -> AsyncJob[EmbedResult]:
-        """Enqueue an embedding job; ``input`` is one text or a list of texts."""
+        """Enqueue an embedding job; ``input`` is one text or a list of texts.
+        ``max_retries``: see :meth:`chat`."""
         texts = [input] if isinstance(input, str) else input
         if not isinstance(texts, list | tuple) or not texts or not all(
             isinstance(t, str) for t in texts
@@ -104,8 +111,8 @@ class AsyncClient:
             raise InvalidRequest("embed input must be a string or a non-empty list of strings")
         # Checked above, so built without a second validation pass (this is the hot path).
         request = EmbedRequest.model_construct(kind="embed", input=list(texts))
-        return await self._submit(model, request, EmbedResult, priority, deadline_s,
-                                  idempotency_key, tenant)
+        job = Submission(model, request, priority, deadline_s, idempotency_key, tenant)
+        return await self._submit(job, EmbedResult, max_retries)
 
     async def chat(
         self,
@@ -122,10 +129,15 @@ class AsyncClient:
         deadline_s: float | None = None,
         idempotency_key: str | None = None,
         tenant: str | None = None,
+        max_retries: int | None = None,
     ) -> AsyncJob[ChatResult]:
         """Enqueue a chat generation job. ``messages``: ``{"role", "content"}`` mappings
         (roles system, user, assistant). With ``stream=True``, ``async for delta in job``
-        yields the text as it is generated. ``temperature=0`` decodes greedily."""
+        yields the text as it is generated. ``temperature=0`` decodes greedily.
+
+        Rejected at admission, the call retries up to ``max_retries`` times (default: 3 for
+        ``batch``, none otherwise), each after the rejection's ``retry_after`` plus up to
+        20 % jitter, never past ``deadline_s``; then it raises the last rejection."""
         try:
             request = ChatRequest.model_validate({
                 "messages": list(messages), "max_tokens": max_tokens,
@@ -137,29 +149,42 @@ class AsyncClient:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise InvalidRequest(f"chat request: {where}: {first['msg']}") from None
-        return await self._submit(model, request, ChatResult, priority, deadline_s,
-                                  idempotency_key, tenant)
+        job = Submission(model, request, priority, deadline_s, idempotency_key, tenant)
+        return await self._submit(job, ChatResult, max_retries)
 
-    async def _submit(
-        self,
-        model: str,
-        request: EmbedRequest | ChatRequest,
-        kind: type[R],
-        priority: Priority,
-        deadline_s: float | None,
-        idempotency_key: str | None,
-        tenant: str | None,
-    ) -> AsyncJob[R]:
+    async def _submit(self, job: Submission, kind: type[R],
+                      max_retries: int | None) -> AsyncJob[R]:
+        """Admit the job, retrying rejections (see :meth:`chat`)."""
+        retries = max_retries if max_retries is not None else (
+            DEFAULT_BATCH_RETRIES if job.priority == "batch" else 0)
+        started = time.monotonic()
+        for attempt in range(retries + 1):
+            try:
+                return await self._admit(job, kind)
+            except AdmissionRejected as rejected:
+                wait = rejected.retry_after * (1 + 0.2 * random.random())
+                spent = time.monotonic() - started
+                if attempt == retries or (job.deadline_s is not None
+                                          and spent + wait >= job.deadline_s):
+                    raise
+                await asyncio.sleep(wait)
+                if job.deadline_s is not None:  # the deadline stays where it was
+                    job = replace(job, deadline_s=job.deadline_s - (time.monotonic() - started))
+                    started = time.monotonic()
+        raise AssertionError("unreachable")
+
+    async def _admit(self, job: Submission, kind: type[R]) -> AsyncJob[R]:
         """Admit the job on the model's pool; with an ``overflow`` pool in its route, on the
         overflow instead when the pool has no live worker, is full, or predicts a wait
         past the job's deadline. Where no pool is left, reject: ``pool_full`` or
         ``deadline_unmeetable``."""
-        route = self._route(model, request.kind, priority, deadline_s, idempotency_key, tenant)
+        model, priority, deadline_s = job.model, job.priority, job.deadline_s
+        route = self._route(model, job.request.kind, priority, deadline_s, job.idempotency_key,
+                            job.tenant)
         pools = [route.pool]
         if route.overflow is not None:
             pools = [*([route.pool] if await self._alive(route.pool) else []), route.overflow]
         spill_ms = int(deadline_s * 1000) if deadline_s is not None else 0
-        job = Submission(model, request, priority, deadline_s, idempotency_key, tenant)
         for pool_name in pools:
             verdict, handle = await self._enqueue(pool_name, job, kind, spill_ms)
             if handle is not None:

@@ -98,10 +98,11 @@ class Client:
         deadline_s: float | None = None,
         idempotency_key: str | None = None,
         tenant: str | None = None,
+        max_retries: int | None = None,
     ) -> Job[EmbedResult]:
         job = self._portal.call(self._client.embed(
             model, input, priority=priority, deadline_s=deadline_s,
-            idempotency_key=idempotency_key, tenant=tenant,
+            idempotency_key=idempotency_key, tenant=tenant, max_retries=max_retries,
         ))
         return Job(self._portal, job)
 
@@ -120,10 +121,11 @@ class Client:
         deadline_s: float | None = None,
         idempotency_key: str | None = None,
         tenant: str | None = None,
+        max_retries: int | None = None,
     ) -> Job[ChatResult]:
         job = self._portal.call(self._client.chat(
             model, messages, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
             stop=stop, seed=seed, stream=stream, priority=priority, deadline_s=deadline_s,
-            idempotency_key=idempotency_key, tenant=tenant,
+            idempotency_key=idempotency_key, tenant=tenant, max_retries=max_retries,
         ))
         return Job(self._portal, job)

@@ -64,7 +64,7 @@ async def test_over_the_cap_is_rejected_with_retry_after(
         for _ in range(5):
             await client.embed("capped", "x", priority="batch")
         with pytest.raises(AdmissionRejected) as info:
-            await client.embed("capped", "x", priority="batch")
+            await client.embed("capped", "x", priority="batch", max_retries=0)
         assert info.value.depth == 5 and info.value.cap == 5
         assert info.value.retry_after == config.jobs.idle_retry_after_s  # nothing drains
         await client.embed("capped", "x", priority="standard")  # other streams unaffected
@@ -217,3 +217,27 @@ async def test_a_deadline_the_queue_cannot_meet_is_rejected_at_admission(
     assert info.value.retry_after == pytest.approx((20 - 5 + 1) / 5)
     assert "before its deadline" in str(info.value)
     assert patient.position == 20
+
+
+async def test_batch_jobs_retry_a_rejection_after_its_retry_after(
+    prefix: str, redis_url: str
+) -> None:
+    config = make_config(prefix, capped={"engine": "echo", "caps": {"batch": 1}})
+    config = config.model_copy(update={"jobs": config.jobs.model_copy(
+        update={"idle_retry_after_s": 0.3})})
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        first = await client.embed("capped", "x", priority="batch")
+        with pytest.raises(AdmissionRejected):  # retries off for this call
+            await client.embed("capped", "x", priority="batch", max_retries=0)
+
+        async def free_the_slot() -> None:
+            await asyncio.sleep(0.1)
+            assert await first.cancel()
+
+        started = asyncio.get_running_loop().time()
+        _, second = await asyncio.gather(free_the_slot(),
+                                         client.embed("capped", "y", priority="batch"))
+        waited = asyncio.get_running_loop().time() - started
+        assert second.id != first.id and 0.3 <= waited < 1.0  # one retry, after retry_after
+        with pytest.raises(AdmissionRejected):  # never past the deadline
+            await client.embed("capped", "z", priority="batch", deadline_s=0.2)
