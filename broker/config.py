@@ -28,6 +28,7 @@ __all__ = [
     "ENGINE_KINDS",
     "BridgeConfig",
     "CapsConfig",
+    "DefaultDeadlines",
     "JobsConfig",
     "ModelConfig",
     "PoolConfig",
@@ -185,7 +186,17 @@ class ModelConfig(_Strict):
     is full, or predicts a wait past a request's deadline."""
 
 
+class DefaultDeadlines(_Strict):
+    """Seconds a job may take, start to finish, when its caller gives no deadline."""
+
+    interactive: Annotated[float, Field(gt=0)] = 60.0
+    standard: Annotated[float, Field(gt=0)] = 600.0
+    batch: Annotated[float, Field(gt=0)] = 86_400.0
+
+
 class JobsConfig(_Strict):
+    deadline_s: DefaultDeadlines = DefaultDeadlines()
+    """Every job has a deadline: its caller's, or its priority's default."""
     result_ttl_s: Annotated[float, Field(gt=0)] = 3_600.0
     job_ttl_s: Annotated[float, Field(gt=0)] = 86_400.0
     idempotency_ttl_s: Annotated[float, Field(gt=0)] = 86_400.0

@@ -157,6 +157,8 @@ class AsyncClient:
         """Admit the job, retrying rejections (see :meth:`chat`)."""
         retries = max_retries if max_retries is not None else (
             DEFAULT_BATCH_RETRIES if job.priority == "batch" else 0)
+        if job.deadline_s is None and job.priority in _PRIORITIES:  # its priority's default
+            job = replace(job, deadline_s=getattr(self.config.jobs.deadline_s, job.priority))
         started = time.monotonic()
         for attempt in range(retries + 1):
             try:
@@ -181,6 +183,7 @@ class AsyncClient:
         model, priority, deadline_s = job.model, job.priority, job.deadline_s
         route = self._route(model, job.request.kind, priority, deadline_s, job.idempotency_key,
                             job.tenant)
+
         pools = [route.pool]
         if route.overflow is not None:
             pools = [*([route.pool] if await self._alive(route.pool) else []), route.overflow]

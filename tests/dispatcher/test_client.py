@@ -6,13 +6,14 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
-from broker import JobState, Keys, SwitchyardConfig, load_config
+from broker import JobState, Keys, SwitchyardConfig, load_config, parse_stream_reply
 from dispatcher import (
     AdmissionRejected,
     AsyncClient,
@@ -241,3 +242,19 @@ async def test_batch_jobs_retry_a_rejection_after_its_retry_after(
         assert second.id != first.id and 0.3 <= waited < 1.0  # one retry, after retry_after
         with pytest.raises(AdmissionRejected):  # never past the deadline
             await client.embed("capped", "z", priority="batch", deadline_s=0.2)
+
+
+async def test_every_job_gets_a_deadline(prefix: str, redis_url: str,
+                                         aredis: aioredis.Redis) -> None:
+    config = make_config(prefix)
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        before = time.time() * 1000
+        await client.embed("echo", "x", priority="interactive")
+        await client.embed("echo", "y", priority="batch", deadline_s=5)
+    keys = Keys(prefix).partition("echo", 0)
+    entries = {p: parse_stream_reply([[keys.stream(p), await aredis.xrange(keys.stream(p))]])
+               for p in ("interactive", "batch")}
+    default = json.loads(entries["interactive"][0].payload)["deadline_ms"]
+    given = json.loads(entries["batch"][0].payload)["deadline_ms"]
+    assert before + 59_000 < default <= time.time() * 1000 + 60_000  # the 60 s default
+    assert before + 4_000 < given <= time.time() * 1000 + 5_000
