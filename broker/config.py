@@ -214,8 +214,9 @@ class WorkerConfig(_Strict):
     stream_interval_ms: Annotated[float, Field(ge=0, le=1000)] = 20.0
     """Streamed text is written to callers at most this often (per worker)."""
     clock_skew_s: Annotated[float, Field(ge=0)] = 5.0
-    """How far hosts' clocks may disagree. A worker skips running a job whose deadline
-    passed longer ago than this by its own clock; Redis's clock decides the rest."""
+    """How far hosts' clocks may disagree. A job whose deadline is less than this away
+    by the worker's clock runs only once ``start`` has said, on the Redis clock, that its
+    deadline has not passed: expired work is never run."""
 
 
 def _default_pools() -> dict[str, PoolConfig]:

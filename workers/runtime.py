@@ -225,20 +225,21 @@ class Worker:
     ) -> asyncio.Task[None] | None:
         """Start, run and finish one batch; returns the task finishing it.
 
-        The start round trip overlaps the engine, and finishing does not wait for its
-        verdicts: ``start`` ends expired jobs itself, and ``complete`` keeps the first
-        outcome, so whichever of the two Redis runs first, each job ends once. Jobs whose
-        deadline passed longer ago than the clock-skew tolerance are not run at all.
+        Jobs whose deadline is further away than the clock-skew tolerance run at once,
+        the start round trip overlapping the engine, and finishing does not wait for its
+        verdicts (``complete`` keeps the first outcome). The others run only if ``start``
+        (on the Redis clock) says their deadline has not passed; it ends the expired ones
+        itself. So no job runs whose deadline had passed when it was started.
         """
         starting = asyncio.create_task(self._retry(self._ledger.start, batch))
-        cutoff = now_ms() - int(self._config.worker.clock_skew_s * 1000)
-        hopeful = [p for p in batch if not _expired_before(p, cutoff)]
-        outputs = await self._execute(hopeful)
-        finishing = await self._then_finish(finishing, hopeful, outputs)
+        cutoff = now_ms() + int(self._config.worker.clock_skew_s * 1000)
+        safe = [p for p in batch if not _expired_before(p, cutoff)]
+        outputs = await self._execute(safe)
+        finishing = await self._then_finish(finishing, safe, outputs)
         verdicts = await starting
-        late = [p for p in batch if _expired_before(p, cutoff) and verdicts[id(p)] == "run"]
-        if late:  # clocks skewed past the tolerance: Redis says they may still run
-            finishing = await self._then_finish(finishing, late, await self._execute(late))
+        near = [p for p in batch if _expired_before(p, cutoff) and verdicts[id(p)] == "run"]
+        if near:  # close to their deadline, and Redis says it has not passed
+            finishing = await self._then_finish(finishing, near, await self._execute(near))
         return finishing
 
     async def _then_finish(
