@@ -34,6 +34,7 @@ __all__ = [
     "PoolConfig",
     "ProviderConfig",
     "RedisConfig",
+    "ShedAfter",
     "SwitchyardConfig",
     "TargetConfig",
     "WaitTargets",
@@ -73,6 +74,25 @@ class WaitTargets(_Strict):
     interactive: Annotated[float, Field(gt=0)] | None = None
     standard: Annotated[float, Field(gt=0)] | None = None
     batch: Annotated[float, Field(gt=0)] | None = None
+
+
+class ShedAfter(_Strict):
+    """Per priority, the partition's whole backlog (all priorities, in seconds to drain
+    at their measured rates) past which that priority is refused (``shed``): set lower
+    for ``batch`` than ``standard``, lower for ``standard`` than ``interactive``, so the
+    lowest priority goes first. Unset: never shed."""
+
+    interactive: Annotated[float, Field(gt=0)] | None = None
+    standard: Annotated[float, Field(gt=0)] | None = None
+    batch: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _lowest_first(self) -> ShedAfter:
+        order = [v for v in (self.batch, self.standard, self.interactive) if v is not None]
+        if order != sorted(order):
+            raise ValueError("shed_after_s must shed batch first, then standard, then "
+                             "interactive (batch <= standard <= interactive)")
+        return self
 
 
 class ProviderConfig(_Strict):
@@ -159,6 +179,7 @@ class PoolConfig(_Strict):
     """... less this safety margin."""
     caps: CapsConfig = CapsConfig()
     wait_targets: WaitTargets = WaitTargets()
+    shed_after_s: ShedAfter = ShedAfter()
     cap_floor: Annotated[int, Field(ge=0)] = 10
     """The least a sized cap allows (so a pool that has not drained yet still admits)."""
     wait_limit_s: Annotated[float, Field(gt=0)] | None = None

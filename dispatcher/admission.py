@@ -41,7 +41,15 @@ class Spilled:
     drain_rate: float
 
 
-def parse_admission(reply: object) -> Admitted | Duplicate | Rejected | Spilled:
+@dataclass(slots=True)
+class Shed:
+    """The pool's whole backlog would take longer to drain than this priority allows."""
+
+    backlog: int
+    drain_rate: float
+
+
+def parse_admission(reply: object) -> Admitted | Duplicate | Rejected | Spilled | Shed:
     """Parse the enqueue script's reply (see ``broker/lua/enqueue.lua``)."""
     if not isinstance(reply, list) or not reply:
         raise TypeError(f"unexpected enqueue reply: {reply!r}")
@@ -55,6 +63,8 @@ def parse_admission(reply: object) -> Admitted | Duplicate | Rejected | Spilled:
         return Rejected(int(reply[1]), rate, int(reply[6]) if len(reply) > 6 else None)
     if verdict == "spill":
         return Spilled(int(reply[1]), float(reply[2]))
+    if verdict == "shed":
+        return Shed(int(reply[1]), float(reply[2]))
     raise TypeError(f"unexpected enqueue verdict: {verdict!r}")
 
 

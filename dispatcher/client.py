@@ -20,6 +20,7 @@ from broker.config import ModelConfig, PoolConfig, SwitchyardConfig, load_config
 from broker.errors import BrokerUnavailable
 from broker.keys import JobIdSource, Keys, PartitionKeys
 from broker.schemas import (
+    PRIORITIES,
     ChatMessage,
     ChatRequest,
     ChatResult,
@@ -35,6 +36,7 @@ from dispatcher.admission import (
     Admitted,
     Duplicate,
     Rejected,
+    Shed,
     Spilled,
     parse_admission,
     retry_after,
@@ -193,14 +195,20 @@ class AsyncClient:
             if handle is not None:
                 return handle
             if pool_name == pools[-1]:
-                assert isinstance(verdict, Rejected | Spilled)
+                assert isinstance(verdict, Rejected | Spilled | Shed)
                 raise self._rejection(model, pool_name, priority, verdict, deadline_s)
         raise AssertionError("no pool to admit on")
 
     def _rejection(self, model: str, pool_name: str, priority: Priority,
-                   verdict: Rejected | Spilled, deadline_s: float | None) -> AdmissionRejected:
-        cap = getattr(self.config.pools[pool_name].caps, priority)
+                   verdict: Rejected | Spilled | Shed,
+                   deadline_s: float | None) -> AdmissionRejected:
+        pool = self.config.pools[pool_name]
+        cap = getattr(pool.caps, priority)
         rate = verdict.drain_rate
+        if isinstance(verdict, Shed):  # wait until the backlog is under the threshold
+            allowed = int(rate * (getattr(pool.shed_after_s, priority) or 0))
+            wait = round(max(0.001, (verdict.backlog - allowed + 1) / rate), 3)
+            return AdmissionRejected(model, priority, verdict.backlog, cap, rate, wait, "shed")
         if isinstance(verdict, Spilled):  # wait until what is ahead fits the deadline
             allowed = int(rate * (deadline_s or 0))
             wait = round(max(0.001, (verdict.depth - allowed + 1) / rate), 3)
@@ -212,7 +220,7 @@ class AsyncClient:
 
     async def _enqueue(
         self, pool_name: str, job: Submission, kind: type[R], spill_ms: int,
-    ) -> tuple[Admitted | Duplicate | Rejected | Spilled, AsyncJob[R] | None]:
+    ) -> tuple[Admitted | Duplicate | Rejected | Spilled | Shed, AsyncJob[R] | None]:
         """One admission attempt on one pool: (verdict, the job's handle if admitted)."""
         pool = self.config.pools[pool_name]
         keys = self._partition(pool_name, pool, job.idempotency_key)
@@ -231,6 +239,7 @@ class AsyncClient:
         else:
             waiter = self.replies.expect(job_id, reply_stream)
         jobs = self.config.jobs
+        shed_ms = int((getattr(pool.shed_after_s, job.priority) or 0) * 1000)
         entry = Enqueue(
             stream=keys.stream(job.priority), drain=keys.drain(job.priority),
             cap=getattr(pool.caps, job.priority), job_ttl_ms=int(jobs.job_ttl_s * 1000),
@@ -239,6 +248,8 @@ class AsyncClient:
             idempotency_ttl_ms=int(jobs.idempotency_ttl_s * 1000) if job.idempotency_key else 0,
             spill_ms=spill_ms, wait_target_ms=int((getattr(pool.wait_targets, job.priority)
                                                    or 0) * 1000), cap_floor=pool.cap_floor,
+            shed_ms=shed_ms,
+            pool_keys=(*keys.streams(), *(keys.drain(p) for p in PRIORITIES)) if shed_ms else (),
         )
         try:
             verdict = parse_admission(await self._submitter.submit(entry))

@@ -45,8 +45,9 @@ class UnknownModel(InvalidRequest):
 
 class AdmissionRejected(ClientError):
     """Nothing was enqueued. ``reason``: ``pool_full`` (the priority stream is at its
-    cap) or ``deadline_unmeetable`` (at the measured drain rate the job would wait past
-    its deadline, and its route has no overflow pool).
+    cap), ``deadline_unmeetable`` (at the measured drain rate the job would wait past
+    its deadline, and its route has no overflow pool) or ``shed`` (the pool's whole
+    backlog is past what this priority is admitted at: lower priorities go first).
 
     ``retry_after`` is the time the stream needs to drain enough (below its cap, or to a
     wait the deadline allows) at the drain rate measured over the last second
@@ -62,9 +63,10 @@ class AdmissionRejected(ClientError):
         self.drain_rate = drain_rate
         self.retry_after = retry_after
         self.reason = reason
-        what = (f"queue is full ({depth}/{cap})" if reason == "pool_full" else
-                f"queue would not reach this job before its deadline ({depth} ahead at "
-                f"{drain_rate:.1f}/s)")
+        what = {"pool_full": f"queue is full ({depth}/{cap})",
+                "shed": f"is shedding load ({depth} queued in the pool at {drain_rate:.1f}/s)",
+                }.get(reason, f"queue would not reach this job before its deadline ({depth} "
+                              f"ahead at {drain_rate:.1f}/s)")
         super().__init__(f"{model}/{priority} {what}; retry after {retry_after:.3f}s")
 
 

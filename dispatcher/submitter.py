@@ -41,6 +41,10 @@ class Enqueue:
     """Size the cap to what drains in this time (0: ``cap`` is fixed) ..."""
     cap_floor: int = 0
     """... but at least this."""
+    shed_ms: int = 0
+    """Refuse ('shed') when the partition's whole backlog takes longer to drain (0: never);
+    ``pool_keys`` are then its 3 priority streams and their 3 drain hashes."""
+    pool_keys: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -102,7 +106,7 @@ def _group_key(pending: _Pending) -> str:
     """Jobs share a call when they share a stream, a reply stream, idempotency TTL and
     spill threshold."""
     job = pending[0]
-    return f"{job.stream}\n{job.reply}\n{job.idempotency_ttl_ms}\n{job.spill_ms}"
+    return f"{job.stream}\n{job.reply}\n{job.idempotency_ttl_ms}\n{job.spill_ms}\n{job.shed_ms}"
 
 
 def _call(group: Sequence[_Pending]) -> ScriptCall:
@@ -110,10 +114,12 @@ def _call(group: Sequence[_Pending]) -> ScriptCall:
     keys = [first.stream, first.drain]
     args: list[str | int | float] = [first.cap, first.job_ttl_ms, first.reply,
                                      first.idempotency_ttl_ms, first.spill_ms,
-                                     first.wait_target_ms, first.cap_floor]
+                                     first.wait_target_ms, first.cap_floor, first.shed_ms]
     for job, _ in group:
         keys.append(job.job_key)
         if first.idempotency_ttl_ms:
             keys.append(job.idempotency_key)
         args += [job.job_id, job.payload]
+    if first.shed_ms:
+        keys += first.pool_keys
     return ("enqueue", keys, args)

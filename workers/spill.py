@@ -104,7 +104,7 @@ class Spiller:
         jobs = self._config.jobs
         await self._scripts.pipeline([
             ("enqueue", [c.keys.stream(c.priority), c.keys.drain(c.priority), c.keys.job(c.id)],
-             [1 << 62, int(jobs.job_ttl_s * 1000), c.reply, 0, 0, 0, 0, c.id, c.payload])
+             [1 << 62, int(jobs.job_ttl_s * 1000), c.reply, 0, 0, 0, 0, 0, c.id, c.payload])
             for c in copies])
 
     async def _forward(self, keys: PartitionKeys, stream: str,

@@ -9,13 +9,17 @@
 --   is not admitted but answered 'spill' (its route sends it to an overflow pool)
 -- ARGV[6] wait target ms ('0': the cap is fixed): the cap becomes what the stream drains
 --   within the target (drain rate x target), at least ARGV[7] and at most ARGV[1]
--- then per job i: ARGV[8+2(i-1)] job id   ARGV[9+2(i-1)] envelope JSON
+-- ARGV[8] shed ms ('0': never): when the partition's whole backlog (all priorities) takes
+--   longer than this to drain at their measured rates, the jobs are refused ('shed'); the
+--   last 6 KEYS are then the partition's 3 priority streams and their 3 drain hashes
+-- then per job i: ARGV[9+2(i-1)] job id   ARGV[10+2(i-1)] envelope JSON
 -- Returns one reply per job, in order:
 --   {'admitted', job id, entry id, depth before} | {'duplicate', job id}
 --   | {'rejected', depth, last rate, window start ms, count in window, now ms, cap}
---   | {'spill', depth, drain rate}
+--   | {'spill', depth, drain rate} | {'shed', backlog, total drain rate}
 local cap, reply, idem_ttl, spill = tonumber(ARGV[1]), ARGV[3], ARGV[4], tonumber(ARGV[5])
-local wait_target = tonumber(ARGV[6])
+local wait_target, shed = tonumber(ARGV[6]), tonumber(ARGV[8])
+local extra = shed > 0 and 6 or 0
 local per = idem_ttl == '0' and 1 or 2
 local depth = redis.call('XLEN', KEYS[1])
 local out = {}
@@ -32,13 +36,33 @@ if (spill > 0 and depth > 0) or wait_target > 0 then
     cap = math.min(cap, math.max(tonumber(ARGV[7]), math.floor(rate * wait_target / 1000)))
   end
 end
-for i = 1, (#KEYS - 2) / per do
+local shed_out
+if shed > 0 then
+  local t = redis.call('TIME')
+  local now = t[1] * 1000 + math.floor(t[2] / 1000)
+  local backlog, total = 0, 0
+  for j = #KEYS - 5, #KEYS - 3 do
+    backlog = backlog + redis.call('XLEN', KEYS[j])
+  end
+  for j = #KEYS - 2, #KEYS do
+    local d = redis.call('HMGET', KEYS[j], 'rate', 'ws')
+    if now - (tonumber(d[2]) or 0) <= 5000 then
+      total = total + (tonumber(d[1]) or 0)
+    end
+  end
+  if total > 0 and backlog * 1000 / total > shed then
+    shed_out = {'shed', backlog, tostring(total)}
+  end
+end
+for i = 1, (#KEYS - 2 - extra) / per do
   local job_key = KEYS[3 + per * (i - 1)]
   local idem_key = KEYS[4 + per * (i - 1)]
-  local id, payload = ARGV[6 + 2 * i], ARGV[7 + 2 * i]
+  local id, payload = ARGV[7 + 2 * i], ARGV[8 + 2 * i]
   local existing = per == 2 and redis.call('GET', idem_key)
   if existing then
     out[i] = {'duplicate', existing}
+  elseif shed_out then
+    out[i] = shed_out
   elseif spill > 0 and rate and rate > 0 and depth * 1000 / rate > spill then
     out[i] = {'spill', depth, tostring(rate)}
   elseif depth >= cap then

@@ -12,7 +12,7 @@ async def _enqueue(scripts: Scripts, keys, job_id: str, cap: int, idem: str = ""
         "enqueue",
         [keys.stream("standard"), keys.drain("standard"), keys.job(job_id),
          *([keys.idempotency(idem)] if idem else [])],
-        [cap, 60_000, keys.reply("c"), 60_000 if idem else 0, 0, 0, 0, job_id, "{}"],
+        [cap, 60_000, keys.reply("c"), 60_000 if idem else 0, 0, 0, 0, 0, job_id, "{}"],
     )
     assert isinstance(replies, list) and len(replies) == 1
     return replies[0]  # type: ignore[no-any-return]
@@ -25,7 +25,7 @@ async def test_one_call_admits_many_jobs_in_order(aredis: aioredis.Redis, prefix
         "enqueue",
         [keys.stream("standard"), keys.drain("standard"),
          *[k for i in ids for k in (keys.job(i), keys.idempotency("same"))]],
-        [3, 60_000, keys.reply("c"), 60_000, 0, 0, 0, *[a for i in ids for a in (i, "{}")]],
+        [3, 60_000, keys.reply("c"), 60_000, 0, 0, 0, 0, *[a for i in ids for a in (i, "{}")]],
     )
     assert isinstance(replies, list)
     # The first job takes the key; the rest are duplicates of it, not second jobs.
@@ -82,7 +82,7 @@ async def test_pipeline_reloads_scripts_after_a_flush(aredis: aioredis.Redis, pr
     await scripts.load()
     await aredis.script_flush()
     calls = [("enqueue", [keys.stream("batch"), keys.drain("batch"), keys.job(f"p.0.{i}")],
-              [10, 60_000, keys.reply("c"), 0, 0, 0, 0, f"p.0.{i}", "{}"]) for i in range(3)]
+              [10, 60_000, keys.reply("c"), 0, 0, 0, 0, 0, f"p.0.{i}", "{}"]) for i in range(3)]
     replies = await scripts.pipeline(calls)  # type: ignore[arg-type]
     assert [r[0][0] for r in replies] == ["admitted"] * 3  # type: ignore[index]
 
@@ -123,7 +123,7 @@ async def test_caps_follow_the_measured_drain_rate(aredis: aioredis.Redis, prefi
         for i in range(start, start + n):
             reply = await scripts.call(
                 "enqueue", [keys.stream("standard"), keys.drain("standard"), keys.job(f"p.0.{i}")],
-                [1_000, 60_000, keys.reply("c"), 0, 0, 1_000, 2, f"p.0.{i}", "{}"])
+                [1_000, 60_000, keys.reply("c"), 0, 0, 1_000, 2, 0, f"p.0.{i}", "{}"])
             verdicts.append(reply[0][0])  # type: ignore[index]
         return verdicts
 
@@ -133,7 +133,7 @@ async def test_caps_follow_the_measured_drain_rate(aredis: aioredis.Redis, prefi
     assert await admit(16, 11) == ["admitted"] * 15 + ["rejected"]  # now 25
     rejected = await scripts.call(
         "enqueue", [keys.stream("standard"), keys.drain("standard"), keys.job("p.0.x")],
-        [1_000, 60_000, keys.reply("c"), 0, 0, 1_000, 2, "p.0.x", "{}"])
+        [1_000, 60_000, keys.reply("c"), 0, 0, 1_000, 2, 0, "p.0.x", "{}"])
     assert rejected[0][6] == 25  # type: ignore[index]  (the cap in force, for Retry-After)
     await aredis.hset(keys.drain("standard"), mapping={"ws": now_ms() - 60_000})
     await aredis.delete(keys.stream("standard"))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from pydantic import ValidationError
 
 from broker import JobState, Keys, SwitchyardConfig, load_config, parse_stream_reply
 from dispatcher import (
@@ -259,3 +260,35 @@ async def test_every_job_gets_a_deadline(prefix: str, redis_url: str,
     given = json.loads(entries["batch"][0].payload)["deadline_ms"]
     assert before + 59_000 < default <= time.time() * 1000 + 60_000  # the 60 s default
     assert before + 4_000 < given <= time.time() * 1000 + 5_000
+
+
+async def test_lower_priorities_are_shed_first(prefix: str, redis_url: str,
+                                               aredis: aioredis.Redis) -> None:
+    from broker.schemas import now_ms
+
+    config = make_config(prefix, shedding={
+        "engine": "echo", "shed_after_s": {"batch": 1.0, "standard": 2.0}})
+    keys = Keys(prefix).partition("shedding", 0)
+    for priority, rate in (("interactive", "4"), ("standard", "4"), ("batch", "2")):
+        await aredis.hset(keys.drain(priority), mapping={"rate": rate, "ws": now_ms()})
+    async with AsyncClient(config, redis_url=redis_url) as client:  # the pool drains 10/s
+
+        async def admitted(priority: str) -> bool:
+            try:
+                await client.embed("shedding", "x", priority=priority,  # type: ignore[arg-type]
+                                   max_retries=0)
+                return True
+            except AdmissionRejected as rejected:
+                assert rejected.reason == "shed" and rejected.retry_after > 0
+                return False
+
+        for _ in range(11):  # 1.1 s of backlog: past batch's threshold only
+            await client.embed("shedding", "backlog", priority="interactive")
+        assert [await admitted(p) for p in ("batch", "standard", "interactive")] == [
+            False, True, True]
+        for _ in range(10):  # 2.3 s: standard goes too; interactive is never shed here
+            await client.embed("shedding", "backlog", priority="interactive")
+        assert [await admitted(p) for p in ("batch", "standard", "interactive")] == [
+            False, False, True]
+    with pytest.raises(ValidationError, match="batch first"):
+        make_config(prefix, bad={"engine": "echo", "shed_after_s": {"batch": 5, "standard": 1}})
