@@ -65,26 +65,30 @@ class CapsConfig(_Strict):
     batch: Annotated[int, Field(ge=0)] = 100_000
 
 
-class WaitTargets(_Strict):
+class _PerPriority(_Strict):
+    """Optional seconds per priority (unset: the feature is off for that priority)."""
+
+    interactive: Annotated[float, Field(gt=0)] | None = None
+    standard: Annotated[float, Field(gt=0)] | None = None
+    batch: Annotated[float, Field(gt=0)] | None = None
+
+    def ms(self, priority: str) -> int:
+        """The priority's value in milliseconds, 0 when unset."""
+        return int((getattr(self, priority) or 0) * 1000)
+
+
+class WaitTargets(_PerPriority):
     """Per priority, the longest queue wait admission aims for. When set, that stream's
     cap is what it drains in that time (its measured drain rate x the target), at least
     the pool's ``cap_floor`` and at most its fixed cap in ``caps``; unset, the cap is
     fixed."""
 
-    interactive: Annotated[float, Field(gt=0)] | None = None
-    standard: Annotated[float, Field(gt=0)] | None = None
-    batch: Annotated[float, Field(gt=0)] | None = None
 
-
-class ShedAfter(_Strict):
+class ShedAfter(_PerPriority):
     """Per priority, the partition's whole backlog (all priorities, in seconds to drain
     at their measured rates) past which that priority is refused (``shed``): set lower
     for ``batch`` than ``standard``, lower for ``standard`` than ``interactive``, so the
     lowest priority goes first. Unset: never shed."""
-
-    interactive: Annotated[float, Field(gt=0)] | None = None
-    standard: Annotated[float, Field(gt=0)] | None = None
-    batch: Annotated[float, Field(gt=0)] | None = None
 
     @model_validator(mode="after")
     def _lowest_first(self) -> ShedAfter:

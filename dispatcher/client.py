@@ -206,7 +206,7 @@ class AsyncClient:
         cap = getattr(pool.caps, priority)
         rate = verdict.drain_rate
         if isinstance(verdict, Shed):  # wait until the backlog is under the threshold
-            allowed = int(rate * (getattr(pool.shed_after_s, priority) or 0))
+            allowed = int(rate * pool.shed_after_s.ms(priority) / 1000)
             wait = round(max(0.001, (verdict.backlog - allowed + 1) / rate), 3)
             return AdmissionRejected(model, priority, verdict.backlog, cap, rate, wait, "shed")
         if isinstance(verdict, Spilled):  # wait until what is ahead fits the deadline
@@ -239,15 +239,15 @@ class AsyncClient:
         else:
             waiter = self.replies.expect(job_id, reply_stream)
         jobs = self.config.jobs
-        shed_ms = int((getattr(pool.shed_after_s, job.priority) or 0) * 1000)
+        shed_ms = pool.shed_after_s.ms(job.priority)
         entry = Enqueue(
             stream=keys.stream(job.priority), drain=keys.drain(job.priority),
             cap=getattr(pool.caps, job.priority), job_ttl_ms=int(jobs.job_ttl_s * 1000),
             job_key=keys.job(job_id), idempotency_key=keys.idempotency(job.idempotency_key or "-"),
             job_id=job_id, payload=envelope.model_dump_json(), reply=reply_stream,
             idempotency_ttl_ms=int(jobs.idempotency_ttl_s * 1000) if job.idempotency_key else 0,
-            spill_ms=spill_ms, wait_target_ms=int((getattr(pool.wait_targets, job.priority)
-                                                   or 0) * 1000), cap_floor=pool.cap_floor,
+            spill_ms=spill_ms, wait_target_ms=pool.wait_targets.ms(job.priority),
+            cap_floor=pool.cap_floor,
             shed_ms=shed_ms,
             pool_keys=(*keys.streams(), *(keys.drain(p) for p in PRIORITIES)) if shed_ms else (),
         )

@@ -13,6 +13,7 @@ import redis
 from broker.config import SwitchyardConfig
 from broker.errors import SwitchyardError
 from broker.keys import Keys
+from workers.supervisor import stop_process
 
 __all__ = ["WorkerProcess", "worker_command"]
 
@@ -69,12 +70,7 @@ class WorkerProcess:
         """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit code."""
         if self.process is None:
             return None
-        self.signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+        return stop_process(self.process, timeout_s)
 
     def __enter__(self) -> WorkerProcess:
         return self.start()

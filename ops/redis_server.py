@@ -15,6 +15,7 @@ from pathlib import Path
 import redis
 
 from broker.errors import SwitchyardError
+from workers.supervisor import stop_process
 
 __all__ = ["RedisServer", "find_redis_server", "free_port"]
 
@@ -80,14 +81,8 @@ class RedisServer:
 
     def stop(self) -> None:
         """SIGTERM the server by PID (it writes its AOF and exits), then reap it."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, 10)
 
     def _log_tail(self) -> str:
         log = self.folder / "redis.log"

@@ -8,9 +8,7 @@ restarted with backoff.
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,7 +17,7 @@ from broker.config import SwitchyardConfig, load_config
 from broker.errors import ConfigError
 from ops.processes import worker_command
 from ops.redis_server import RedisServer
-from workers.supervisor import Supervisor
+from workers.supervisor import Supervisor, stop_signals
 
 __all__ = ["UpOptions", "up"]
 
@@ -37,14 +35,7 @@ def up(options: UpOptions) -> int:
     server = _redis_for(config, options.state_dir)
     url = server.url if server else os.environ.get("REDIS_URL", config.redis.url)
     supervisor = Supervisor(say=lambda line: print(line, flush=True))
-    stopping = False
-
-    def on_signal(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopping = stop_signals()
     try:
         if server is not None:
             server.start()
@@ -58,9 +49,7 @@ def up(options: UpOptions) -> int:
             supervisor.start(f"worker for pool {pool}", worker_command(pool, url, options.config),
                              options.state_dir / "logs" / f"worker-{pool}.log")
         _banner(config, url, options.state_dir)
-        while not stopping:
-            supervisor.check()
-            time.sleep(0.2)
+        supervisor.run(stopping)
         print("switchyard: stopping workers (they finish what they hold) ...", flush=True)
     finally:
         supervisor.stop()

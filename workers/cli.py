@@ -12,7 +12,6 @@ import asyncio
 import logging
 import signal
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from workers.engines import build_engine
 from workers.errors import EngineUnavailable, UnknownPool
 from workers.memory import choose_probe
 from workers.runtime import Worker
-from workers.supervisor import Supervisor
+from workers.supervisor import Supervisor, stop_signals
 
 __all__ = ["WorkerOptions", "add_parser", "gpu_devices", "serve"]
 
@@ -98,23 +97,14 @@ def child_command(options: WorkerOptions, device: str, index: int) -> list[str]:
 
 
 def _serve_all(options: WorkerOptions, devices: list[str]) -> int:
-    stopping = False
-
-    def on_signal(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopping = stop_signals()
     supervisor = Supervisor(say=log.warning)
     try:
         for i, device in enumerate(devices):
             supervisor.start(f"worker on {device}", child_command(options, device, i),
                              Path(f"worker-{options.pool}-{device.replace(':', '')}.log"))
         log.info("pool %s: one worker per GPU on %s", options.pool, ", ".join(devices))
-        while not stopping:
-            supervisor.check()
-            time.sleep(0.2)
+        supervisor.run(stopping)
     finally:
         supervisor.stop()
     return 0

@@ -8,13 +8,38 @@ supervisor, which then stops them in order.
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Child", "Supervisor"]
+__all__ = ["Child", "Supervisor", "stop_process", "stop_signals"]
+
+
+def stop_signals() -> threading.Event:
+    """An event set when SIGTERM or SIGINT reaches this process (instead of dying)."""
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stopping
+
+
+def stop_process(process: subprocess.Popen[bytes], grace_s: float = 10.0) -> int:
+    """SIGTERM by PID, wait up to ``grace_s``, then SIGKILL; the exit code."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        return process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
 
 
 @dataclass
@@ -65,15 +90,17 @@ class Supervisor:
                 child.restarts += 1
                 self._spawn(child)
 
+    def run(self, stopping: threading.Event, interval_s: float = 0.2) -> None:
+        """Keep the children running until ``stopping`` is set."""
+        while not stopping.is_set():
+            self.check()
+            stopping.wait(interval_s)
+
     def stop(self, grace_s: float = 60.0) -> None:
         """SIGTERM every child (they drain), wait, SIGKILL what is left."""
         running = [c.process for c in self.children if c.process and c.process.poll() is None]
-        for process in running:
+        for process in running:  # all at once: they drain in parallel
             process.terminate()
         deadline = time.monotonic() + grace_s
         for process in running:
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, max(0.1, deadline - time.monotonic()))

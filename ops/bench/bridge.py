@@ -26,6 +26,7 @@ import httpx
 from ops.bench.common import bench_env, percentile
 from ops.processes import WorkerProcess
 from ops.redis_server import free_port
+from workers.supervisor import stop_process
 
 __all__ = ["BridgeBenchOptions", "BridgeReport", "run_bridge_bench"]
 
@@ -101,12 +102,7 @@ class _Fake:
         httpx.post(f"http://127.0.0.1:{self.port}/_profile", json=fields, timeout=5)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, 10)
 
 
 async def _lanes(n: int, concurrency: int, one: object) -> tuple[list[float], float]:
