@@ -16,6 +16,8 @@ class Admitted:  # not frozen: built per job, and frozen dataclasses are slow to
     entry_id: str
     position: int
     """Entries ahead of this one in its stream when it was admitted."""
+    drain_rate: float | None = None
+    """The stream's measured drain rate then (jobs/s), when it was read."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,8 @@ def parse_admission(reply: object) -> Admitted | Duplicate | Rejected | Spilled 
         raise TypeError(f"unexpected enqueue reply: {reply!r}")
     verdict = reply[0]
     if verdict == "admitted":
-        return Admitted(str(reply[1]), str(reply[2]), int(reply[3]))
+        rate = float(reply[4]) if len(reply) > 4 and reply[4] else None
+        return Admitted(str(reply[1]), str(reply[2]), int(reply[3]), rate)
     if verdict == "duplicate":
         return Duplicate(str(reply[1]))
     if verdict == "rejected":

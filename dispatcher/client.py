@@ -257,7 +257,9 @@ class AsyncClient:
             self.replies.forget(job_id)
             raise BrokerUnavailable(f"Redis at {self.settings.display()}: {exc}") from exc
         if isinstance(verdict, Admitted):
+            start = None if not verdict.drain_rate else verdict.position / verdict.drain_rate
             return verdict, AsyncJob(self, job_id, kind, position=verdict.position,
+                                     estimated_start_s=0.0 if verdict.position == 0 else start,
                                      waiter=waiter, deltas=deltas)
         self.replies.forget(job_id)
         if isinstance(verdict, Duplicate):

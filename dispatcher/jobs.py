@@ -51,7 +51,8 @@ class AsyncJob(Generic[R_co]):
     ``async for delta in job`` (or :meth:`stream`) yields a chat job's text as it is
     generated; the deltas joined are the final result's text."""
 
-    __slots__ = ("_client", "_deltas", "_kind", "_waiter", "id", "position")
+    __slots__ = ("_client", "_deltas", "_kind", "_waiter", "estimated_start_s", "id",
+                 "position")
 
     def __init__(
         self,
@@ -60,6 +61,7 @@ class AsyncJob(Generic[R_co]):
         kind: type[R_co] | tuple[type[EmbedResult], type[ChatResult]],
         *,
         position: int | None = None,
+        estimated_start_s: float | None = None,
         waiter: asyncio.Future[str] | None = None,
         deltas: Deltas | None = None,
     ) -> None:
@@ -70,6 +72,9 @@ class AsyncJob(Generic[R_co]):
         self.id = job_id
         self.position = position
         """Entries ahead of this job in its stream when it was admitted (None if unknown)."""
+        self.estimated_start_s = estimated_start_s
+        """Seconds until a worker is expected to take it: ``position`` / the stream's
+        measured drain rate (None when no rate was measured with work ahead)."""
 
     def __repr__(self) -> str:
         return f"<AsyncJob {self.id}>"

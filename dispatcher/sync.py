@@ -38,6 +38,10 @@ class Job(Generic[R_co]):
     def position(self) -> int | None:
         return self._job.position
 
+    @property
+    def estimated_start_s(self) -> float | None:
+        return self._job.estimated_start_s
+
     def status(self) -> JobState:
         return self._portal.call(self._job.status())
 

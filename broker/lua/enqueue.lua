@@ -14,7 +14,8 @@
 --   last 6 KEYS are then the partition's 3 priority streams and their 3 drain hashes
 -- then per job i: ARGV[9+2(i-1)] job id   ARGV[10+2(i-1)] envelope JSON
 -- Returns one reply per job, in order:
---   {'admitted', job id, entry id, depth before} | {'duplicate', job id}
+--   {'admitted', job id, entry id, depth before, drain rate ('' when not measured)}
+--   | {'duplicate', job id}
 --   | {'rejected', depth, last rate, window start ms, count in window, now ms, cap}
 --   | {'spill', depth, drain rate} | {'shed', backlog, total drain rate}
 local cap, reply, idem_ttl, spill = tonumber(ARGV[1]), ARGV[3], ARGV[4], tonumber(ARGV[5])
@@ -79,7 +80,7 @@ for i = 1, (#KEYS - 2 - extra) / per do
     if per == 2 then
       redis.call('SET', idem_key, id, 'PX', idem_ttl)
     end
-    out[i] = {'admitted', id, entry, depth}
+    out[i] = {'admitted', id, entry, depth, rate and tostring(rate) or ''}
     depth = depth + 1
   end
 end

@@ -220,6 +220,7 @@ async def test_a_deadline_the_queue_cannot_meet_is_rejected_at_admission(
     assert info.value.retry_after == pytest.approx((20 - 5 + 1) / 5)
     assert "before its deadline" in str(info.value)
     assert patient.position == 20
+    assert patient.estimated_start_s == pytest.approx(20 / 5)  # position / drain rate
 
 
 async def test_batch_jobs_retry_a_rejection_after_its_retry_after(
