@@ -7,9 +7,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
+from broker.calls import cancel_call
 from broker.jobs import JobRecord, read_job
-from broker.keys import GROUP
-from broker.schemas import ChatResult, EmbedResult, ErrorInfo, JobOutcome, JobState, now_ms
+from broker.schemas import ChatResult, EmbedResult, ErrorInfo, JobOutcome, JobState
 from dispatcher.errors import (
     JobCancelled,
     JobError,
@@ -172,20 +172,8 @@ class AsyncJob(Generic[R_co]):
         """Cancel the job unless it already ended. True if this call cancelled it."""
         client = self._client
         job_id, record = await self._current()
-        keys = client.keys.of_job(job_id)
         if record.ended or record.stream is None or record.reply is None:
             return False
-        outcome = JobOutcome(
-            id=job_id,
-            state=JobState.CANCELLED,
-            error=ErrorInfo(code="cancelled", message="cancelled by the caller"),
-            finished_ms=now_ms(),
-        )
-        jobs = client.config.jobs
-        verdict = await client.scripts.call(
-            "cancel",
-            [keys.job(job_id), record.stream, record.reply],
-            [GROUP, outcome.model_dump_json(), int(jobs.result_ttl_s * 1000),
-             int(jobs.reply_ttl_s * 1000), jobs.reply_maxlen, job_id],
-        )
-        return verdict == "cancelled"
+        name, keys, args = cancel_call(client.keys.of_job(job_id).job(job_id), record.stream,
+                                       record.reply, job_id, client.config.jobs)
+        return await client.scripts.call(name, keys, args) == "cancelled"

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from broker.calls import enqueue_call
 from broker.schemas import ChatRequest, EmbedRequest, Priority
 from broker.scripts import ScriptCall, Scripts, grouped
 
@@ -111,15 +112,10 @@ def _group_key(pending: _Pending) -> str:
 
 def _call(group: Sequence[_Pending]) -> ScriptCall:
     first = group[0][0]
-    keys = [first.stream, first.drain]
-    args: list[str | int | float] = [first.cap, first.job_ttl_ms, first.reply,
-                                     first.idempotency_ttl_ms, first.spill_ms,
-                                     first.wait_target_ms, first.cap_floor, first.shed_ms]
-    for job, _ in group:
-        keys.append(job.job_key)
-        if first.idempotency_ttl_ms:
-            keys.append(job.idempotency_key)
-        args += [job.job_id, job.payload]
-    if first.shed_ms:
-        keys += first.pool_keys
-    return ("enqueue", keys, args)
+    return enqueue_call(
+        first.stream, first.drain, first.reply,
+        [(job.job_key, job.idempotency_key, job.job_id, job.payload) for job, _ in group],
+        cap=first.cap, job_ttl_ms=first.job_ttl_ms,
+        idempotency_ttl_ms=first.idempotency_ttl_ms, spill_ms=first.spill_ms,
+        wait_target_ms=first.wait_target_ms, cap_floor=first.cap_floor,
+        shed_ms=first.shed_ms, pool_keys=first.pool_keys)

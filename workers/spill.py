@@ -22,10 +22,11 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from broker.calls import cancel_call, enqueue_call
 from broker.config import SwitchyardConfig
 from broker.errors import EntryDecodeError
 from broker.keys import GROUP, JobIdSource, Keys, PartitionKeys
-from broker.schemas import PRIORITIES, JobOutcome, JobState, decode_envelope, now_ms
+from broker.schemas import PRIORITIES, decode_envelope, now_ms
 from broker.scripts import Scripts
 from broker.streams import StreamEntry, last_delivered, parse_stream_reply
 
@@ -101,10 +102,11 @@ class Spiller:
         return _Copy(target, copy_id, target.reply(client), payload, envelope.priority)
 
     async def _admit(self, copies: Sequence[_Copy]) -> None:
-        jobs = self._config.jobs
-        await self._scripts.pipeline([
-            ("enqueue", [c.keys.stream(c.priority), c.keys.drain(c.priority), c.keys.job(c.id)],
-             [1 << 62, int(jobs.job_ttl_s * 1000), c.reply, 0, 0, 0, 0, 0, c.id, c.payload])
+        ttl_ms = int(self._config.jobs.job_ttl_s * 1000)
+        await self._scripts.pipeline([  # already admitted once: no cap applies again
+            enqueue_call(c.keys.stream(c.priority), c.keys.drain(c.priority), c.reply,
+                         [(c.keys.job(c.id), None, c.id, c.payload)], cap=1 << 62,
+                         job_ttl_ms=ttl_ms)
             for c in copies])
 
     async def _forward(self, keys: PartitionKeys, stream: str,
@@ -120,14 +122,10 @@ class Spiller:
         return [str(v) for v in reply]
 
     async def _cancel(self, copies: Sequence[_Copy]) -> None:
-        jobs = self._config.jobs
-        for copy in copies:
-            outcome = JobOutcome(id=copy.id, state=JobState.CANCELLED, finished_ms=now_ms(),
-                                 error=None).model_dump_json()
-            await self._scripts.call(
-                "cancel", [copy.keys.job(copy.id), copy.keys.stream(copy.priority), copy.reply],
-                [GROUP, outcome, int(jobs.result_ttl_s * 1000), int(jobs.reply_ttl_s * 1000),
-                 jobs.reply_maxlen, copy.id])
+        await self._scripts.pipeline([
+            cancel_call(c.keys.job(c.id), c.keys.stream(c.priority), c.reply, c.id,
+                        self._config.jobs, "the original ran on its own pool after all")
+            for c in copies])
 
 
 class _Copy:

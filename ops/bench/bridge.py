@@ -23,7 +23,10 @@ from dataclasses import asdict, dataclass
 
 import httpx
 
-from ops.bench.common import bench_env, percentile
+from broker.config import SwitchyardConfig
+from dispatcher.client import AsyncClient
+from dispatcher.errors import JobError
+from ops.bench.common import bench_env, closed_loop, percentile
 from ops.processes import WorkerProcess
 from ops.redis_server import free_port
 from workers.supervisor import stop_process
@@ -105,58 +108,37 @@ class _Fake:
         stop_process(self.process, 10)
 
 
-async def _lanes(n: int, concurrency: int, one: object) -> tuple[list[float], float]:
-    """Run ``one()`` n times from ``concurrency`` tasks: (latencies in ms, per second)."""
-    todo = iter(range(n))
-    latencies: list[float] = []
-
-    async def lane() -> None:
-        for _ in todo:
-            t0 = time.perf_counter()
-            await one()  # type: ignore[operator]
-            latencies.append((time.perf_counter() - t0) * 1000)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(lane() for _ in range(concurrency)))
-    return latencies, n / (time.perf_counter() - start)
-
-
 async def direct(url: str, n: int, concurrency: int) -> tuple[list[float], float]:
     limits = httpx.Limits(max_connections=concurrency * 2)
     async with httpx.AsyncClient(base_url=url + "/", limits=limits, timeout=30) as http:
         body = {"model": "fake-a", "messages": MESSAGES, "max_tokens": 8, "stream": True,
                 "stream_options": {"include_usage": True}}
 
-        async def one() -> None:
+        async def one(_: int = 0) -> None:
             async with http.stream("POST", "chat/completions", json=body) as response:
-                async for _ in response.aiter_lines():
+                async for _line in response.aiter_lines():
                     pass
 
         await one()
-        return await _lanes(n, concurrency, one)
+        return await closed_loop(n, concurrency, one)
 
 
-async def bridged(env_url: str, config: object, n: int,
+async def bridged(env_url: str, config: SwitchyardConfig, n: int,
                   concurrency: int) -> tuple[list[float], float]:
-    from dispatcher.client import AsyncClient
-
-    async with AsyncClient(config, redis_url=env_url) as client:  # type: ignore[arg-type]
-        async def one() -> None:
+    async with AsyncClient(config, redis_url=env_url) as client:
+        async def one(_: int = 0) -> None:
             job = await client.chat("cloud", MESSAGES, max_tokens=8)
             await job.result(timeout=60)
 
         await one()
-        return await _lanes(n, concurrency, one)
+        return await closed_loop(n, concurrency, one)
 
 
-async def failover(env_url: str, config: object, n: int, concurrency: int,
+async def failover(env_url: str, config: SwitchyardConfig, n: int, concurrency: int,
                    primary: _Fake) -> int:
-    from dispatcher.client import AsyncClient
-    from dispatcher.errors import JobError
-
     done = ok = 0
-    async with AsyncClient(config, redis_url=env_url) as client:  # type: ignore[arg-type]
-        async def one() -> None:
+    async with AsyncClient(config, redis_url=env_url) as client:
+        async def one(_: int) -> None:
             nonlocal done, ok
             job = await client.chat("cloud", MESSAGES, max_tokens=8)
             try:
@@ -168,7 +150,7 @@ async def failover(env_url: str, config: object, n: int, concurrency: int,
             if done == n // 3:
                 await asyncio.to_thread(primary.profile, latency_ms=50, error_status=503)
 
-        await _lanes(n, concurrency, one)
+        await closed_loop(n, concurrency, one)
     return ok
 
 

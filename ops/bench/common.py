@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import tempfile
+import time
 import tomllib
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from broker.config import SwitchyardConfig
 from ops.redis_server import RedisServer
 
-__all__ = ["BenchEnv", "bench_env", "percentile"]
+__all__ = ["BenchEnv", "bench_env", "closed_loop", "percentile"]
 
 
 @dataclass(frozen=True)
@@ -45,3 +47,21 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
     return ordered[rank]
+
+
+async def closed_loop(n: int, concurrency: int,
+                      one: Callable[[int], Awaitable[object]]) -> tuple[list[float], float]:
+    """Run ``one(i)`` for i in 0..n-1 from ``concurrency`` tasks, each starting its next
+    call when its last one returns: (latency of each call in ms, calls per second)."""
+    todo = iter(range(n))
+    latencies: list[float] = []
+
+    async def lane() -> None:
+        for i in todo:
+            t0 = time.perf_counter()
+            await one(i)
+            latencies.append((time.perf_counter() - t0) * 1000)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
+    return latencies, n / (time.perf_counter() - start)

@@ -20,7 +20,7 @@ from typing import Any
 
 from broker.config import SwitchyardConfig
 from dispatcher.client import AsyncClient
-from ops.bench.common import bench_env, percentile
+from ops.bench.common import bench_env, closed_loop, percentile
 from ops.processes import WorkerProcess
 
 __all__ = ["GenerateBenchOptions", "GenerateRow", "run_generate_bench"]
@@ -72,7 +72,6 @@ def prompts(n: int) -> list[str]:
 async def through_queue(config: SwitchyardConfig, url: str, texts: list[str], concurrency: int,
                         max_tokens: int) -> tuple[float, list[float]]:
     """(completion tokens/s, time-to-first-token of every request in ms)."""
-    todo = iter(texts)
     ttft: list[float] = []
     tokens = 0
 
@@ -88,15 +87,11 @@ async def through_queue(config: SwitchyardConfig, url: str, texts: list[str], co
             ttft.append((first - t0) * 1000)
         tokens += (await job.result(timeout=600)).usage.output_tokens
 
-    async def lane(client: AsyncClient) -> None:
-        for text in todo:
-            await one(client, text)
-
     async with AsyncClient(config, redis_url=url) as client:
         await one(client, "warm-up")
         tokens, ttft = 0, []
         start = time.perf_counter()
-        await asyncio.gather(*(lane(client) for _ in range(concurrency)))
+        await closed_loop(len(texts), concurrency, lambda i: one(client, texts[i]))
         return tokens / (time.perf_counter() - start), ttft
 
 

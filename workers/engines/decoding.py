@@ -19,12 +19,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from workers.engines.base import Emit
 from workers.engines.detok import TextTail
 
 __all__ = ["Batch", "Decoded", "Prompt", "Row", "decode_batch", "make_rows"]
 
-Emit = Callable[[int, str], None]
-"""``emit(index, text)``: a text delta of the request at ``index`` of its submission."""
 
 
 @dataclass(frozen=True)

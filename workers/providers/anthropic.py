@@ -60,7 +60,7 @@ class _Parser:
 class AnthropicProvider:
     def __init__(self, name: str, config: ProviderConfig) -> None:
         self.name = name
-        key = api_key(name, config)
+        key = api_key(config)
         headers = {"anthropic-version": VERSION, **({"x-api-key": key} if key else {})}
         self._client: httpx.AsyncClient = http_client(config, headers)
 

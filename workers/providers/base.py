@@ -82,7 +82,7 @@ def http_client(config: ProviderConfig, headers: dict[str, str]) -> httpx.AsyncC
                              limits=limits, timeout=timeout)
 
 
-def api_key(name: str, config: ProviderConfig) -> str:
+def api_key(config: ProviderConfig) -> str:
     if config.api_key_env is None:
         return ""
     return os.environ.get(config.api_key_env, "")

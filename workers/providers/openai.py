@@ -58,7 +58,7 @@ class _Parser:
 class OpenAIProvider:
     def __init__(self, name: str, config: ProviderConfig) -> None:
         self.name = name
-        key = api_key(name, config)
+        key = api_key(config)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client: httpx.AsyncClient = http_client(config, headers)
 
