@@ -4,7 +4,6 @@ registry of live workers (what `switchyard status` counts)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -12,11 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from broker.config import PoolConfig
 from broker.keys import PoolKeys
 from broker.schemas import now_ms
+from workers.periodic import every
 
 __all__ = ["Heartbeat", "describe"]
 
@@ -69,13 +68,7 @@ class Heartbeat:
         await pipe.execute()
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.beat()
-            except (RedisError, OSError) as exc:
-                log.warning("heartbeat failed: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._interval)
+        await every(self._interval, stop, self.beat, "heartbeat")
 
     async def remove(self) -> None:
         pipe = self._redis.pipeline(transaction=False)

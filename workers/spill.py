@@ -13,14 +13,12 @@ for the copy. An entry a worker took in the meantime stays, and its copy is canc
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import zlib
 from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from broker.calls import cancel_call, enqueue_call
 from broker.config import SwitchyardConfig
@@ -29,6 +27,7 @@ from broker.keys import GROUP, JobIdSource, Keys, PartitionKeys
 from broker.schemas import PRIORITIES, decode_envelope, now_ms
 from broker.scripts import Scripts
 from broker.streams import StreamEntry, last_delivered, parse_stream_reply
+from workers.periodic import every
 
 __all__ = ["Spiller"]
 
@@ -52,13 +51,8 @@ class Spiller:
         self.moved = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set() and self.origins:
-            try:
-                await self.spill_once()
-            except (RedisError, OSError) as exc:
-                log.warning("spill step failed: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._interval)
+        if self.origins:
+            await every(self._interval, stop, self.spill_once, "spill step")
 
     async def spill_once(self) -> int:
         moved = 0
