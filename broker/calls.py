@@ -4,44 +4,82 @@ each (documented in its ``lua/*.lua`` header) is known here only."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from broker.config import JobsConfig
 from broker.keys import GROUP
 from broker.schemas import ErrorInfo, JobOutcome, JobState, now_ms
 from broker.scripts import ScriptCall
 
-__all__ = ["cancel_call", "enqueue_call"]
+__all__ = ["EnqueueJob", "StreamPolicy", "TenantQuota", "cancel_call", "enqueue_call"]
 
-EnqueueJob = tuple[str, str | None, str, str]
-"""(job hash key, idempotency key or None, job id, envelope JSON)."""
+EnqueueJob = tuple[str, str | None, str, str, int, int]
+"""(job hash key, idempotency key or None, job id, envelope JSON, tokens, deadline ms)."""
 
 
-def enqueue_call(stream: str, drain: str, reply: str, jobs: Sequence[EnqueueJob], *,
-                 cap: int, job_ttl_ms: int, idempotency_ttl_ms: int = 0, spill_ms: int = 0,
-                 wait_target_ms: int = 0, cap_floor: int = 0, shed_ms: int = 0,
-                 pool_keys: Sequence[str] = ()) -> ScriptCall:
-    """One ``enqueue`` call for jobs of one stream sharing one reply stream. With
-    ``idempotency_ttl_ms`` every job carries an idempotency key; with ``shed_ms``,
-    ``pool_keys`` are the partition's 3 priority streams and their 3 drain hashes."""
-    keys = [stream, drain]
-    args: list[str | int | float] = [cap, job_ttl_ms, reply, idempotency_ttl_ms, spill_ms,
-                                     wait_target_ms, cap_floor, shed_ms]
-    for job_key, idempotency_key, job_id, payload in jobs:
+@dataclass(frozen=True, slots=True)
+class TenantQuota:
+    """A tenant's quota on one partition (its share of the configured one), and its keys
+    there: its jobs in flight, its buckets, and the partition's tenants."""
+
+    name: str
+    keys: tuple[str, str, str]
+    weight: float = 1.0
+    rps: float = 0.0
+    bucket: float = 0.0
+    tpm: float = 0.0
+    max_concurrent: int = 0
+    share_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPolicy:
+    """How ``enqueue`` admits onto one priority stream (see ``lua/enqueue.lua``); built once
+    per stream (and tenant) and reused for every call."""
+
+    stream: str
+    drain: str
+    cap: int
+    job_ttl_ms: int
+    wait_target_ms: int = 0
+    cap_floor: int = 0
+    shed_ms: int = 0
+    pool_keys: tuple[str, ...] = ()
+    """With ``shed_ms``: the partition's 3 priority streams and their 3 drain hashes."""
+    age_gate_ms: int = 0
+    tenant: TenantQuota | None = None
+
+
+def enqueue_call(policy: StreamPolicy, reply: str, jobs: Sequence[EnqueueJob], *,
+                 idempotency_ttl_ms: int = 0, spill_ms: int = 0) -> ScriptCall:
+    """One ``enqueue`` call for jobs of one stream (and tenant) sharing one reply stream.
+    With ``idempotency_ttl_ms`` every job carries an idempotency key."""
+    p, t = policy, policy.tenant
+    keys = [p.stream, p.drain]
+    args: list[str | int | float] = [
+        p.cap, p.job_ttl_ms, reply, idempotency_ttl_ms, spill_ms, p.wait_target_ms,
+        p.cap_floor, p.shed_ms, p.age_gate_ms if p.wait_target_ms else 0,
+        *((t.name, t.weight, t.rps, t.bucket, t.tpm, t.max_concurrent, t.share_at)
+          if t is not None else ("", 0, 0, 0, 0, 0, 0))]
+    for job_key, idempotency_key, job_id, payload, tokens, deadline_ms in jobs:
         keys.append(job_key)
         if idempotency_ttl_ms:
             assert idempotency_key is not None
             keys.append(idempotency_key)
-        args += [job_id, payload]
-    if shed_ms:
-        keys += pool_keys
+        args += [job_id, payload, tokens, deadline_ms]
+    if p.shed_ms:
+        keys += p.pool_keys
+    if t is not None:
+        keys += t.keys
     return ("enqueue", keys, args)
 
 
-def cancel_call(job_key: str, stream: str, reply: str, job_id: str, jobs: JobsConfig,
-                why: str = "cancelled by the caller") -> ScriptCall:
-    """End a job that has not ended yet as cancelled (see ``lua/cancel.lua``)."""
+def cancel_call(job_key: str, stream: str, reply: str, tenant_jobs: str, job_id: str,
+                jobs: JobsConfig, why: str = "cancelled by the caller") -> ScriptCall:
+    """End a job that has not ended yet as cancelled (see ``lua/cancel.lua``);
+    ``tenant_jobs``: its tenant's jobs in flight."""
     outcome = JobOutcome(id=job_id, state=JobState.CANCELLED, finished_ms=now_ms(),
                          error=ErrorInfo(code="cancelled", message=why))
-    return ("cancel", [job_key, stream, reply],
+    return ("cancel", [job_key, stream, reply, tenant_jobs],
             [GROUP, outcome.model_dump_json(), int(jobs.result_ttl_s * 1000),
              int(jobs.reply_ttl_s * 1000), jobs.reply_maxlen, job_id])

@@ -21,10 +21,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
 
 from broker.errors import ConfigError
-from broker.keys import POOL_NAME
+from broker.keys import POOL_NAME, TENANT_NAME
 
 __all__ = [
     "DEFAULT_REDIS_URL",
+    "DEFAULT_TENANT",
     "ENGINE_KINDS",
     "BridgeConfig",
     "CapsConfig",
@@ -37,6 +38,7 @@ __all__ = [
     "ShedAfter",
     "SwitchyardConfig",
     "TargetConfig",
+    "TenantConfig",
     "WaitTargets",
     "WorkerConfig",
     "load_config",
@@ -44,6 +46,9 @@ __all__ = [
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6399/0"
 """Where `switchyard up` starts its private Redis unless told otherwise."""
+
+DEFAULT_TENANT = "default"
+"""The tenant of jobs that name none; its quota also applies to tenants not configured."""
 
 _ENV_PREFIX = "SWITCHYARD_"
 
@@ -97,6 +102,24 @@ class ShedAfter(_PerPriority):
             raise ValueError("shed_after_s must shed batch first, then standard, then "
                              "interactive (batch <= standard <= interactive)")
         return self
+
+
+class TenantConfig(_Strict):
+    """A tenant's quota on every pool (0: no limit). Each pool enforces it on its own, and
+    a pool of N partitions gives each partition 1/N of it. ``[tenants.default]`` applies
+    to tenants not listed and to jobs that name none."""
+
+    rps: Annotated[float, Field(ge=0)] = 0.0
+    """Requests per second (a token bucket) ..."""
+    burst_s: Annotated[float, Field(gt=0)] = 1.0
+    """... holding this many seconds' worth (at least one request)."""
+    tpm: Annotated[int, Field(ge=0)] = 0
+    """Tokens per minute (input estimate + max_tokens), a bucket holding one minute's."""
+    max_concurrent: Annotated[int, Field(ge=0)] = 0
+    """Jobs admitted and not yet ended (queued or running)."""
+    weight: Annotated[float, Field(gt=0)] = 1.0
+    """Share of a contended priority stream, against the weights of the tenants seen on
+    the pool in the last few seconds (see ``PoolConfig.fair_share_at``)."""
 
 
 class ProviderConfig(_Strict):
@@ -186,6 +209,14 @@ class PoolConfig(_Strict):
     shed_after_s: ShedAfter = ShedAfter()
     cap_floor: Annotated[int, Field(ge=0)] = 10
     """The least a sized cap allows (so a pool that has not drained yet still admits)."""
+    age_gate_s: Annotated[float, Field(ge=0)] = 1.0
+    """CoDel-style age gate, for priorities with a wait target: once the stream's oldest
+    undelivered entry has been older than the target for this long, that priority is
+    refused (``shed``) until the oldest is younger than the target again. 0: off."""
+    fair_share_at: Annotated[float, Field(ge=0, le=1)] = 0.5
+    """With ``[tenants]`` configured: once a priority stream is this full (of its cap),
+    a tenant with at least its weighted share of the cap in flight is refused
+    (``tenant_quota``), so a heavy tenant is slowed to its share. 0: never."""
     wait_limit_s: Annotated[float, Field(gt=0)] | None = None
     """A job queued here longer than this, not yet taken by a worker, moves to its
     model's ``overflow`` pool (the bridge serving that pool moves it)."""
@@ -271,6 +302,12 @@ class SwitchyardConfig(_Strict):
     pools: dict[str, PoolConfig] = Field(default_factory=_default_pools)
     models: dict[str, ModelConfig] = Field(default_factory=_default_models)
     providers: dict[str, ProviderConfig] = Field(default_factory=_default_providers)
+    tenants: dict[str, TenantConfig] = {}
+    """Quotas by tenant name; none configured: tenants are not tracked at all."""
+
+    def tenant_of(self, tenant: str | None) -> str:
+        """The name a job's tenant is tracked under ('-' when tenants are not tracked)."""
+        return (tenant or DEFAULT_TENANT) if self.tenants else "-"
 
     @model_validator(mode="after")
     def _check_names(self) -> SwitchyardConfig:
@@ -289,6 +326,9 @@ class SwitchyardConfig(_Strict):
             if model.kind not in ENGINE_KINDS[engine]:
                 raise ValueError(f"model {name!r} is a {model.kind} model, but pool "
                                  f"{model.pool!r} runs the {engine} engine")
+        for name in self.tenants:
+            if not TENANT_NAME.match(name):
+                raise ValueError(f"tenant name {name!r} must match {TENANT_NAME.pattern}")
         for name, pool in self.pools.items():
             if pool.engine == "bridge" and not pool.targets:
                 raise ValueError(f"bridge pool {name!r} has no targets")

@@ -20,6 +20,8 @@ class JobRecord:
     reply: str | None
     worker: str | None
     forward: str | None = None
+    tenant: str | None = None
+    """The tenant the job is tracked under (only where tenants are configured)."""
     """Set when the job was spilled to a provider pool: the id of the job that now
     carries it (its state here reads ``queued``; the copy's record tells the rest)."""
 
@@ -30,8 +32,8 @@ class JobRecord:
 
 async def read_job(redis: aioredis.Redis, keys: PartitionKeys, job_id: str) -> JobRecord | None:
     """The job's record, or None once it expired (or never existed)."""
-    state, outcome, stream, reply, worker, forward = await redis.hmget(
-        keys.job(job_id), ["state", "outcome", "stream", "reply", "worker", "forward"]
+    state, outcome, stream, reply, worker, forward, tenant = await redis.hmget(
+        keys.job(job_id), ["state", "outcome", "stream", "reply", "worker", "forward", "tenant"]
     )
     if state is None:
         return None
@@ -42,4 +44,5 @@ async def read_job(redis: aioredis.Redis, keys: PartitionKeys, job_id: str) -> J
         stream=None if stream is None else str(stream),
         reply=None if reply is None else str(reply),
         worker=None if worker is None else str(worker),
+        tenant=None if tenant is None else str(tenant),
     )

@@ -9,6 +9,9 @@ of one partition lands on one Redis Cluster slot)::
     sy:{pool.N}:job:<job id>        job record: state, outcome, stream entry (hash, TTL)
     sy:{pool.N}:idem:<key>          idempotency key -> job id (string, TTL)
     sy:{pool.N}:reply:<client id>   reply stream of one client instance (TTL, trimmed)
+    sy:{pool.N}:tenant:<name>:jobs  a tenant's jobs in flight (zset: job id -> deadline ms)
+    sy:{pool.N}:tenant:<name>:quota a tenant's request and token buckets (hash)
+    sy:{pool.N}:tenants             tenants seen lately: name -> 'weight|last seen ms' (hash)
     sy:{pool}:workers               live workers of a pool (zset: consumer -> last beat ms)
     sy:{pool}:worker:<consumer>     a worker's heartbeat and description (hash, TTL)
 
@@ -27,12 +30,22 @@ from functools import cached_property
 from broker.errors import JobIdError
 from broker.schemas import PRIORITIES, Priority
 
-__all__ = ["GROUP", "POOL_NAME", "JobId", "JobIdSource", "Keys", "PartitionKeys", "PoolKeys"]
+__all__ = [
+    "GROUP",
+    "POOL_NAME",
+    "TENANT_NAME",
+    "JobId",
+    "JobIdSource",
+    "Keys",
+    "PartitionKeys",
+    "PoolKeys",
+]
 
 GROUP = "workers"
 """The consumer group every worker of a pool reads its streams through."""
 
 POOL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -124,6 +137,16 @@ class PartitionKeys:
 
     def reply(self, client_id: str) -> str:
         return f"{self.base}:reply:{client_id}"
+
+    def tenant_jobs(self, tenant: str) -> str:
+        return f"{self.base}:tenant:{tenant}:jobs"
+
+    def tenant_quota(self, tenant: str) -> str:
+        return f"{self.base}:tenant:{tenant}:quota"
+
+    @property
+    def tenants(self) -> str:
+        return f"{self.base}:tenants"
 
 
 @dataclass(frozen=True)

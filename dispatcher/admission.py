@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Admitted", "Duplicate", "Rejected", "drain_rate", "parse_admission", "retry_after"]
+__all__ = [
+    "Admitted",
+    "Aged",
+    "Duplicate",
+    "Rejected",
+    "Shed",
+    "Spilled",
+    "TenantRefused",
+    "Verdict",
+    "drain_rate",
+    "parse_admission",
+    "retry_after",
+]
 
 STALE_MS = 5_000
 """A stream that completed nothing for this long is treated as not draining."""
@@ -51,7 +63,30 @@ class Shed:
     drain_rate: float
 
 
-def parse_admission(reply: object) -> Admitted | Duplicate | Rejected | Spilled | Shed:
+@dataclass(slots=True)
+class Aged:
+    """The stream's oldest waiting entry has been older than its wait target for a whole
+    gate interval: the priority is refused until it is younger again."""
+
+    depth: int
+    drain_rate: float
+    age_ms: int
+
+
+@dataclass(slots=True)
+class TenantRefused:
+    """The job's tenant is over a quota: ``why`` is ``rps``, ``tpm``, ``concurrent`` or
+    ``share`` (its weighted share of a contended stream)."""
+
+    why: str
+    retry_after: float | None
+    """Seconds until the quota allows the job (None: not known)."""
+
+
+Verdict = Admitted | Duplicate | Rejected | Spilled | Shed | Aged | TenantRefused
+
+
+def parse_admission(reply: object) -> Verdict:
     """Parse the enqueue script's reply (see ``broker/lua/enqueue.lua``)."""
     if not isinstance(reply, list) or not reply:
         raise TypeError(f"unexpected enqueue reply: {reply!r}")
@@ -68,6 +103,10 @@ def parse_admission(reply: object) -> Admitted | Duplicate | Rejected | Spilled 
         return Spilled(int(reply[1]), float(reply[2]))
     if verdict == "shed":
         return Shed(int(reply[1]), float(reply[2]))
+    if verdict == "aged":
+        return Aged(int(reply[1]), float(reply[2]), int(reply[3]))
+    if verdict == "tenant":
+        return TenantRefused(str(reply[1]), float(reply[2]) if reply[2] else None)
     raise TypeError(f"unexpected enqueue verdict: {verdict!r}")
 
 

@@ -18,9 +18,8 @@ from redis.exceptions import RedisError
 
 from broker.config import ModelConfig, PoolConfig, SwitchyardConfig, load_config
 from broker.errors import BrokerUnavailable
-from broker.keys import JobIdSource, Keys, PartitionKeys
+from broker.keys import TENANT_NAME, JobIdSource, Keys, PartitionKeys
 from broker.schemas import (
-    PRIORITIES,
     ChatMessage,
     ChatRequest,
     ChatResult,
@@ -34,15 +33,19 @@ from broker.scripts import Scripts
 from broker.settings import RedisSettings
 from dispatcher.admission import (
     Admitted,
+    Aged,
     Duplicate,
     Rejected,
     Shed,
     Spilled,
+    TenantRefused,
+    Verdict,
     parse_admission,
     retry_after,
 )
 from dispatcher.errors import AdmissionRejected, InvalidRequest, UnknownModel
 from dispatcher.jobs import AnyResult, AsyncJob, R
+from dispatcher.policies import Policies
 from dispatcher.replies import ReplyRouter
 from dispatcher.submitter import Enqueue, Submission, Submitter
 
@@ -75,6 +78,7 @@ class AsyncClient:
         self._job_ids = JobIdSource()
         self._liveness: dict[str, tuple[float, bool]] = {}
         self._partitions: dict[tuple[str, int], PartitionKeys] = {}
+        self._policies = Policies(self.config)
 
     async def __aenter__(self) -> Self:
         return self
@@ -194,17 +198,27 @@ class AsyncClient:
             verdict, handle = await self._enqueue(pool_name, job, kind, spill_ms)
             if handle is not None:
                 return handle
-            if pool_name == pools[-1]:
-                assert isinstance(verdict, Rejected | Spilled | Shed)
+            # A tenant over its quota is not let through to a costlier pool.
+            if pool_name == pools[-1] or isinstance(verdict, TenantRefused):
+                assert not isinstance(verdict, Admitted | Duplicate)
                 raise self._rejection(model, pool_name, priority, verdict, deadline_s)
         raise AssertionError("no pool to admit on")
 
     def _rejection(self, model: str, pool_name: str, priority: Priority,
-                   verdict: Rejected | Spilled | Shed,
+                   verdict: Rejected | Spilled | Shed | Aged | TenantRefused,
                    deadline_s: float | None) -> AdmissionRejected:
         pool = self.config.pools[pool_name]
         cap = getattr(pool.caps, priority)
+        idle = self.config.jobs.idle_retry_after_s
+        if isinstance(verdict, TenantRefused):
+            return AdmissionRejected(model, priority, 0, cap, 0.0, verdict.retry_after or idle,
+                                     "tenant_quota", verdict.why)
         rate = verdict.drain_rate
+        if isinstance(verdict, Aged):  # wait until what waits drains within the target
+            allowed = rate * pool.wait_targets.ms(priority) / 1000
+            wait = round(max(0.001, (verdict.depth - allowed + 1) / rate), 3) if rate else idle
+            return AdmissionRejected(model, priority, verdict.depth, cap, rate, wait, "shed",
+                                     f"oldest waited {verdict.age_ms} ms")
         if isinstance(verdict, Shed):  # wait until the backlog is under the threshold
             allowed = int(rate * pool.shed_after_s.ms(priority) / 1000)
             wait = round(max(0.001, (verdict.backlog - allowed + 1) / rate), 3)
@@ -220,7 +234,7 @@ class AsyncClient:
 
     async def _enqueue(
         self, pool_name: str, job: Submission, kind: type[R], spill_ms: int,
-    ) -> tuple[Admitted | Duplicate | Rejected | Spilled | Shed, AsyncJob[R] | None]:
+    ) -> tuple[Verdict, AsyncJob[R] | None]:
         """One admission attempt on one pool: (verdict, the job's handle if admitted)."""
         pool = self.config.pools[pool_name]
         keys = self._partition(pool_name, pool, job.idempotency_key)
@@ -239,20 +253,23 @@ class AsyncClient:
         else:
             waiter = self.replies.expect(job_id, reply_stream)
         jobs = self.config.jobs
-        shed_ms = pool.shed_after_s.ms(job.priority)
+        policy = self._policies.get(pool_name, keys, job.priority, job.tenant)
         entry = Enqueue(
-            stream=keys.stream(job.priority), drain=keys.drain(job.priority),
-            cap=getattr(pool.caps, job.priority), job_ttl_ms=int(jobs.job_ttl_s * 1000),
-            job_key=keys.job(job_id), idempotency_key=keys.idempotency(job.idempotency_key or "-"),
-            job_id=job_id, payload=envelope.model_dump_json(), reply=reply_stream,
+            policy=policy, reply=reply_stream, job_key=keys.job(job_id),
+            idempotency_key=keys.idempotency(job.idempotency_key or "-"),
+            job_id=job_id, payload=envelope.model_dump_json(),
             idempotency_ttl_ms=int(jobs.idempotency_ttl_s * 1000) if job.idempotency_key else 0,
-            spill_ms=spill_ms, wait_target_ms=pool.wait_targets.ms(job.priority),
-            cap_floor=pool.cap_floor,
-            shed_ms=shed_ms,
-            pool_keys=(*keys.streams(), *(keys.drain(p) for p in PRIORITIES)) if shed_ms else (),
-        )
+            spill_ms=spill_ms, tokens=_tokens(job.request) if policy.tenant else 0,
+            deadline_ms=envelope.deadline_ms or 0)
+        if policy.tenant and policy.tenant.tpm and entry.tokens > policy.tenant.tpm:
+            self.replies.forget(job_id)
+            raise InvalidRequest(f"the request needs about {entry.tokens} tokens, more than "
+                                 f"tenant {policy.tenant.name!r} may use in a minute here")
         try:
             verdict = parse_admission(await self._submitter.submit(entry))
+        except BrokerUnavailable:
+            self.replies.forget(job_id)
+            raise
         except (RedisError, OSError) as exc:
             self.replies.forget(job_id)
             raise BrokerUnavailable(f"Redis at {self.settings.display()}: {exc}") from exc
@@ -293,8 +310,9 @@ class AsyncClient:
             raise InvalidRequest(f"deadline_s must be positive: {deadline_s!r}")
         if idempotency_key is not None and not 0 < len(idempotency_key) <= 256:
             raise InvalidRequest("idempotency_key must be 1 to 256 characters")
-        if tenant is not None and not (isinstance(tenant, str) and 0 < len(tenant) <= 128):
-            raise InvalidRequest("tenant must be 1 to 128 characters")
+        if tenant is not None and not (isinstance(tenant, str) and TENANT_NAME.match(tenant)):
+            raise InvalidRequest("tenant must be 1 to 128 letters, digits or _.@- "
+                                 f"(starting with a letter or digit): {tenant!r}")
         return route
 
     def _partition(
@@ -311,3 +329,11 @@ class AsyncClient:
         if keys is None:
             keys = self._partitions[pool_name, index] = self.keys.partition(pool_name, index)
         return keys
+
+
+def _tokens(request: EmbedRequest | ChatRequest) -> int:
+    """A request's tokens for a tenant's tokens-per-minute bucket: its input at about four
+    characters a token, plus what it may generate."""
+    if isinstance(request, EmbedRequest):
+        return sum(len(t) for t in request.input) // 4 + 1
+    return sum(len(m.content) for m in request.messages) // 4 + 1 + request.max_tokens

@@ -46,8 +46,11 @@ class UnknownModel(InvalidRequest):
 class AdmissionRejected(ClientError):
     """Nothing was enqueued. ``reason``: ``pool_full`` (the priority stream is at its
     cap), ``deadline_unmeetable`` (at the measured drain rate the job would wait past
-    its deadline, and its route has no overflow pool) or ``shed`` (the pool's whole
-    backlog is past what this priority is admitted at: lower priorities go first).
+    its deadline, and its route has no overflow pool), ``shed`` (the pool's whole
+    backlog is past what this priority is admitted at: lower priorities go first; or the
+    stream's oldest entry has waited past its target for too long) or ``tenant_quota``
+    (the tenant is over a quota; ``detail`` says which: ``rps``, ``tpm``,
+    ``concurrent``, or ``share``, its weighted share of a contended stream).
 
     ``retry_after`` is the time the stream needs to drain enough (below its cap, or to a
     wait the deadline allows) at the drain rate measured over the last second
@@ -55,7 +58,8 @@ class AdmissionRejected(ClientError):
     """
 
     def __init__(self, model: str, priority: str, depth: int, cap: int,
-                 drain_rate: float, retry_after: float, reason: str = "pool_full") -> None:
+                 drain_rate: float, retry_after: float, reason: str = "pool_full",
+                 detail: str = "") -> None:
         self.model = model
         self.priority = priority
         self.depth = depth
@@ -63,8 +67,10 @@ class AdmissionRejected(ClientError):
         self.drain_rate = drain_rate
         self.retry_after = retry_after
         self.reason = reason
+        self.detail = detail
         what = {"pool_full": f"queue is full ({depth}/{cap})",
-                "shed": f"is shedding load ({depth} queued in the pool at {drain_rate:.1f}/s)",
+                "shed": f"is shedding load ({depth} queued at {drain_rate:.1f}/s)",
+                "tenant_quota": f"tenant is over its {detail} quota",
                 }.get(reason, f"queue would not reach this job before its deadline ({depth} "
                               f"ahead at {drain_rate:.1f}/s)")
         super().__init__(f"{model}/{priority} {what}; retry after {retry_after:.3f}s")

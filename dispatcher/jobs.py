@@ -174,6 +174,8 @@ class AsyncJob(Generic[R_co]):
         job_id, record = await self._current()
         if record.ended or record.stream is None or record.reply is None:
             return False
-        name, keys, args = cancel_call(client.keys.of_job(job_id).job(job_id), record.stream,
-                                       record.reply, job_id, client.config.jobs)
+        partition = client.keys.of_job(job_id)
+        name, keys, args = cancel_call(partition.job(job_id), record.stream, record.reply,
+                                       partition.tenant_jobs(record.tenant or "-"), job_id,
+                                       client.config.jobs)
         return await client.scripts.call(name, keys, args) == "cancelled"

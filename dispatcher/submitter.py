@@ -11,7 +11,8 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from broker.calls import enqueue_call
+from broker.calls import StreamPolicy, enqueue_call
+from broker.errors import BrokerUnavailable
 from broker.schemas import ChatRequest, EmbedRequest, Priority
 from broker.scripts import ScriptCall, Scripts, grouped
 
@@ -19,6 +20,9 @@ __all__ = ["Enqueue", "Submission", "Submitter"]
 
 MAX_PENDING = 4_000
 PER_CALL = 500
+MAX_QUEUED = 100_000
+"""Submissions waiting for a round trip, at most: past it Redis is not keeping up, and
+``submit`` fails at once rather than queue without bound."""
 
 
 @dataclass(slots=True)
@@ -26,26 +30,17 @@ class Enqueue:
     """One job for the ``enqueue`` script (see ``broker/lua/enqueue.lua``). Treat as
     read-only; not ``frozen``, because one is built per job and frozen ones build slowly."""
 
-    stream: str
-    drain: str
-    cap: int
-    job_ttl_ms: int
+    policy: StreamPolicy
+    reply: str
     job_key: str
     idempotency_key: str
     job_id: str
     payload: str
-    reply: str
     idempotency_ttl_ms: int
     spill_ms: int = 0
     """Not admitted ('spill') when the stream's predicted wait exceeds this (0: never)."""
-    wait_target_ms: int = 0
-    """Size the cap to what drains in this time (0: ``cap`` is fixed) ..."""
-    cap_floor: int = 0
-    """... but at least this."""
-    shed_ms: int = 0
-    """Refuse ('shed') when the partition's whole backlog takes longer to drain (0: never);
-    ``pool_keys`` are then its 3 priority streams and their 3 drain hashes."""
-    pool_keys: tuple[str, ...] = ()
+    tokens: int = 0
+    deadline_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -71,6 +66,8 @@ class Submitter:
 
     async def submit(self, job: Enqueue) -> object:
         """The script's reply for this job."""
+        if len(self._queue) >= MAX_QUEUED:
+            raise BrokerUnavailable(f"{len(self._queue)} submissions already wait for Redis")
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._queue.append((job, future))
         if self._task is None or self._task.done():
@@ -104,18 +101,16 @@ class Submitter:
 
 
 def _group_key(pending: _Pending) -> str:
-    """Jobs share a call when they share a stream, a reply stream, idempotency TTL and
-    spill threshold."""
+    """Jobs share a call when they share a stream policy, a reply stream, idempotency TTL
+    and spill threshold."""
     job = pending[0]
-    return f"{job.stream}\n{job.reply}\n{job.idempotency_ttl_ms}\n{job.spill_ms}\n{job.shed_ms}"
+    return f"{id(job.policy)}\n{job.reply}\n{job.idempotency_ttl_ms}\n{job.spill_ms}"
 
 
 def _call(group: Sequence[_Pending]) -> ScriptCall:
     first = group[0][0]
     return enqueue_call(
-        first.stream, first.drain, first.reply,
-        [(job.job_key, job.idempotency_key, job.job_id, job.payload) for job, _ in group],
-        cap=first.cap, job_ttl_ms=first.job_ttl_ms,
-        idempotency_ttl_ms=first.idempotency_ttl_ms, spill_ms=first.spill_ms,
-        wait_target_ms=first.wait_target_ms, cap_floor=first.cap_floor,
-        shed_ms=first.shed_ms, pool_keys=first.pool_keys)
+        first.policy, first.reply,
+        [(job.job_key, job.idempotency_key, job.job_id, job.payload, job.tokens,
+          job.deadline_ms) for job, _ in group],
+        idempotency_ttl_ms=first.idempotency_ttl_ms, spill_ms=first.spill_ms)

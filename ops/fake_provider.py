@@ -15,7 +15,7 @@ import json
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field, fields, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -68,6 +68,10 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 1024  # a load test opens hundreds of connections at once
 
 
+KEEP = 10_000
+"""Requests remembered (a long-running fake must not grow without bound)."""
+
+
 class FakeProvider:
     """The server, on 127.0.0.1:``port`` (0: any free port), in a background thread."""
 
@@ -76,10 +80,11 @@ class FakeProvider:
         self.profile = profile or FakeProfile()
         self.calls: Counter[str] = Counter()
         self.statuses: Counter[int] = Counter()
-        self.times: list[float] = []
-        """When each model request arrived (time.time())."""
-        self.requests: list[tuple[str, dict[str, str], dict[str, Any]]] = []
-        """(path, headers, JSON body) of each model request."""
+        self.arrivals = 0
+        self.times: deque[float] = deque(maxlen=KEEP)
+        """When each of the last model requests arrived (time.time())."""
+        self.requests: deque[tuple[str, dict[str, str], dict[str, Any]]] = deque(maxlen=KEEP)
+        """(path, headers, JSON body) of each of the last model requests."""
         self._lock = threading.Lock()
         self._server = _Server((host, port), _handler(self))
         self._server.daemon_threads = True
@@ -110,7 +115,8 @@ class FakeProvider:
         """Note a model request; how many came before it."""
         with self._lock:
             self.times.append(time.time())
-            return len(self.times) - 1
+            self.arrivals += 1
+            return self.arrivals - 1
 
     def count(self, path: str, status: int) -> None:
         with self._lock:

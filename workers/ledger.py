@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from broker.config import JobsConfig
+from broker.config import SwitchyardConfig
 from broker.keys import GROUP
 from broker.schemas import ChatResult, EmbedResult, ErrorInfo, JobOutcome, JobState, now_ms
 from broker.scripts import ScriptCall, Scripts, grouped
@@ -60,18 +60,32 @@ def dead_letters(bad: Sequence[Pulled]) -> list[Finish]:
                    dead_reason=p.error or "undecodable") for p in bad]
 
 
-def _finish_group(item: Finish) -> str:
-    """Entries share a complete call when they share a stream, a reply stream and a mode."""
-    p = item.pulled
-    reply = p.entry.reply if p.reply_owned else "-"
-    return f"{p.entry.stream}\n{reply}\n{bool(item.dead_reason)}"
+NOT_DRAINED = frozenset({"providers_failed", "stream_interrupted"})
+"""Jobs that ended with these did not drain their stream (no provider served them): not
+counting them lowers the stream's drain rate, and so its cap, while providers fail."""
+
+
+def _drained(items: Sequence[Finish]) -> int:
+    return sum(1 for i in items if i.outcome is None or i.outcome.error is None
+               or i.outcome.error.code not in NOT_DRAINED)
 
 
 class Ledger:
-    def __init__(self, scripts: Scripts, jobs: JobsConfig, consumer: str) -> None:
+    def __init__(self, scripts: Scripts, config: SwitchyardConfig, consumer: str) -> None:
         self._scripts = scripts
-        self._jobs = jobs
+        self._jobs = config.jobs
+        self._config = config
         self._consumer = consumer
+
+    def _tenant(self, pulled: Pulled) -> str:
+        return self._config.tenant_of(pulled.envelope.tenant if pulled.envelope else None)
+
+    def _finish_group(self, item: Finish) -> str:
+        """Entries share a complete call when they share a stream, a reply stream, a mode
+        and a tenant."""
+        p = item.pulled
+        reply = p.entry.reply if p.reply_owned else "-"
+        return f"{p.entry.stream}\n{reply}\n{bool(item.dead_reason)}\n{self._tenant(p)}"
 
     async def start(self, batch: Sequence[Pulled]) -> dict[int, str]:
         """Mark jobs running; verdicts by ``id(pulled)``: 'run', 'skip' (already ended) or
@@ -99,14 +113,16 @@ class Ledger:
         """Write outcomes (first result wins), reply, ack. Returns how many this call wrote."""
         jobs = self._jobs
         calls: list[ScriptCall] = []
-        for group in grouped(items, _finish_group, PER_CALL):
+        for group in grouped(items, self._finish_group, PER_CALL):
             first = group[0].pulled
             dead = bool(group[0].dead_reason)
             keys = [first.entry.stream, first.keys.drain(first.priority), first.keys.dead,
-                    first.entry.reply if first.reply_owned else first.keys.reply("-")]
+                    first.entry.reply if first.reply_owned else first.keys.reply("-"),
+                    first.keys.tenant_jobs(self._tenant(first))]
             args: list[str | int | float] = [
                 GROUP, int(jobs.result_ttl_s * 1000), int(jobs.reply_ttl_s * 1000),
-                jobs.reply_maxlen, jobs.dead_letter_maxlen, "dead" if dead else "ok"]
+                jobs.reply_maxlen, jobs.dead_letter_maxlen, "dead" if dead else "ok",
+                _drained(group)]
             for item in group:
                 p, outcome = item.pulled, item.outcome
                 job_id = p.entry.job_id if p.owned else ""

@@ -97,7 +97,7 @@ class Worker:
         keys = self._keys = Keys(config.redis.prefix)
         self._partitions = keys.partitions(pool, settings.partitions)
         self._scripts = Scripts(redis)
-        self._ledger = Ledger(self._scripts, config.jobs, self.consumer)
+        self._ledger = Ledger(self._scripts, config, self.consumer)
         self._puller = Puller(
             redis, self._partitions, self.consumer, max_batch=settings.max_batch,
             max_batch_tokens=settings.max_batch_tokens, lower_share=settings.lower_share,

@@ -20,7 +20,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from broker.calls import cancel_call, enqueue_call
+from broker.calls import StreamPolicy, cancel_call, enqueue_call
 from broker.config import SwitchyardConfig
 from broker.errors import EntryDecodeError
 from broker.keys import GROUP, JobIdSource, Keys, PartitionKeys
@@ -93,14 +93,15 @@ class Spiller:
         target = self._targets[zlib.crc32(entry.job_id.encode()) % len(self._targets)]
         copy_id = self._ids.new(target.pool, target.partition)
         payload = envelope.model_copy(update={"id": copy_id}).model_dump_json()
-        return _Copy(target, copy_id, target.reply(client), payload, envelope.priority)
+        return _Copy(target, copy_id, target.reply(client), payload, envelope.priority,
+                     self._config.tenant_of(envelope.tenant))
 
     async def _admit(self, copies: Sequence[_Copy]) -> None:
         ttl_ms = int(self._config.jobs.job_ttl_s * 1000)
         await self._scripts.pipeline([  # already admitted once: no cap applies again
-            enqueue_call(c.keys.stream(c.priority), c.keys.drain(c.priority), c.reply,
-                         [(c.keys.job(c.id), None, c.id, c.payload)], cap=1 << 62,
-                         job_ttl_ms=ttl_ms)
+            enqueue_call(StreamPolicy(c.keys.stream(c.priority), c.keys.drain(c.priority),
+                                      cap=1 << 62, job_ttl_ms=ttl_ms),
+                         c.reply, [(c.keys.job(c.id), None, c.id, c.payload, 0, 0)])
             for c in copies])
 
     async def _forward(self, keys: PartitionKeys, stream: str,
@@ -109,7 +110,7 @@ class Spiller:
         script_keys = [stream]
         args: list[str | int | float] = [GROUP, int(jobs.reply_ttl_s * 1000), jobs.reply_maxlen]
         for entry, copy in moving:
-            script_keys += [keys.job(entry.job_id), entry.reply]
+            script_keys += [keys.job(entry.job_id), entry.reply, keys.tenant_jobs(copy.tenant)]
             args += [entry.entry_id, entry.job_id, copy.id, copy.reply]
         reply = await self._scripts.call("spill_forward", script_keys, args)
         assert isinstance(reply, list)
@@ -117,15 +118,16 @@ class Spiller:
 
     async def _cancel(self, copies: Sequence[_Copy]) -> None:
         await self._scripts.pipeline([
-            cancel_call(c.keys.job(c.id), c.keys.stream(c.priority), c.reply, c.id,
+            cancel_call(c.keys.job(c.id), c.keys.stream(c.priority), c.reply,
+                        c.keys.tenant_jobs("-"), c.id,
                         self._config.jobs, "the original ran on its own pool after all")
             for c in copies])
 
 
 class _Copy:
-    __slots__ = ("id", "keys", "payload", "priority", "reply")
+    __slots__ = ("id", "keys", "payload", "priority", "reply", "tenant")
 
     def __init__(self, keys: PartitionKeys, job_id: str, reply: str, payload: str,
-                 priority: Any) -> None:
-        self.keys, self.id, self.reply, self.payload, self.priority = (
-            keys, job_id, reply, payload, priority)
+                 priority: Any, tenant: str) -> None:
+        self.keys, self.id, self.reply, self.payload, self.priority, self.tenant = (
+            keys, job_id, reply, payload, priority, tenant)

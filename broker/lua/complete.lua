@@ -1,12 +1,16 @@
 -- complete: for each entry, write its job's outcome if it has none yet (first result
--- wins), append it to the caller's reply stream, XACK and XDEL the entry; count them all
--- towards the stream's drain rate. In dead-letter mode each entry is also copied, raw, to
--- the dead-letter stream. All entries of one call share a stream and a reply stream.
+-- wins), append it to the caller's reply stream, XACK and XDEL the entry, and drop its
+-- job from its tenant's jobs in flight; count ARGV[7] of them towards the stream's drain
+-- rate (jobs failed for want of a provider did not drain it). In dead-letter mode each
+-- entry is also copied, raw, to the dead-letter stream. All entries of one call share a
+-- stream, a reply stream and a tenant.
 -- KEYS[1] priority stream   KEYS[2] drain hash   KEYS[3] dead-letter stream
--- KEYS[4] reply stream   then per entry i (1..n): KEYS[4+i] job hash
+-- KEYS[4] reply stream   KEYS[5] the tenant's jobs in flight (zset)
+-- then per entry i (1..n): KEYS[5+i] job hash
 -- ARGV[1] group   ARGV[2] result ttl ms   ARGV[3] reply ttl ms   ARGV[4] reply stream max
 -- length   ARGV[5] dead-letter stream max length   ARGV[6] mode: 'ok' | 'dead'
--- then per entry, F = 4 ('ok') or 6 ('dead') fields from ARGV[7+F(i-1)]: entry id, job id,
+-- ARGV[7] how many entries count as drained
+-- then per entry, F = 4 ('ok') or 6 ('dead') fields from ARGV[8+F(i-1)]: entry id, job id,
 --   final state, outcome JSON ('': no job to finish) [, dead-letter reason, raw payload]
 -- Returns one number per entry: 1 when this call wrote the outcome, 0 when one existed.
 local t = redis.call('TIME')
@@ -14,10 +18,10 @@ local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local reply = KEYS[4]
 local dead = ARGV[6] == 'dead'
 local f = dead and 6 or 4
-local n = #KEYS - 4
-local out, entries = {}, {}
+local n = #KEYS - 5
+local out, entries, ids = {}, {}, {}
 for i = 1, n do
-  local job_key, a = KEYS[4 + i], 7 + f * (i - 1)
+  local job_key, a = KEYS[5 + i], 8 + f * (i - 1)
   local entry, id, final, outcome = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   if dead then
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'source', KEYS[1], 'entry', entry,
@@ -34,6 +38,7 @@ for i = 1, n do
     end
   end
   entries[i] = entry
+  if id ~= '' then ids[#ids + 1] = id end
 end
 -- One XACK and one XDEL for the whole call (callers send at most 500 entries per call,
 -- well inside unpack's limit).
@@ -41,10 +46,13 @@ if n > 0 then
   redis.call('XACK', KEYS[1], ARGV[1], unpack(entries))
   redis.call('XDEL', KEYS[1], unpack(entries))
 end
+if #ids > 0 then
+  redis.call('ZREM', KEYS[5], unpack(ids))
+end
 redis.call('PEXPIRE', reply, ARGV[3])
 local d = redis.call('HMGET', KEYS[2], 'ws', 'n')
 local ws = tonumber(d[1])
-local count = (tonumber(d[2]) or 0) + n
+local count = (tonumber(d[2]) or 0) + tonumber(ARGV[7])
 if not ws then
   redis.call('HSET', KEYS[2], 'ws', now, 'n', count)
 elseif now - ws >= 1000 then

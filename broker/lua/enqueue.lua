@@ -1,8 +1,11 @@
--- enqueue: for each job in turn, idempotency check, admission check and XADD, atomically.
--- All jobs of one call go to one stream and share the caller's reply stream.
+-- enqueue: for each job in turn, idempotency check, admission checks and XADD, atomically.
+-- All jobs of one call go to one stream, share the caller's reply stream and one tenant.
 -- KEYS[1] priority stream   KEYS[2] drain hash of the stream
 -- then per job i (1..n), K = 1 + idempotency: KEYS[2+K(i-1)+1] job hash
 --   [KEYS[2+K(i-1)+2] idempotency key, with idempotency]
+-- then, with ARGV[8] > 0: the partition's 3 priority streams and their 3 drain hashes
+-- then, with a tenant (ARGV[10] ~= ''): the tenant's jobs (zset), its buckets (hash) and
+--   the partition's tenants (hash)
 -- ARGV[1] cap (a ceiling, when ARGV[6] sizes it)   ARGV[2] job ttl ms   ARGV[3] reply stream
 -- ARGV[4] idempotency ttl ms ('0': the jobs of this call carry no idempotency keys)
 -- ARGV[5] spill ms ('0': never): a job whose predicted wait (depth / drain rate) is longer
@@ -10,78 +13,166 @@
 -- ARGV[6] wait target ms ('0': the cap is fixed): the cap becomes what the stream drains
 --   within the target (drain rate x target), at least ARGV[7] and at most ARGV[1]
 -- ARGV[8] shed ms ('0': never): when the partition's whole backlog (all priorities) takes
---   longer than this to drain at their measured rates, the jobs are refused ('shed'); the
---   last 6 KEYS are then the partition's 3 priority streams and their 3 drain hashes
--- then per job i: ARGV[9+2(i-1)] job id   ARGV[10+2(i-1)] envelope JSON
+--   longer than this to drain at their measured rates, the jobs are refused ('shed')
+-- ARGV[9] age gate ms ('0': off; needs ARGV[6]): once the oldest entry not yet delivered to
+--   the consumer group 'workers' has been older than the wait target for this long,
+--   refuse ('aged') until it is younger again
+-- ARGV[10] tenant ('': tenants not tracked)   ARGV[11] its weight   ARGV[12] requests/s
+--   ARGV[13] request bucket size   ARGV[14] tokens/min   ARGV[15] most jobs in flight
+--   (12, 14, 15: '0' is no limit)   ARGV[16] fill of the cap past which a tenant is held
+--   to its weighted share of it ('0': never)
+-- then per job i, from A = 17 + 4(i-1): ARGV[A] job id   ARGV[A+1] envelope JSON
+--   ARGV[A+2] tokens (for the tokens/min bucket)   ARGV[A+3] deadline ms
 -- Returns one reply per job, in order:
 --   {'admitted', job id, entry id, depth before, drain rate ('' when not measured)}
 --   | {'duplicate', job id}
 --   | {'rejected', depth, last rate, window start ms, count in window, now ms, cap}
 --   | {'spill', depth, drain rate} | {'shed', backlog, total drain rate}
-local cap, reply, idem_ttl, spill = tonumber(ARGV[1]), ARGV[3], ARGV[4], tonumber(ARGV[5])
-local wait_target, shed = tonumber(ARGV[6]), tonumber(ARGV[8])
-local extra = shed > 0 and 6 or 0
+--   | {'aged', depth, drain rate, oldest age ms}
+--   | {'tenant', 'rps'|'tpm'|'concurrent'|'share', retry after s ('': unknown)}
+local cap, reply, idem_ttl = tonumber(ARGV[1]), ARGV[3], ARGV[4]
+local spill, wait_target, shed = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[8])
+local gate, tenant = tonumber(ARGV[9]), ARGV[10]
 local per = idem_ttl == '0' and 1 or 2
+local tail = (shed > 0 and 6 or 0) + (tenant ~= '' and 3 or 0)
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local depth = redis.call('XLEN', KEYS[1])
-local out = {}
-local drain, rate
-if (spill > 0 and depth > 0) or wait_target > 0 then
-  local t = redis.call('TIME')
-  local now = t[1] * 1000 + math.floor(t[2] / 1000)
-  local d = redis.call('HMGET', KEYS[2], 'rate', 'ws')
-  rate = tonumber(d[1]) or 0
-  if now - (tonumber(d[2]) or 0) > 5000 then
-    rate = 0  -- nothing drained lately: no prediction (a dead pool is seen by the client)
-  end
-  if wait_target > 0 then
-    cap = math.min(cap, math.max(tonumber(ARGV[7]), math.floor(rate * wait_target / 1000)))
-  end
+
+local function rate_of(key)  -- jobs/s drained in the last window; 0 if none in 5 s
+  local d = redis.call('HMGET', key, 'rate', 'ws')
+  if now - (tonumber(d[2]) or 0) > 5000 then return 0 end
+  return tonumber(d[1]) or 0
 end
-local shed_out
-if shed > 0 then
-  local t = redis.call('TIME')
-  local now = t[1] * 1000 + math.floor(t[2] / 1000)
-  local backlog, total = 0, 0
-  for j = #KEYS - 5, #KEYS - 3 do
-    backlog = backlog + redis.call('XLEN', KEYS[j])
-  end
-  for j = #KEYS - 2, #KEYS do
-    local d = redis.call('HMGET', KEYS[j], 'rate', 'ws')
-    if now - (tonumber(d[2]) or 0) <= 5000 then
-      total = total + (tonumber(d[1]) or 0)
+
+local rate = rate_of(KEYS[2])
+if wait_target > 0 then
+  cap = math.min(cap, math.max(tonumber(ARGV[7]), math.floor(rate * wait_target / 1000)))
+end
+
+local function closed_by_age()  -- the oldest undelivered entry's age if the gate is shut
+  local last = '0-0'
+  if depth > 0 then
+    for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+      if group[2] == 'workers' then
+        for j = 1, #group, 2 do
+          if group[j] == 'last-delivered-id' then last = group[j + 1] end
+        end
+      end
     end
   end
+  local head = depth > 0 and redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', 1)[1]
+  local age = head and now - tonumber(string.match(head[1], '^(%d+)')) or 0
+  if age <= wait_target then
+    redis.call('HDEL', KEYS[2], 'above')
+    return nil
+  end
+  -- That entry alone shows the head has been past the target since `since`; a stretch
+  -- seen by an earlier call still counts if it was looked at within the interval.
+  local g = redis.call('HMGET', KEYS[2], 'above', 'seen')
+  local since, above = now - (age - wait_target), tonumber(g[1])
+  if above and now - (tonumber(g[2]) or 0) <= gate then since = math.min(above, since) end
+  redis.call('HSET', KEYS[2], 'above', since, 'seen', now)
+  if now - since >= gate then return age end
+  return nil
+end
+
+local refused  -- one reply for every job of this call
+if shed > 0 then
+  local backlog, total = 0, 0
+  for j = #KEYS - tail + 1, #KEYS - tail + 3 do
+    backlog = backlog + redis.call('XLEN', KEYS[j])
+    total = total + rate_of(KEYS[j + 3])
+  end
   if total > 0 and backlog * 1000 / total > shed then
-    shed_out = {'shed', backlog, tostring(total)}
+    refused = {'shed', backlog, tostring(total)}
   end
 end
-for i = 1, (#KEYS - 2 - extra) / per do
-  local job_key = KEYS[3 + per * (i - 1)]
-  local idem_key = KEYS[4 + per * (i - 1)]
-  local id, payload = ARGV[7 + 2 * i], ARGV[8 + 2 * i]
+if not refused and gate > 0 and wait_target > 0 then
+  local age = closed_by_age()
+  if age then refused = {'aged', depth, tostring(rate), age} end
+end
+
+local tjobs, tquota, tenants = KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS]
+local weight, rps, bucket = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
+local tpm, most, share_at = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
+local inflight, share, reqs, toks = 0, nil, 0, 0
+if tenant ~= '' then
+  redis.call('ZREMRANGEBYSCORE', tjobs, '-inf', now)  -- past their deadline: ended
+  inflight = redis.call('ZCARD', tjobs)
+  redis.call('HSET', tenants, tenant, weight .. '|' .. now)
+  redis.call('PEXPIRE', tenants, 3600000)
+  if share_at > 0 and depth >= share_at * cap then
+    local all, total, stale = redis.call('HGETALL', tenants), 0, {}
+    for j = 1, #all, 2 do
+      local w, seen = string.match(all[j + 1], '^([^|]+)|(%d+)$')
+      if now - tonumber(seen) <= 10000 then total = total + tonumber(w)
+      else stale[#stale + 1] = all[j] end
+    end
+    if #stale > 0 then redis.call('HDEL', tenants, unpack(stale)) end
+    if total > weight then share = math.max(1, math.floor(cap * weight / total)) end
+  end
+  local q = redis.call('HMGET', tquota, 'r', 't', 'ts')
+  local elapsed = (now - (tonumber(q[3]) or now)) / 1000
+  reqs = math.min(bucket, (tonumber(q[1]) or bucket) + elapsed * rps)
+  toks = math.min(tpm, (tonumber(q[2]) or tpm) + elapsed * tpm / 60)
+end
+
+local function over_quota(tokens)  -- why the tenant may not have one more job, if so
+  local wait = rate > 0 and 1 / rate or nil
+  if most > 0 and inflight >= most then
+    return {'tenant', 'concurrent', wait and tostring((inflight - most + 1) * wait) or ''}
+  elseif share and inflight >= share then
+    return {'tenant', 'share', wait and tostring((inflight - share + 1) * wait) or ''}
+  elseif rps > 0 and reqs < 1 then
+    return {'tenant', 'rps', tostring((1 - reqs) / rps)}
+  elseif tpm > 0 and toks < tokens then
+    return {'tenant', 'tpm', tokens > tpm and '' or tostring((tokens - toks) * 60 / tpm)}
+  end
+  return nil
+end
+
+local out, drain = {}, nil
+for i = 1, (#KEYS - 2 - tail) / per do
+  local job_key, idem_key = KEYS[3 + per * (i - 1)], KEYS[4 + per * (i - 1)]
+  local a = 17 + 4 * (i - 1)
+  local id, tokens = ARGV[a], tonumber(ARGV[a + 2])
   local existing = per == 2 and redis.call('GET', idem_key)
+  local quota = tenant ~= '' and not existing and not refused and over_quota(tokens)
   if existing then
     out[i] = {'duplicate', existing}
-  elseif shed_out then
-    out[i] = shed_out
-  elseif spill > 0 and rate and rate > 0 and depth * 1000 / rate > spill then
+  elseif refused then
+    out[i] = refused
+  elseif spill > 0 and rate > 0 and depth * 1000 / rate > spill then
     out[i] = {'spill', depth, tostring(rate)}
+  elseif quota then
+    out[i] = quota
   elseif depth >= cap then
     if not drain then
-      local t = redis.call('TIME')
       local d = redis.call('HMGET', KEYS[2], 'rate', 'ws', 'n')
-      drain = {d[1] or '0', d[2] or '0', d[3] or '0', t[1] * 1000 + math.floor(t[2] / 1000)}
+      drain = {d[1] or '0', d[2] or '0', d[3] or '0', now}
     end
     out[i] = {'rejected', depth, drain[1], drain[2], drain[3], drain[4], cap}
   else
-    local entry = redis.call('XADD', KEYS[1], '*', 'id', id, 'r', reply, 'd', payload)
+    local entry = redis.call('XADD', KEYS[1], '*', 'id', id, 'r', reply, 'd', ARGV[a + 1])
     redis.call('HSET', job_key, 'state', 'queued', 'entry', entry, 'stream', KEYS[1], 'reply', reply)
     redis.call('PEXPIRE', job_key, ARGV[2])
     if per == 2 then
       redis.call('SET', idem_key, id, 'PX', idem_ttl)
     end
-    out[i] = {'admitted', id, entry, depth, rate and tostring(rate) or ''}
+    if tenant ~= '' then
+      local deadline = tonumber(ARGV[a + 3])
+      redis.call('ZADD', tjobs, deadline > 0 and deadline or now + ARGV[2], id)
+      redis.call('HSET', job_key, 'tenant', tenant)
+      inflight, reqs, toks = inflight + 1, reqs - 1, toks - tokens
+    end
+    out[i] = {'admitted', id, entry, depth, rate > 0 and tostring(rate) or ''}
     depth = depth + 1
   end
+end
+if tenant ~= '' then
+  redis.call('HSET', tquota, 'r', tostring(reqs), 't', tostring(toks), 'ts', now)
+  redis.call('PEXPIRE', tquota, 3600000)
+  redis.call('PEXPIRE', tjobs, ARGV[2])
 end
 return out

@@ -1,10 +1,11 @@
-"""`switchyard bench queue|embed|generate|bridge`."""
+"""`switchyard bench queue|embed|generate|bridge|overload`."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from ops.bench import bridge, embed, generate, queue
+from ops.bench import bridge, embed, generate, overload, queue
 
 __all__ = ["add_parser"]
 
@@ -53,6 +54,28 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     b.set_defaults(handler=lambda ns: _print(bridge.render(bridge.run_bridge_bench(
         bridge.BridgeBenchOptions(ns.requests, ns.concurrency, ns.latency_ms,
                                   ns.failover_jobs)))))
+
+
+    o = kinds.add_parser("overload", help="admission control at 0.5x to 5x capacity, "
+                         "with and without it; writes a PNG plot")
+    o.add_argument("--workers", type=int, default=2)
+    o.add_argument("--batch", type=int, default=8)
+    o.add_argument("--service-ms", type=float, default=100.0, help="echo time per batch")
+    o.add_argument("--loads", default="0.5,1,2,5", help="comma-separated multiples of capacity")
+    o.add_argument("--seconds", type=float, default=8.0, help="offered load per level")
+    o.add_argument("--plot", type=Path, default=Path("overload.png"))
+    o.set_defaults(handler=_overload)
+
+
+def _overload(ns: argparse.Namespace) -> int:
+    report = overload.run_overload_bench(overload.OverloadOptions(
+        ns.workers, ns.batch, ns.service_ms, tuple(float(x) for x in ns.loads.split(",")),
+        ns.seconds, ns.plot))
+    _print(overload.render(report))
+    failures = overload.check(report)
+    for failure in failures:
+        print(f"target missed: {failure}", flush=True)
+    return 1 if failures else 0
 
 
 def _print(text: str) -> int:

@@ -5,15 +5,20 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from broker import GROUP, Keys, Scripts, ensure_groups, parse_stream_reply
+from broker.calls import StreamPolicy, enqueue_call
+from broker.keys import PartitionKeys
+
+
+def _policy(keys: PartitionKeys, cap: int) -> StreamPolicy:
+    return StreamPolicy(keys.stream("standard"), keys.drain("standard"), cap=cap,
+                        job_ttl_ms=60_000)
 
 
 async def _enqueue(scripts: Scripts, keys, job_id: str, cap: int, idem: str = "") -> list:
-    replies = await scripts.call(
-        "enqueue",
-        [keys.stream("standard"), keys.drain("standard"), keys.job(job_id),
-         *([keys.idempotency(idem)] if idem else [])],
-        [cap, 60_000, keys.reply("c"), 60_000 if idem else 0, 0, 0, 0, 0, job_id, "{}"],
-    )
+    replies = await scripts.call(*enqueue_call(
+        _policy(keys, cap), keys.reply("c"),
+        [(keys.job(job_id), keys.idempotency(idem) if idem else None, job_id, "{}", 0, 0)],
+        idempotency_ttl_ms=60_000 if idem else 0))
     assert isinstance(replies, list) and len(replies) == 1
     return replies[0]  # type: ignore[no-any-return]
 
@@ -21,12 +26,10 @@ async def _enqueue(scripts: Scripts, keys, job_id: str, cap: int, idem: str = ""
 async def test_one_call_admits_many_jobs_in_order(aredis: aioredis.Redis, prefix: str) -> None:
     keys = Keys(prefix).partition("p", 0)
     ids = [f"p.0.{i:04d}" for i in range(5)]
-    replies = await Scripts(aredis).call(
-        "enqueue",
-        [keys.stream("standard"), keys.drain("standard"),
-         *[k for i in ids for k in (keys.job(i), keys.idempotency("same"))]],
-        [3, 60_000, keys.reply("c"), 60_000, 0, 0, 0, 0, *[a for i in ids for a in (i, "{}")]],
-    )
+    replies = await Scripts(aredis).call(*enqueue_call(
+        _policy(keys, 3), keys.reply("c"),
+        [(keys.job(i), keys.idempotency("same"), i, "{}", 0, 0) for i in ids],
+        idempotency_ttl_ms=60_000))
     assert isinstance(replies, list)
     # The first job takes the key; the rest are duplicates of it, not second jobs.
     assert [r[0] for r in replies] == ["admitted"] + ["duplicate"] * 4
@@ -63,8 +66,8 @@ async def test_complete_first_result_wins_and_acks(aredis: aioredis.Redis, prefi
         return await scripts.call(
             "complete",
             [entry.stream, keys.drain("standard"), keys.dead, keys.reply("c"),
-             keys.job("p.0.cccc")],
-            [GROUP, 60_000, 60_000, 1000, 1000, "ok",
+             keys.tenant_jobs("-"), keys.job("p.0.cccc")],
+            [GROUP, 60_000, 60_000, 1000, 1000, "ok", 1,
              entry.entry_id, "p.0.cccc", "succeeded", outcome])
 
     assert await complete('{"first": 1}') == [1]
@@ -81,9 +84,10 @@ async def test_pipeline_reloads_scripts_after_a_flush(aredis: aioredis.Redis, pr
     scripts = Scripts(aredis)
     await scripts.load()
     await aredis.script_flush()
-    calls = [("enqueue", [keys.stream("batch"), keys.drain("batch"), keys.job(f"p.0.{i}")],
-              [10, 60_000, keys.reply("c"), 0, 0, 0, 0, 0, f"p.0.{i}", "{}"]) for i in range(3)]
-    replies = await scripts.pipeline(calls)  # type: ignore[arg-type]
+    calls = [enqueue_call(_policy(keys, 10), keys.reply("c"),
+                          [(keys.job(f"p.0.{i}"), None, f"p.0.{i}", "{}", 0, 0)])
+             for i in range(3)]
+    replies = await scripts.pipeline(calls)
     assert [r[0][0] for r in replies] == ["admitted"] * 3  # type: ignore[index]
 
 
@@ -99,7 +103,7 @@ async def test_spill_forward_moves_only_undelivered_queued_jobs(
     args: list = [GROUP, 60_000, 1000]
     script_keys = [keys.stream("standard")]
     for job_id, entry in zip(ids, entries, strict=True):
-        script_keys += [keys.job(job_id), keys.reply("c")]
+        script_keys += [keys.job(job_id), keys.reply("c"), keys.tenant_jobs("-")]
         args += [entry, job_id, f"q.0.copy-{job_id}", "elsewhere:reply:c"]
     verdicts = await scripts.call("spill_forward", script_keys, args)
     assert verdicts == ["kept", "forwarded"]
@@ -118,23 +122,23 @@ async def test_caps_follow_the_measured_drain_rate(aredis: aioredis.Redis, prefi
     keys = Keys(prefix).partition("p", 0)
     scripts = Scripts(aredis)
 
-    async def admit(n: int, start: int) -> list[str]:
-        verdicts = []
-        for i in range(start, start + n):
-            reply = await scripts.call(
-                "enqueue", [keys.stream("standard"), keys.drain("standard"), keys.job(f"p.0.{i}")],
-                [1_000, 60_000, keys.reply("c"), 0, 0, 1_000, 2, 0, f"p.0.{i}", "{}"])
-            verdicts.append(reply[0][0])  # type: ignore[index]
-        return verdicts
+    policy = StreamPolicy(keys.stream("standard"), keys.drain("standard"), cap=1_000,
+                          job_ttl_ms=60_000, wait_target_ms=1_000, cap_floor=2)
+
+    async def one(job_id: str) -> list[object]:
+        reply = await scripts.call(*enqueue_call(
+            policy, keys.reply("c"), [(keys.job(job_id), None, job_id, "{}", 0, 0)]))
+        return reply[0]  # type: ignore[index,no-any-return]
+
+    async def admit(n: int, start: int) -> list[object]:
+        return [(await one(f"p.0.{i}"))[0] for i in range(start, start + n)]
 
     await aredis.hset(keys.drain("standard"), mapping={"rate": "10", "ws": now_ms()})
     assert await admit(11, 0) == ["admitted"] * 10 + ["rejected"]  # 10/s x 1 s
     await aredis.hset(keys.drain("standard"), mapping={"rate": "25", "ws": now_ms()})
     assert await admit(16, 11) == ["admitted"] * 15 + ["rejected"]  # now 25
-    rejected = await scripts.call(
-        "enqueue", [keys.stream("standard"), keys.drain("standard"), keys.job("p.0.x")],
-        [1_000, 60_000, keys.reply("c"), 0, 0, 1_000, 2, 0, "p.0.x", "{}"])
-    assert rejected[0][6] == 25  # type: ignore[index]  (the cap in force, for Retry-After)
+    rejected = await one("p.0.x")
+    assert rejected[6] == 25  # (the cap in force, for Retry-After)
     await aredis.hset(keys.drain("standard"), mapping={"ws": now_ms() - 60_000})
     await aredis.delete(keys.stream("standard"))
     assert await admit(3, 100) == ["admitted", "admitted", "rejected"]  # stale: the floor

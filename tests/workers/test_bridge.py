@@ -99,7 +99,7 @@ async def test_retry_after_is_honoured_and_a_401_is_not_retried(
         result = await (await client.chat("cloud", USER, max_tokens=3)).result(timeout=30)
     assert result.text == "w1 w2 w3" and result.served_by and result.served_by.provider == "p1"
     assert fakes[0].statuses[401] == 1  # tried once, never again
-    first, second = fakes[1].times[:2]
+    first, second = list(fakes[1].times)[:2]
     assert second - first >= 0.6  # not before its Retry-After
     assert await aredis.hget(Keys(prefix).breaker("p0", "m-p0"), "state") == "open"
 
@@ -169,6 +169,10 @@ async def test_all_targets_down_fails_fast_within_the_retry_budget(
     retries = calls - 3 * jobs_n
     assert 0 < retries <= jobs_n * retry_ratio + 10
     assert engine.budget.tokens < 1
+    # Backpressure: jobs no provider served did not drain the stream, so its measured
+    # drain rate (and every cap sized from it) stays at nothing.
+    drain = await aredis.hgetall(Keys(prefix).partition("cloud", 0).drain("standard"))
+    assert drain and int(drain["n"]) == 0 and float(drain.get("rate", 0)) == 0
 
 
 async def test_embeddings_through_a_provider(
@@ -232,7 +236,7 @@ async def test_a_provider_announcing_no_requests_left_is_paused_before_any_429(
     async with AsyncClient(config, redis_url=redis_url) as client:
         for _ in range(3):
             await (await client.chat("cloud", USER, max_tokens=2)).result(timeout=30)
-    first, second, third = fakes[0].times
+    first, second, third = list(fakes[0].times)
     assert second - first >= 0.65 and third - second >= 0.65
     assert set(fakes[0].statuses) == {200}
 

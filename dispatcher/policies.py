@@ -1,0 +1,61 @@
+"""How the client admits onto each priority stream: one :class:`StreamPolicy` per
+partition, priority and tenant, built from the configuration once and reused."""
+
+from __future__ import annotations
+
+import math
+
+from broker.calls import StreamPolicy, TenantQuota
+from broker.config import DEFAULT_TENANT, PoolConfig, SwitchyardConfig, TenantConfig
+from broker.keys import PartitionKeys
+from broker.schemas import PRIORITIES, Priority
+
+__all__ = ["Policies"]
+
+MAX_CACHED = 10_000
+
+
+class Policies:
+    def __init__(self, config: SwitchyardConfig) -> None:
+        self._config = config
+        self._cache: dict[tuple[str, Priority, str | None], StreamPolicy] = {}
+
+    def get(self, pool_name: str, keys: PartitionKeys, priority: Priority,
+            tenant: str | None) -> StreamPolicy:
+        cache_key = (keys.base, priority, tenant)
+        policy = self._cache.get(cache_key)
+        if policy is None:
+            if len(self._cache) >= MAX_CACHED:  # many one-off tenants: start again
+                self._cache.clear()
+            policy = self._cache[cache_key] = self._build(
+                self._config.pools[pool_name], keys, priority, tenant)
+        return policy
+
+    def _build(self, pool: PoolConfig, keys: PartitionKeys, priority: Priority,
+               tenant: str | None) -> StreamPolicy:
+        shed_ms = pool.shed_after_s.ms(priority)
+        return StreamPolicy(
+            stream=keys.stream(priority), drain=keys.drain(priority),
+            cap=getattr(pool.caps, priority),
+            job_ttl_ms=int(self._config.jobs.job_ttl_s * 1000),
+            wait_target_ms=pool.wait_targets.ms(priority), cap_floor=pool.cap_floor,
+            shed_ms=shed_ms,
+            pool_keys=(*keys.streams(), *(keys.drain(p) for p in PRIORITIES)) if shed_ms else (),
+            age_gate_ms=int(pool.age_gate_s * 1000),
+            tenant=self._quota(pool, keys, tenant))
+
+    def _quota(self, pool: PoolConfig, keys: PartitionKeys,
+               tenant: str | None) -> TenantQuota | None:
+        """The tenant's quota on one partition: 1/N of its configured one (N partitions).
+        None when no tenants are configured: then none are tracked."""
+        tenants = self._config.tenants
+        if not tenants:
+            return None
+        name = self._config.tenant_of(tenant)
+        quota = tenants.get(name) or tenants.get(DEFAULT_TENANT) or TenantConfig()
+        n = pool.partitions
+        return TenantQuota(
+            name=name, keys=(keys.tenant_jobs(name), keys.tenant_quota(name), keys.tenants),
+            weight=quota.weight, rps=quota.rps / n,
+            bucket=max(1.0, quota.rps * quota.burst_s / n), tpm=quota.tpm / n,
+            max_concurrent=math.ceil(quota.max_concurrent / n), share_at=pool.fair_share_at)
