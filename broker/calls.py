@@ -20,10 +20,11 @@ EnqueueJob = tuple[str, str | None, str, str, int, int]
 @dataclass(frozen=True, slots=True)
 class TenantQuota:
     """A tenant's quota on one partition (its share of the configured one), and its keys
-    there: its jobs in flight, its buckets, and the partition's tenants."""
+    there: its jobs in flight in this stream and in the other two, its buckets, and the
+    partition's tenants."""
 
     name: str
-    keys: tuple[str, str, str]
+    keys: tuple[str, ...]
     weight: float = 1.0
     rps: float = 0.0
     bucket: float = 0.0
@@ -45,7 +46,8 @@ class StreamPolicy:
     cap_floor: int = 0
     shed_ms: int = 0
     pool_keys: tuple[str, ...] = ()
-    """With ``shed_ms``: the partition's 3 priority streams and their 3 drain hashes."""
+    """With ``shed_ms`` or ``wait_target_ms``: the partition's 3 priority streams and their
+    3 drain hashes."""
     age_gate_ms: int = 0
     tenant: TenantQuota | None = None
 
@@ -67,7 +69,8 @@ def enqueue_call(policy: StreamPolicy, reply: str, jobs: Sequence[EnqueueJob], *
             assert idempotency_key is not None
             keys.append(idempotency_key)
         args += [job_id, payload, tokens, deadline_ms]
-    if p.shed_ms:
+    if p.shed_ms or p.wait_target_ms:
+        assert len(p.pool_keys) == 6, "shed_ms and wait_target_ms need the pool's keys"
         keys += p.pool_keys
     if t is not None:
         keys += t.keys

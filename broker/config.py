@@ -204,6 +204,9 @@ class PoolConfig(_Strict):
     """Share of free GPU memory a batch may use ..."""
     memory_margin: ByteSize = ByteSize(256 << 20)
     """... less this safety margin."""
+    admission_control: bool = True
+    """false: only the fixed ``caps`` apply (no sized caps, shedding, age gate, deadline
+    check or tenant quotas): a baseline to compare with, not for production."""
     caps: CapsConfig = CapsConfig()
     wait_targets: WaitTargets = WaitTargets()
     shed_after_s: ShedAfter = ShedAfter()

@@ -9,7 +9,9 @@ of one partition lands on one Redis Cluster slot)::
     sy:{pool.N}:job:<job id>        job record: state, outcome, stream entry (hash, TTL)
     sy:{pool.N}:idem:<key>          idempotency key -> job id (string, TTL)
     sy:{pool.N}:reply:<client id>   reply stream of one client instance (TTL, trimmed)
-    sy:{pool.N}:tenant:<name>:jobs  a tenant's jobs in flight (zset: job id -> deadline ms)
+    sy:{pool.N}:tenant:<name>:jobs:<priority>
+                                    a tenant's jobs in flight in one priority stream
+                                    (zset: job id -> deadline ms)
     sy:{pool.N}:tenant:<name>:quota a tenant's request and token buckets (hash)
     sy:{pool.N}:tenants             tenants seen lately: name -> 'weight|last seen ms' (hash)
     sy:{pool}:workers               live workers of a pool (zset: consumer -> last beat ms)
@@ -138,8 +140,8 @@ class PartitionKeys:
     def reply(self, client_id: str) -> str:
         return f"{self.base}:reply:{client_id}"
 
-    def tenant_jobs(self, tenant: str) -> str:
-        return f"{self.base}:tenant:{tenant}:jobs"
+    def tenant_jobs(self, tenant: str, priority: Priority) -> str:
+        return f"{self.base}:tenant:{tenant}:jobs:{priority}"
 
     def tenant_quota(self, tenant: str) -> str:
         return f"{self.base}:tenant:{tenant}:quota"

@@ -194,6 +194,8 @@ class AsyncClient:
         if route.overflow is not None:
             pools = [*([route.pool] if await self._alive(route.pool) else []), route.overflow]
         spill_ms = int(deadline_s * 1000) if deadline_s is not None else 0
+        if not self.config.pools[route.pool].admission_control:
+            spill_ms = 0
         for pool_name in pools:
             verdict, handle = await self._enqueue(pool_name, job, kind, spill_ms)
             if handle is not None:
@@ -277,7 +279,8 @@ class AsyncClient:
             start = None if not verdict.drain_rate else verdict.position / verdict.drain_rate
             return verdict, AsyncJob(self, job_id, kind, position=verdict.position,
                                      estimated_start_s=0.0 if verdict.position == 0 else start,
-                                     waiter=waiter, deltas=deltas)
+                                     waiter=waiter, deltas=deltas,
+                                     deadline_ms=envelope.deadline_ms)
         self.replies.forget(job_id)
         if isinstance(verdict, Duplicate):
             return verdict, AsyncJob(self, verdict.job_id, kind)

@@ -51,8 +51,8 @@ class AsyncJob(Generic[R_co]):
     ``async for delta in job`` (or :meth:`stream`) yields a chat job's text as it is
     generated; the deltas joined are the final result's text."""
 
-    __slots__ = ("_client", "_deltas", "_kind", "_waiter", "estimated_start_s", "id",
-                 "position")
+    __slots__ = ("_client", "_deltas", "_kind", "_waiter", "deadline_ms", "estimated_start_s",
+                 "id", "position")
 
     def __init__(
         self,
@@ -64,6 +64,7 @@ class AsyncJob(Generic[R_co]):
         estimated_start_s: float | None = None,
         waiter: asyncio.Future[str] | None = None,
         deltas: Deltas | None = None,
+        deadline_ms: int | None = None,
     ) -> None:
         self._client = client
         self._kind: type | tuple[type, ...] = kind
@@ -75,6 +76,8 @@ class AsyncJob(Generic[R_co]):
         self.estimated_start_s = estimated_start_s
         """Seconds until a worker is expected to take it: ``position`` / the stream's
         measured drain rate (None when no rate was measured with work ahead)."""
+        self.deadline_ms = deadline_ms
+        """The job's absolute deadline (epoch ms), when this handle admitted it."""
 
     def __repr__(self) -> str:
         return f"<AsyncJob {self.id}>"
@@ -176,6 +179,8 @@ class AsyncJob(Generic[R_co]):
             return False
         partition = client.keys.of_job(job_id)
         name, keys, args = cancel_call(partition.job(job_id), record.stream, record.reply,
-                                       partition.tenant_jobs(record.tenant or "-"), job_id,
+                                       partition.tenant_jobs(record.tenant or "-",
+                                                             partition.priority_of(record.stream)),
+                                       job_id,
                                        client.config.jobs)
         return await client.scripts.call(name, keys, args) == "cancelled"

@@ -33,18 +33,20 @@ class Policies:
 
     def _build(self, pool: PoolConfig, keys: PartitionKeys, priority: Priority,
                tenant: str | None) -> StreamPolicy:
-        shed_ms = pool.shed_after_s.ms(priority)
+        cap, job_ttl_ms = getattr(pool.caps, priority), int(self._config.jobs.job_ttl_s * 1000)
+        if not pool.admission_control:
+            return StreamPolicy(keys.stream(priority), keys.drain(priority), cap, job_ttl_ms)
+        shed_ms, wait_ms = pool.shed_after_s.ms(priority), pool.wait_targets.ms(priority)
         return StreamPolicy(
-            stream=keys.stream(priority), drain=keys.drain(priority),
-            cap=getattr(pool.caps, priority),
-            job_ttl_ms=int(self._config.jobs.job_ttl_s * 1000),
-            wait_target_ms=pool.wait_targets.ms(priority), cap_floor=pool.cap_floor,
+            stream=keys.stream(priority), drain=keys.drain(priority), cap=cap,
+            job_ttl_ms=job_ttl_ms, wait_target_ms=wait_ms, cap_floor=pool.cap_floor,
             shed_ms=shed_ms,
-            pool_keys=(*keys.streams(), *(keys.drain(p) for p in PRIORITIES)) if shed_ms else (),
+            pool_keys=((*keys.streams(), *(keys.drain(p) for p in PRIORITIES))
+                       if shed_ms or wait_ms else ()),
             age_gate_ms=int(pool.age_gate_s * 1000),
-            tenant=self._quota(pool, keys, tenant))
+            tenant=self._quota(pool, keys, priority, tenant))
 
-    def _quota(self, pool: PoolConfig, keys: PartitionKeys,
+    def _quota(self, pool: PoolConfig, keys: PartitionKeys, priority: Priority,
                tenant: str | None) -> TenantQuota | None:
         """The tenant's quota on one partition: 1/N of its configured one (N partitions).
         None when no tenants are configured: then none are tracked."""
@@ -55,7 +57,10 @@ class Policies:
         quota = tenants.get(name) or tenants.get(DEFAULT_TENANT) or TenantConfig()
         n = pool.partitions
         return TenantQuota(
-            name=name, keys=(keys.tenant_jobs(name), keys.tenant_quota(name), keys.tenants),
+            name=name,
+            keys=(keys.tenant_jobs(name, priority),
+                  *(keys.tenant_jobs(name, p) for p in PRIORITIES if p != priority),
+                  keys.tenant_quota(name), keys.tenants),
             weight=quota.weight, rps=quota.rps / n,
             bucket=max(1.0, quota.rps * quota.burst_s / n), tpm=quota.tpm / n,
             max_concurrent=math.ceil(quota.max_concurrent / n), share_at=pool.fair_share_at)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from broker.config import SwitchyardConfig
+from broker.config import DEFAULT_TENANT, JobsConfig
 from broker.keys import GROUP
 from broker.schemas import ChatResult, EmbedResult, ErrorInfo, JobOutcome, JobState, now_ms
 from broker.scripts import ScriptCall, Scripts, grouped
@@ -71,14 +71,16 @@ def _drained(items: Sequence[Finish]) -> int:
 
 
 class Ledger:
-    def __init__(self, scripts: Scripts, config: SwitchyardConfig, consumer: str) -> None:
+    def __init__(self, scripts: Scripts, jobs: JobsConfig, consumer: str) -> None:
         self._scripts = scripts
-        self._jobs = config.jobs
-        self._config = config
+        self._jobs = jobs
         self._consumer = consumer
 
-    def _tenant(self, pulled: Pulled) -> str:
-        return self._config.tenant_of(pulled.envelope.tenant if pulled.envelope else None)
+    @staticmethod
+    def _tenant(pulled: Pulled) -> str:
+        """The tenant a client that tracks tenants counted the job under (whatever this
+        worker's own configuration says: a key never written costs nothing to clear)."""
+        return (pulled.envelope.tenant or DEFAULT_TENANT) if pulled.envelope else "-"
 
     def _finish_group(self, item: Finish) -> str:
         """Entries share a complete call when they share a stream, a reply stream, a mode
@@ -118,7 +120,7 @@ class Ledger:
             dead = bool(group[0].dead_reason)
             keys = [first.entry.stream, first.keys.drain(first.priority), first.keys.dead,
                     first.entry.reply if first.reply_owned else first.keys.reply("-"),
-                    first.keys.tenant_jobs(self._tenant(first))]
+                    first.keys.tenant_jobs(self._tenant(first), first.priority)]
             args: list[str | int | float] = [
                 GROUP, int(jobs.result_ttl_s * 1000), int(jobs.reply_ttl_s * 1000),
                 jobs.reply_maxlen, jobs.dead_letter_maxlen, "dead" if dead else "ok",

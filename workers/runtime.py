@@ -97,7 +97,7 @@ class Worker:
         keys = self._keys = Keys(config.redis.prefix)
         self._partitions = keys.partitions(pool, settings.partitions)
         self._scripts = Scripts(redis)
-        self._ledger = Ledger(self._scripts, config, self.consumer)
+        self._ledger = Ledger(self._scripts, config.jobs, self.consumer)
         self._puller = Puller(
             redis, self._partitions, self.consumer, max_batch=settings.max_batch,
             max_batch_tokens=settings.max_batch_tokens, lower_share=settings.lower_share,
@@ -225,21 +225,24 @@ class Worker:
     ) -> asyncio.Task[None] | None:
         """Start, run and finish one batch; returns the task finishing it.
 
-        Jobs whose deadline is further away than the clock-skew tolerance run at once,
+        Jobs whose deadline is further away than the clock-skew tolerance may run at once,
         the start round trip overlapping the engine, and finishing does not wait for its
         verdicts (``complete`` keeps the first outcome). The others run only if ``start``
         (on the Redis clock) says their deadline has not passed; it ends the expired ones
-        itself. So no job runs whose deadline had passed when it was started.
+        itself. So no job runs whose deadline had passed when it was started. A batch
+        holding any such job waits for the verdicts and runs once, as a whole: one round
+        trip, rather than a second engine call.
         """
         starting = asyncio.create_task(self._retry(self._ledger.start, batch))
         cutoff = now_ms() + int(self._config.worker.clock_skew_s * 1000)
-        safe = [p for p in batch if not _expired_before(p, cutoff)]
-        outputs = await self._execute(safe)
-        finishing = await self._then_finish(finishing, safe, outputs)
-        verdicts = await starting
-        near = [p for p in batch if _expired_before(p, cutoff) and verdicts[id(p)] == "run"]
-        if near:  # close to their deadline, and Redis says it has not passed
-            finishing = await self._then_finish(finishing, near, await self._execute(near))
+        if any(_expired_before(p, cutoff) for p in batch):
+            verdicts = await starting
+            run = [p for p in batch
+                   if not _expired_before(p, cutoff) or verdicts[id(p)] == "run"]
+            return await self._then_finish(finishing, run, await self._execute(run))
+        outputs = await self._execute(batch)
+        finishing = await self._then_finish(finishing, batch, outputs)
+        await starting
         return finishing
 
     async def _then_finish(

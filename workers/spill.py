@@ -21,7 +21,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from broker.calls import StreamPolicy, cancel_call, enqueue_call
-from broker.config import SwitchyardConfig
+from broker.config import DEFAULT_TENANT, SwitchyardConfig
 from broker.errors import EntryDecodeError
 from broker.keys import GROUP, JobIdSource, Keys, PartitionKeys
 from broker.schemas import PRIORITIES, decode_envelope, now_ms
@@ -94,7 +94,7 @@ class Spiller:
         copy_id = self._ids.new(target.pool, target.partition)
         payload = envelope.model_copy(update={"id": copy_id}).model_dump_json()
         return _Copy(target, copy_id, target.reply(client), payload, envelope.priority,
-                     self._config.tenant_of(envelope.tenant))
+                     envelope.tenant or DEFAULT_TENANT)
 
     async def _admit(self, copies: Sequence[_Copy]) -> None:
         ttl_ms = int(self._config.jobs.job_ttl_s * 1000)
@@ -110,7 +110,8 @@ class Spiller:
         script_keys = [stream]
         args: list[str | int | float] = [GROUP, int(jobs.reply_ttl_s * 1000), jobs.reply_maxlen]
         for entry, copy in moving:
-            script_keys += [keys.job(entry.job_id), entry.reply, keys.tenant_jobs(copy.tenant)]
+            script_keys += [keys.job(entry.job_id), entry.reply,
+                            keys.tenant_jobs(copy.tenant, keys.priority_of(stream))]
             args += [entry.entry_id, entry.job_id, copy.id, copy.reply]
         reply = await self._scripts.call("spill_forward", script_keys, args)
         assert isinstance(reply, list)
@@ -119,7 +120,7 @@ class Spiller:
     async def _cancel(self, copies: Sequence[_Copy]) -> None:
         await self._scripts.pipeline([
             cancel_call(c.keys.job(c.id), c.keys.stream(c.priority), c.reply,
-                        c.keys.tenant_jobs("-"), c.id,
+                        c.keys.tenant_jobs("-", c.priority), c.id,
                         self._config.jobs, "the original ran on its own pool after all")
             for c in copies])
 

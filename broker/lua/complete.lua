@@ -53,8 +53,9 @@ redis.call('PEXPIRE', reply, ARGV[3])
 local d = redis.call('HMGET', KEYS[2], 'ws', 'n')
 local ws = tonumber(d[1])
 local count = (tonumber(d[2]) or 0) + tonumber(ARGV[7])
-if not ws then
-  redis.call('HSET', KEYS[2], 'ws', now, 'n', count)
+if not ws or now - ws > 5000 then  -- the first window, or the first after an idle spell
+  redis.call('HSET', KEYS[2], 'ws', now, 'n', tonumber(ARGV[7]))
+  redis.call('HDEL', KEYS[2], 'rate')
 elseif now - ws >= 1000 then
   redis.call('HSET', KEYS[2], 'rate', string.format('%.3f', count * 1000 / (now - ws)), 'ws', now, 'n', 0)
 else

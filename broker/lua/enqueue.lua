@@ -3,15 +3,18 @@
 -- KEYS[1] priority stream   KEYS[2] drain hash of the stream
 -- then per job i (1..n), K = 1 + idempotency: KEYS[2+K(i-1)+1] job hash
 --   [KEYS[2+K(i-1)+2] idempotency key, with idempotency]
--- then, with ARGV[8] > 0: the partition's 3 priority streams and their 3 drain hashes
--- then, with a tenant (ARGV[10] ~= ''): the tenant's jobs (zset), its buckets (hash) and
---   the partition's tenants (hash)
+-- then, with ARGV[6] or ARGV[8] > 0: the partition's 3 priority streams, highest first,
+--   and their 3 drain hashes
+-- then, with a tenant (ARGV[10] ~= ''): the tenant's jobs in flight (zsets) in this stream
+--   and in the partition's two others, its buckets (hash) and the partition's tenants (hash)
 -- ARGV[1] cap (a ceiling, when ARGV[6] sizes it)   ARGV[2] job ttl ms   ARGV[3] reply stream
 -- ARGV[4] idempotency ttl ms ('0': the jobs of this call carry no idempotency keys)
 -- ARGV[5] spill ms ('0': never): a job whose predicted wait (depth / drain rate) is longer
 --   is not admitted but answered 'spill' (its route sends it to an overflow pool)
--- ARGV[6] wait target ms ('0': the cap is fixed): the cap becomes what the stream drains
---   within the target (drain rate x target), at least ARGV[7] and at most ARGV[1]
+-- ARGV[6] wait target ms ('0': the cap is fixed): the cap becomes what the stream can drain
+--   within the target, at least ARGV[7] and at most ARGV[1]. What it can drain: its own
+--   measured rate, or what the pool drains less what higher priorities take, whichever is
+--   more (a stream that gets little work drains little, yet could take the pool's time)
 -- ARGV[8] shed ms ('0': never): when the partition's whole backlog (all priorities) takes
 --   longer than this to drain at their measured rates, the jobs are refused ('shed')
 -- ARGV[9] age gate ms ('0': off; needs ARGV[6]): once the oldest entry not yet delivered to
@@ -20,13 +23,15 @@
 -- ARGV[10] tenant ('': tenants not tracked)   ARGV[11] its weight   ARGV[12] requests/s
 --   ARGV[13] request bucket size   ARGV[14] tokens/min   ARGV[15] most jobs in flight
 --   (12, 14, 15: '0' is no limit)   ARGV[16] fill of the cap past which a tenant is held
---   to its weighted share of it ('0': never)
+--   to its weighted share of it ('0': never). A tenant below its share is admitted past a
+--   full cap or a shut age gate (never past ARGV[1]): the tenants over theirs are refused.
 -- then per job i, from A = 17 + 4(i-1): ARGV[A] job id   ARGV[A+1] envelope JSON
 --   ARGV[A+2] tokens (for the tokens/min bucket)   ARGV[A+3] deadline ms
 -- Returns one reply per job, in order:
 --   {'admitted', job id, entry id, depth before, drain rate ('' when not measured)}
 --   | {'duplicate', job id}
---   | {'rejected', depth, last rate, window start ms, count in window, now ms, cap}
+--   | {'rejected', depth, last rate (with ARGV[6]: the rate the cap was sized from),
+--      window start ms, count in window, now ms, cap}
 --   | {'spill', depth, drain rate} | {'shed', backlog, total drain rate}
 --   | {'aged', depth, drain rate, oldest age ms}
 --   | {'tenant', 'rps'|'tpm'|'concurrent'|'share', retry after s ('': unknown)}
@@ -34,7 +39,8 @@ local cap, reply, idem_ttl = tonumber(ARGV[1]), ARGV[3], ARGV[4]
 local spill, wait_target, shed = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[8])
 local gate, tenant = tonumber(ARGV[9]), ARGV[10]
 local per = idem_ttl == '0' and 1 or 2
-local tail = (shed > 0 and 6 or 0) + (tenant ~= '' and 3 or 0)
+local pooled = shed > 0 or wait_target > 0
+local tail = (pooled and 6 or 0) + (tenant ~= '' and 5 or 0)
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local depth = redis.call('XLEN', KEYS[1])
@@ -46,7 +52,15 @@ local function rate_of(key)  -- jobs/s drained in the last window; 0 if none in 
 end
 
 local rate = rate_of(KEYS[2])
+local first = #KEYS - tail + 1  -- the partition's streams, then their drain hashes
 if wait_target > 0 then
+  local total, higher, mine = 0, 0, false
+  for j = first, first + 2 do
+    local r = rate_of(KEYS[j + 3])
+    total = total + r
+    if KEYS[j] == KEYS[1] then mine = true elseif not mine then higher = higher + r end
+  end
+  rate = math.max(rate, total - higher)
   cap = math.min(cap, math.max(tonumber(ARGV[7]), math.floor(rate * wait_target / 1000)))
 end
 
@@ -80,7 +94,7 @@ end
 local refused  -- one reply for every job of this call
 if shed > 0 then
   local backlog, total = 0, 0
-  for j = #KEYS - tail + 1, #KEYS - tail + 3 do
+  for j = first, first + 2 do
     backlog = backlog + redis.call('XLEN', KEYS[j])
     total = total + rate_of(KEYS[j + 3])
   end
@@ -88,21 +102,25 @@ if shed > 0 then
     refused = {'shed', backlog, tostring(total)}
   end
 end
+local aged  -- the age gate's reply, when it is shut
 if not refused and gate > 0 and wait_target > 0 then
   local age = closed_by_age()
-  if age then refused = {'aged', depth, tostring(rate), age} end
+  if age then aged = {'aged', depth, tostring(rate), age} end
 end
 
-local tjobs, tquota, tenants = KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS]
+local tjobs, tquota, tenants = KEYS[#KEYS - 4], KEYS[#KEYS - 1], KEYS[#KEYS]
 local weight, rps, bucket = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
 local tpm, most, share_at = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
-local inflight, share, reqs, toks = 0, nil, 0, 0
+local inflight, here, share, reqs, toks = 0, 0, nil, 0, 0  -- in all streams, in this one
 if tenant ~= '' then
-  redis.call('ZREMRANGEBYSCORE', tjobs, '-inf', now)  -- past their deadline: ended
-  inflight = redis.call('ZCARD', tjobs)
+  for j = #KEYS - 4, #KEYS - 2 do
+    redis.call('ZREMRANGEBYSCORE', KEYS[j], '-inf', now)  -- past their deadline: ended
+    inflight = inflight + redis.call('ZCARD', KEYS[j])
+  end
+  here = redis.call('ZCARD', tjobs)
   redis.call('HSET', tenants, tenant, weight .. '|' .. now)
   redis.call('PEXPIRE', tenants, 3600000)
-  if share_at > 0 and depth >= share_at * cap then
+  if share_at > 0 and (depth >= share_at * cap or aged) then
     local all, total, stale = redis.call('HGETALL', tenants), 0, {}
     for j = 1, #all, 2 do
       local w, seen = string.match(all[j + 1], '^([^|]+)|(%d+)$')
@@ -122,8 +140,8 @@ local function over_quota(tokens)  -- why the tenant may not have one more job, 
   local wait = rate > 0 and 1 / rate or nil
   if most > 0 and inflight >= most then
     return {'tenant', 'concurrent', wait and tostring((inflight - most + 1) * wait) or ''}
-  elseif share and inflight >= share then
-    return {'tenant', 'share', wait and tostring((inflight - share + 1) * wait) or ''}
+  elseif share and here >= share then
+    return {'tenant', 'share', wait and tostring((here - share + 1) * wait) or ''}
   elseif rps > 0 and reqs < 1 then
     return {'tenant', 'rps', tostring((1 - reqs) / rps)}
   elseif tpm > 0 and toks < tokens then
@@ -139,6 +157,9 @@ for i = 1, (#KEYS - 2 - tail) / per do
   local id, tokens = ARGV[a], tonumber(ARGV[a + 2])
   local existing = per == 2 and redis.call('GET', idem_key)
   local quota = tenant ~= '' and not existing and not refused and over_quota(tokens)
+  -- A full stream, or a shut age gate, still takes a tenant below its weighted share of
+  -- it (up to the fixed ceiling): the tenants over theirs are the ones turned away.
+  local below = share and here < share and depth < tonumber(ARGV[1])
   if existing then
     out[i] = {'duplicate', existing}
   elseif refused then
@@ -147,10 +168,12 @@ for i = 1, (#KEYS - 2 - tail) / per do
     out[i] = {'spill', depth, tostring(rate)}
   elseif quota then
     out[i] = quota
-  elseif depth >= cap then
+  elseif aged and not below then
+    out[i] = aged
+  elseif depth >= cap and not below then
     if not drain then
       local d = redis.call('HMGET', KEYS[2], 'rate', 'ws', 'n')
-      drain = {d[1] or '0', d[2] or '0', d[3] or '0', now}
+      drain = {wait_target > 0 and tostring(rate) or d[1] or '0', d[2] or '0', d[3] or '0', now}
     end
     out[i] = {'rejected', depth, drain[1], drain[2], drain[3], drain[4], cap}
   else
@@ -164,7 +187,7 @@ for i = 1, (#KEYS - 2 - tail) / per do
       local deadline = tonumber(ARGV[a + 3])
       redis.call('ZADD', tjobs, deadline > 0 and deadline or now + ARGV[2], id)
       redis.call('HSET', job_key, 'tenant', tenant)
-      inflight, reqs, toks = inflight + 1, reqs - 1, toks - tokens
+      inflight, here, reqs, toks = inflight + 1, here + 1, reqs - 1, toks - tokens
     end
     out[i] = {'admitted', id, entry, depth, rate > 0 and tostring(rate) or ''}
     depth = depth + 1

@@ -62,7 +62,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     o.add_argument("--batch", type=int, default=8)
     o.add_argument("--service-ms", type=float, default=100.0, help="echo time per batch")
     o.add_argument("--loads", default="0.5,1,2,5", help="comma-separated multiples of capacity")
-    o.add_argument("--seconds", type=float, default=8.0, help="offered load per level")
+    o.add_argument("--seconds", type=float, default=10.0, help="offered load per level "
+                   "(goodput is counted after the first third, at most 3 s)")
     o.add_argument("--plot", type=Path, default=Path("overload.png"))
     o.set_defaults(handler=_overload)
 

@@ -51,14 +51,13 @@ async def _one(client: AsyncClient, sample: Sample, deadline_s: float) -> None:
                                  deadline_s=deadline_s, max_retries=0)
     except AdmissionRejected as exc:
         sample.decided_ms = (time.perf_counter() - t0) * 1000
-        sample.reason = exc.reason
+        sample.reason = f"{exc.reason}/{exc.detail}" if exc.reason == "tenant_quota" else exc.reason
         return
     sample.decided_ms = (time.perf_counter() - t0) * 1000
     sample.job_id = job.id
-    # From just before the call: at most the job's own deadline (so late runs are
-    # counted conservatively) and its wait includes admission.
-    sample.created_ms = wall_ms
-    sample.deadline_ms = wall_ms + int(deadline_s * 1000)
+    sample.created_ms = wall_ms  # from just before the call: its wait includes admission
+    assert job.deadline_ms is not None
+    sample.deadline_ms = job.deadline_ms
     try:
         await job.result(timeout=deadline_s + 10)
         sample.state = "succeeded"
@@ -70,9 +69,9 @@ async def _one(client: AsyncClient, sample: Sample, deadline_s: float) -> None:
 
 
 async def offer(client: AsyncClient, flows: Sequence[tuple[Flow, float]],
-                deadlines: dict[str, float], seconds: float, seed: int) -> list[Sample]:
+                deadlines: dict[str, float], seconds: float, seed: int) -> tuple[list[Sample], int]:
     """Poisson arrivals for ``seconds``: each flow at its rate (jobs/s); returns once every
-    request has been answered (rejected, or its job ended)."""
+    request has been answered (rejected, or its job ended), with the start (epoch ms)."""
     rng = random.Random(seed)
     arrivals: list[tuple[float, Flow, Priority]] = []
     for flow, rate in flows:
@@ -84,7 +83,7 @@ async def offer(client: AsyncClient, flows: Sequence[tuple[Flow, float]],
     arrivals.sort(key=lambda a: a[0])
     samples: list[Sample] = []
     tasks: list[asyncio.Task[None]] = []
-    start = time.perf_counter()
+    start, start_ms = time.perf_counter(), int(time.time() * 1000)
     for at, flow, priority in arrivals:
         delay = start + at - time.perf_counter()
         if delay > 0:
@@ -94,7 +93,7 @@ async def offer(client: AsyncClient, flows: Sequence[tuple[Flow, float]],
         tasks.append(asyncio.create_task(_one(client, sample, deadlines[priority])))
     await asyncio.gather(*tasks)
     await _started(client, [s for s in samples if s.job_id])
-    return samples
+    return samples, start_ms
 
 
 async def _started(client: AsyncClient, admitted: Sequence[Sample]) -> None:
@@ -114,7 +113,9 @@ class Stats:
 
     offered: int
     goodput_per_s: float
-    """Jobs that succeeded within their deadline, per second."""
+    """Jobs that succeeded within their deadline, per second, over the offered load after
+    its warm-up (those finished after it are not counted: a backlog drained later is not
+    goodput then)."""
     wait_p50_ms: float
     wait_p99_ms: float
     rejected: int
@@ -128,9 +129,13 @@ class Stats:
     reasons: dict[str, int] = field(default_factory=dict)
 
 
-def summarize(samples: Sequence[Sample], seconds: float) -> Stats:
+def summarize(samples: Sequence[Sample], start_ms: int, seconds: float,
+              warmup_s: float) -> Stats:
+    """Goodput counts jobs finished from ``warmup_s`` into the load to its end."""
     admitted = [s for s in samples if s.job_id]
-    good = [s for s in admitted if s.state == "succeeded" and s.finished_ms <= s.deadline_ms]
+    begin_ms, end_ms = start_ms + warmup_s * 1000, start_ms + seconds * 1000
+    good = [s for s in admitted if s.state == "succeeded" and s.finished_ms <= s.deadline_ms
+            and begin_ms <= s.finished_ms <= end_ms]
     waits = [s.started_ms - s.created_ms for s in admitted if s.started_ms]
     rejected = [s for s in samples if s.reason]
     reasons: dict[str, int] = {}
@@ -138,7 +143,7 @@ def summarize(samples: Sequence[Sample], seconds: float) -> Stats:
         reasons[s.reason] = reasons.get(s.reason, 0) + 1
     decided = [s.decided_ms for s in rejected]
     return Stats(
-        offered=len(samples), goodput_per_s=round(len(good) / seconds, 1),
+        offered=len(samples), goodput_per_s=round(len(good) / (seconds - warmup_s), 1),
         wait_p50_ms=round(percentile(waits, 50), 1), wait_p99_ms=round(percentile(waits, 99), 1),
         rejected=len(rejected),
         reject_mean_ms=round(sum(decided) / len(decided), 3) if decided else 0.0,

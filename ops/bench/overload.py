@@ -19,7 +19,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from broker.config import SwitchyardConfig
+from broker.schemas import EmbedResult
 from dispatcher.client import AsyncClient
+from dispatcher.jobs import AsyncJob
 from ops.bench.common import bench_env
 from ops.bench.load import Flow, Stats, offer, summarize
 from ops.processes import WorkerProcess
@@ -36,7 +38,9 @@ STEADY_SHARE = 0.1
 
 def _pool_toml(name: str, options: OverloadOptions, controlled: bool) -> str:
     lines = [f"[pools.{name}]", 'engine = "echo"', f"max_batch = {options.batch}",
-             f"delay_ms = {options.service_ms}", "pack_window = 1", "cap_floor = 8",
+             f"delay_ms = {options.service_ms}", "pack_window = 1",
+             f"cap_floor = {2 * options.workers * options.batch}",
+             f"admission_control = {str(controlled).lower()}",
              f"[pools.{name}.caps]", "interactive = 1000000", "standard = 1000000",
              "batch = 1000000"]
     if controlled:
@@ -70,7 +74,7 @@ class OverloadOptions:
     batch: int = 8
     service_ms: float = 100.0
     loads: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0)
-    seconds: float = 8.0
+    seconds: float = 10.0
     plot: Path | None = Path("overload.png")
     seed: int = 7
 
@@ -93,15 +97,20 @@ class OverloadReport:
 
 
 async def _capacity(config: SwitchyardConfig, url: str, nominal: float) -> float:
-    """Jobs/s the workers complete with a standing queue (every batch full)."""
+    """Jobs/s the workers complete with a standing queue (every batch full): a backlog of
+    about five seconds' work, timed between its 10th and 90th percentile completions."""
     async with AsyncClient(config, redis_url=url) as client:
-        n = int(nominal * 4)
-        start = time.perf_counter()
         jobs = await asyncio.gather(*(client.embed("echo", "x", priority="batch",
-                                                   deadline_s=60) for _ in range(n)))
-        for job in jobs:
+                                                   deadline_s=60)
+                                      for _ in range(int(nominal * 5))))
+
+        async def done(job: AsyncJob[EmbedResult]) -> float:
             await job.result(timeout=60)
-        return n / (time.perf_counter() - start)
+            return time.perf_counter()
+
+        times = sorted(await asyncio.gather(*(done(job) for job in jobs)))
+        low, high = len(times) // 10, len(times) * 9 // 10
+        return (high - low) / (times[high] - times[low])
 
 
 async def _level(config: SwitchyardConfig, url: str, capacity: float, load: float,
@@ -109,12 +118,15 @@ async def _level(config: SwitchyardConfig, url: str, capacity: float, load: floa
     steady = STEADY_SHARE * capacity
     flows = [(STEADY, steady), (GREEDY, max(0.0, load * capacity - steady))]
     async with AsyncClient(config, redis_url=url) as client:
-        samples = await offer(client, flows, DEADLINES, options.seconds, options.seed)
+        samples, start_ms = await offer(client, flows, DEADLINES, options.seconds,
+                                        options.seed)
     mode = "admission control" if config.tenants else "no admission control"
     groups = {"all": samples,
               **{p: [s for s in samples if s.priority == p] for p in DEADLINES},
               **{t: [s for s in samples if s.tenant == t] for t in ("steady", "greedy")}}
-    return [Row(mode, load, g, summarize(s, options.seconds)) for g, s in groups.items()]
+    warmup = min(3.0, options.seconds / 3)
+    return [Row(mode, load, g, summarize(s, start_ms, options.seconds, warmup))
+            for g, s in groups.items()]
 
 
 def run_overload_bench(options: OverloadOptions) -> OverloadReport:
@@ -144,14 +156,15 @@ def render(report: OverloadReport) -> str:
            f"({report.nominal_per_s:.0f} nominal); goodput = succeeded within deadline",
            f"{'mode':<21}{'load':>5} {'group':<12}{'offered':>8}{'goodput/s':>10}"
            f"{'%cap':>6}{'wait p50':>9}{'p99 ms':>8}{'rej%':>6}{'rej p99':>8}"
-           f"{'expired':>8}{'late':>5}{'failed':>7}"]
+           f"{'expired':>8}{'late':>5}{'failed':>7}  rejected by reason"]
     for row in report.rows:
         s = row.stats
         out.append(
             f"{row.mode:<21}{row.load:>5} {row.group:<12}{s.offered:>8}{s.goodput_per_s:>10.1f}"
             f"{s.goodput_per_s / report.capacity_per_s:>6.0%}{s.wait_p50_ms:>9.0f}"
             f"{s.wait_p99_ms:>8.0f}{s.rejected / max(1, s.offered):>6.0%}"
-            f"{s.reject_p99_ms:>8.2f}{s.expired:>8}{s.late_runs:>5}{s.failed:>7}")
+            f"{s.reject_p99_ms:>8.2f}{s.expired:>8}{s.late_runs:>5}{s.failed:>7}  "
+            + " ".join(f"{k}:{v}" for k, v in sorted(s.reasons.items())))
     if report.plot:
         out.append(f"plot: {report.plot}")
     out.append(json.dumps({"capacity_per_s": report.capacity_per_s,

@@ -7,6 +7,7 @@ import redis.asyncio as aioredis
 from broker import GROUP, Keys, Scripts, ensure_groups, parse_stream_reply
 from broker.calls import StreamPolicy, enqueue_call
 from broker.keys import PartitionKeys
+from broker.schemas import PRIORITIES
 
 
 def _policy(keys: PartitionKeys, cap: int) -> StreamPolicy:
@@ -66,7 +67,7 @@ async def test_complete_first_result_wins_and_acks(aredis: aioredis.Redis, prefi
         return await scripts.call(
             "complete",
             [entry.stream, keys.drain("standard"), keys.dead, keys.reply("c"),
-             keys.tenant_jobs("-"), keys.job("p.0.cccc")],
+             keys.tenant_jobs("-", "standard"), keys.job("p.0.cccc")],
             [GROUP, 60_000, 60_000, 1000, 1000, "ok", 1,
              entry.entry_id, "p.0.cccc", "succeeded", outcome])
 
@@ -103,7 +104,7 @@ async def test_spill_forward_moves_only_undelivered_queued_jobs(
     args: list = [GROUP, 60_000, 1000]
     script_keys = [keys.stream("standard")]
     for job_id, entry in zip(ids, entries, strict=True):
-        script_keys += [keys.job(job_id), keys.reply("c"), keys.tenant_jobs("-")]
+        script_keys += [keys.job(job_id), keys.reply("c"), keys.tenant_jobs("-", "standard")]
         args += [entry, job_id, f"q.0.copy-{job_id}", "elsewhere:reply:c"]
     verdicts = await scripts.call("spill_forward", script_keys, args)
     assert verdicts == ["kept", "forwarded"]
@@ -123,7 +124,8 @@ async def test_caps_follow_the_measured_drain_rate(aredis: aioredis.Redis, prefi
     scripts = Scripts(aredis)
 
     policy = StreamPolicy(keys.stream("standard"), keys.drain("standard"), cap=1_000,
-                          job_ttl_ms=60_000, wait_target_ms=1_000, cap_floor=2)
+                          job_ttl_ms=60_000, wait_target_ms=1_000, cap_floor=2,
+                          pool_keys=(*keys.streams(), *(keys.drain(p) for p in PRIORITIES)))
 
     async def one(job_id: str) -> list[object]:
         reply = await scripts.call(*enqueue_call(
@@ -142,3 +144,9 @@ async def test_caps_follow_the_measured_drain_rate(aredis: aioredis.Redis, prefi
     await aredis.hset(keys.drain("standard"), mapping={"ws": now_ms() - 60_000})
     await aredis.delete(keys.stream("standard"))
     assert await admit(3, 100) == ["admitted", "admitted", "rejected"]  # stale: the floor
+    # A stream given little work could take the time of the priorities below it: its cap
+    # is sized from what the pool drains less what higher priorities take.
+    for priority, rate in (("interactive", 30), ("standard", 5), ("batch", 40)):
+        await aredis.hset(keys.drain(priority), mapping={"rate": str(rate), "ws": now_ms()})
+    await aredis.delete(keys.stream("standard"))
+    assert await admit(46, 200) == ["admitted"] * 45 + ["rejected"]  # (30+5+40 - 30) x 1 s

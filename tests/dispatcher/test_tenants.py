@@ -156,3 +156,16 @@ async def test_a_retry_at_the_suggested_time_is_admitted(
     assert len(suggested) >= 10
     assert all(0.05 < s < 0.3 for s in suggested)  # about one job's time (0.1 s)
     assert admitted >= 0.8 * len(suggested)
+
+
+async def test_a_full_stream_still_takes_a_tenant_below_its_share(
+    prefix: str, redis_url: str,
+) -> None:
+    config = _config(prefix, {"greedy": {}, "steady": {}}, cap_floor=10,
+                     wait_targets={"standard": 1.0})  # nothing drained: the cap is 10
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        # Alone, greedy may fill the stream: no one else wants a share of it.
+        assert await _try(client, 12, "greedy") == ["ok"] * 10 + ["pool_full/"] * 2
+        # Full, it still takes steady up to its half; greedy, over its half, waits.
+        assert await _try(client, 6, "steady") == ["ok"] * 5 + ["tenant_quota/share"]
+        assert await _try(client, 1, "greedy") == ["tenant_quota/share"]
