@@ -4,6 +4,7 @@ enqueue script on a real Redis."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import Any
 
@@ -145,7 +146,12 @@ async def test_a_retry_at_the_suggested_time_is_admitted(
             await _try(client, 1, None)
             await asyncio.sleep(0.05)
         admitted, suggested = 0, []
-        for i in range(15):
+        rng = random.Random(5)
+        for i in range(30):
+            while await _try(client, 1, None) == ["ok"]:  # fill the stream to its cap
+                pass
+            # The caller arrives at any moment, not just after a job completed.
+            await asyncio.sleep(rng.uniform(0, 0.1))
             try:
                 await client.embed("held", f"probe{i}")
                 continue  # not turned away: not a probe of Retry-After
@@ -155,7 +161,7 @@ async def test_a_retry_at_the_suggested_time_is_admitted(
             admitted += await _try(client, 1, None) == ["ok"]
     assert len(suggested) >= 10
     assert all(0.05 < s < 0.3 for s in suggested)  # about one job's time (0.1 s)
-    assert admitted >= 0.8 * len(suggested)
+    assert admitted >= 0.8 * len(suggested), (admitted, suggested)
 
 
 async def test_a_full_stream_still_takes_a_tenant_below_its_share(
