@@ -40,6 +40,7 @@ __all__ = [
     "TargetConfig",
     "TenantConfig",
     "WaitTargets",
+    "WatchdogConfig",
     "WorkerConfig",
     "load_config",
 ]
@@ -278,6 +279,17 @@ class WorkerConfig(_Strict):
     deadline has not passed: expired work is never run."""
 
 
+class WatchdogConfig(_Strict):
+    interval_s: Annotated[float, Field(gt=0)] = 1.0
+    """How often a watchdog looks for dead consumers and hung entries."""
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
+    """Deliveries a job gets; when the worker running the last one dies, the job fails
+    (``attempts_exhausted``) and its entry goes to the dead-letter stream."""
+    reclaim_idle_s: Annotated[float, Field(gt=0)] = 600.0
+    """An entry pending this long on a consumer that still beats (hung, not dead) is
+    taken back and re-queued: set it above the longest job's run time."""
+
+
 def _default_pools() -> dict[str, PoolConfig]:
     return {"minilm": PoolConfig(engine="embed"), "echo": PoolConfig(engine="echo"),
             "tiny-llama": PoolConfig(engine="generate", model="builtin:tiny-llama",
@@ -302,6 +314,7 @@ class SwitchyardConfig(_Strict):
     redis: RedisConfig = RedisConfig()
     jobs: JobsConfig = JobsConfig()
     worker: WorkerConfig = WorkerConfig()
+    watchdog: WatchdogConfig = WatchdogConfig()
     pools: dict[str, PoolConfig] = Field(default_factory=_default_pools)
     models: dict[str, ModelConfig] = Field(default_factory=_default_models)
     providers: dict[str, ProviderConfig] = Field(default_factory=_default_providers)

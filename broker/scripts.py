@@ -24,10 +24,11 @@ __all__ = ["ScriptCall", "ScriptName", "Scripts", "grouped"]
 T = TypeVar("T")
 
 ScriptName = Literal["enqueue", "start", "complete", "release", "cancel", "breaker_allow",
-                     "breaker_record", "ratelimit_take", "ratelimit_observe", "spill_forward"]
+                     "breaker_record", "ratelimit_take", "ratelimit_observe", "spill_forward",
+                     "requeue"]
 _NAMES: tuple[ScriptName, ...] = ("enqueue", "start", "complete", "release", "cancel",
                                   "breaker_allow", "breaker_record", "ratelimit_take",
-                                  "ratelimit_observe", "spill_forward")
+                                  "ratelimit_observe", "spill_forward", "requeue")
 
 ScriptCall = tuple[ScriptName, Sequence[str], Sequence[str | int | float]]
 """(script, KEYS, ARGV)."""

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from broker.keys import GROUP, PartitionKeys
 
-__all__ = ["StreamEntry", "ensure_groups", "forget_consumer", "last_delivered",
-           "parse_stream_reply"]
+__all__ = ["AutoClaim", "PendingEntry", "StreamEntry", "ensure_groups", "forget_consumer",
+           "last_delivered", "parse_autoclaim", "parse_stream_reply", "pending_of"]
 
 
 @dataclass(slots=True)
@@ -102,3 +103,54 @@ async def last_delivered(redis: aioredis.Redis, stream: str, group: str) -> str 
         if info.get("name") == group:
             return str(info.get("last-delivered-id", "0-0"))
     return None
+
+
+@dataclass(frozen=True)
+class PendingEntry:
+    """One entry of a consumer group's pending list (XPENDING's extended form)."""
+
+    entry_id: str
+    consumer: str
+    idle_ms: int
+    deliveries: int
+
+
+async def pending_of(redis: aioredis.Redis, stream: str, group: str, consumer: str | None,
+                     *, count: int = 1000, min_idle_ms: int = 0) -> list[PendingEntry]:
+    """Pending entries of the group (of one consumer if given; idle at least
+    ``min_idle_ms`` if given), oldest first; [] when the stream or group is missing."""
+    try:
+        raw: Any = await redis.xpending_range(stream, group, min="-", max="+", count=count,
+                                              consumername=consumer,
+                                              idle=min_idle_ms or None)
+    except ResponseError as exc:
+        if "NOGROUP" in str(exc) or "no such key" in str(exc):
+            return []
+        raise
+    return [PendingEntry(str(r["message_id"]), str(r["consumer"]),
+                         int(r["time_since_delivered"]), int(r["times_delivered"]))
+            for r in raw or []]
+
+
+@dataclass(frozen=True)
+class AutoClaim:
+    """XAUTOCLAIM's reply from Redis 6.2 or 7: where the scan goes on, and the entries
+    claimed. An entry deleted while pending: Redis 7 drops it from the pending list and
+    names it in ``deleted``; Redis 6.2 claims it anyway and answers ``(nil, nil)`` for
+    it, so only ``claimed_deleted`` counts those (they stay pending on the claimer, which
+    must ack them: see ``pending_of``)."""
+
+    next_id: str
+    claimed: list[StreamEntry]
+    deleted: list[str]
+    claimed_deleted: int = 0
+
+
+def parse_autoclaim(stream: str, reply: object) -> AutoClaim:
+    if not isinstance(reply, list | tuple) or len(reply) not in (2, 3):
+        raise TypeError(f"unexpected XAUTOCLAIM reply: {reply!r}")
+    raw = list(reply[1] or [])
+    messages = [(m[0], m[1]) for m in raw if m is not None and m[0] is not None]
+    claimed = parse_stream_reply([[stream, messages]]) if messages else []
+    deleted = [str(i) for i in reply[2]] if len(reply) == 3 else []
+    return AutoClaim(str(reply[0]), claimed, deleted, len(raw) - len(messages))

