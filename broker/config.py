@@ -321,10 +321,6 @@ class SwitchyardConfig(_Strict):
     tenants: dict[str, TenantConfig] = {}
     """Quotas by tenant name; none configured: tenants are not tracked at all."""
 
-    def tenant_of(self, tenant: str | None) -> str:
-        """The name a job's tenant is tracked under ('-' when tenants are not tracked)."""
-        return (tenant or DEFAULT_TENANT) if self.tenants else "-"
-
     @model_validator(mode="after")
     def _check_names(self) -> SwitchyardConfig:
         for name in self.pools:

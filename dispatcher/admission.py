@@ -120,8 +120,9 @@ def drain_rate(last_rate: float, window_start_ms: int, window_count: int, now_ms
     return window_count * 1000.0 / age if age >= 100 else 0.0
 
 
-def retry_after(depth: int, cap: int, rate: float, idle_default: float) -> float:
-    """Seconds until the stream is expected to be below its cap again."""
+def retry_after(depth: int, cap: float, rate: float, idle_default: float) -> float:
+    """Seconds until ``depth`` drains below ``cap`` (a cap, or whatever a check allows) at
+    ``rate`` jobs/s; ``idle_default`` when nothing drains."""
     if rate <= 0:
         return idle_default
     return round(max(0.001, (depth - cap + 1) / rate), 3)

@@ -216,23 +216,24 @@ class AsyncClient:
             return AdmissionRejected(model, priority, 0, cap, 0.0, verdict.retry_after or idle,
                                      "tenant_quota", verdict.why)
         rate = verdict.drain_rate
-        if isinstance(verdict, Aged):  # wait until what waits drains within the target
+        # Each waits until what is queued has drained to what its check allows.
+        if isinstance(verdict, Aged):  # what drains within the wait target
             allowed = rate * pool.wait_targets.ms(priority) / 1000
-            wait = round(max(0.001, (verdict.depth - allowed + 1) / rate), 3) if rate else idle
+            wait = retry_after(verdict.depth, allowed, rate, idle)
             return AdmissionRejected(model, priority, verdict.depth, cap, rate, wait, "shed",
                                      f"oldest waited {verdict.age_ms} ms")
-        if isinstance(verdict, Shed):  # wait until the backlog is under the threshold
+        if isinstance(verdict, Shed):  # the backlog the threshold allows
             allowed = int(rate * pool.shed_after_s.ms(priority) / 1000)
-            wait = round(max(0.001, (verdict.backlog - allowed + 1) / rate), 3)
+            wait = retry_after(verdict.backlog, allowed, rate, idle)
             return AdmissionRejected(model, priority, verdict.backlog, cap, rate, wait, "shed")
-        if isinstance(verdict, Spilled):  # wait until what is ahead fits the deadline
+        if isinstance(verdict, Spilled):  # what is ahead fits the deadline
             allowed = int(rate * (deadline_s or 0))
-            wait = round(max(0.001, (verdict.depth - allowed + 1) / rate), 3)
+            wait = retry_after(verdict.depth, allowed, rate, idle)
             return AdmissionRejected(model, priority, verdict.depth, cap, rate, wait,
                                      "deadline_unmeetable")
         cap = verdict.cap if verdict.cap is not None else cap
-        wait = retry_after(verdict.depth, cap, rate, self.config.jobs.idle_retry_after_s)
-        return AdmissionRejected(model, priority, verdict.depth, cap, rate, wait)
+        return AdmissionRejected(model, priority, verdict.depth, cap, rate,
+                                 retry_after(verdict.depth, cap, rate, idle))
 
     async def _enqueue(
         self, pool_name: str, job: Submission, kind: type[R], spill_ms: int,

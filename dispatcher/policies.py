@@ -53,7 +53,7 @@ class Policies:
         tenants = self._config.tenants
         if not tenants:
             return None
-        name = self._config.tenant_of(tenant)
+        name = tenant or DEFAULT_TENANT
         quota = tenants.get(name) or tenants.get(DEFAULT_TENANT) or TenantConfig()
         n = pool.partitions
         return TenantQuota(

@@ -108,22 +108,25 @@ class Watchdog:
         if ids:
             self.stats.reclaimed += len(claim.claimed)
             why = f"no progress for {self._config.watchdog.reclaim_idle_s:g} s"
-            await self._requeue(keys, stream, ids, why)
+            await self._requeue(keys, stream, ids, why, claim.claimed)
 
     async def _requeue(self, keys: PartitionKeys, stream: str, ids: Sequence[str],
-                       why: str) -> None:
-        """Re-queue (or dead-letter) these entries of one stream, in one script call."""
+                       why: str, known: Sequence[StreamEntry] = ()) -> None:
+        """Re-queue (or dead-letter) these entries of one stream, in one script call;
+        entries not ``known`` already are read first (their job and reply stream are
+        among the script's keys)."""
         if not ids:
             return
-        pipe = self._redis.pipeline(transaction=False)
-        for entry_id in ids:
-            pipe.xrange(stream, min=entry_id, max=entry_id)
-        found: dict[str, StreamEntry] = {}
-        for raw in await pipe.execute():
-            for entry in parse_stream_reply([[stream, raw]]) if raw else []:
-                found[entry.entry_id] = entry
-        verdicts = await self._scripts.pipeline([self._call(keys, stream, ids, found, why)])
-        reply = verdicts[0]
+        found = {e.entry_id: e for e in known}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            pipe = self._redis.pipeline(transaction=False)
+            for entry_id in missing:
+                pipe.xrange(stream, min=entry_id, max=entry_id)
+            for raw in await pipe.execute():
+                for entry in parse_stream_reply([[stream, raw]]) if raw else []:
+                    found[entry.entry_id] = entry
+        reply = await self._scripts.call(*self._call(keys, stream, ids, found, why))
         assert isinstance(reply, list)
         for entry_id, verdict in zip(ids, reply, strict=True):
             if verdict == "requeued":

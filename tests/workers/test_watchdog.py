@@ -40,10 +40,6 @@ pool = "slow"
 """
 
 
-async def _watch(watchdog: Watchdog, stop: asyncio.Event) -> asyncio.Task[None]:
-    return asyncio.create_task(watchdog.run(stop))
-
-
 async def test_a_worker_killed_mid_batch_has_its_jobs_requeued_and_they_succeed(
     prefix: str, redis_url: str, tmp_path: Path, aredis: aioredis.Redis
 ) -> None:
@@ -64,7 +60,7 @@ async def test_a_worker_killed_mid_batch_has_its_jobs_requeued_and_they_succeed(
             await asyncio.to_thread(doomed.wait, 30)
         finally:
             doomed.stop()
-        task = await _watch(watchdog, stop)
+        task = asyncio.create_task(watchdog.run(stop))
         path.write_text(CONFIG.format(prefix=prefix, delay_ms=1))
         healthy = WorkerProcess("slow", redis_url, path, load_config(path, environ={}),
                                 log=tmp_path / "healthy.log")
