@@ -61,6 +61,9 @@ class _Strict(BaseModel):
 class RedisConfig(_Strict):
     url: str = DEFAULT_REDIS_URL
     prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")] = "sy"
+    timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    """How long an enqueue waits for Redis before it raises ``BrokerUnavailable`` (never
+    past the job's own deadline)."""
 
 
 class CapsConfig(_Strict):
@@ -288,6 +291,8 @@ class WatchdogConfig(_Strict):
     reclaim_idle_s: Annotated[float, Field(gt=0)] = 600.0
     """An entry pending this long on a consumer that still beats (hung, not dead) is
     taken back and re-queued: set it above the longest job's run time."""
+    dead_letter_max_age_s: Annotated[float, Field(gt=0)] = 7 * 86_400.0
+    """Dead letters older than this are trimmed (``switchyard dlq`` manages younger ones)."""
 
 
 def _default_pools() -> dict[str, PoolConfig]:

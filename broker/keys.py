@@ -134,6 +134,16 @@ class PartitionKeys:
     def job(self, job_id: str) -> str:
         return f"{self.base}:job:{job_id}"
 
+    def owns(self, job_id: str) -> bool:
+        """Whether a job id names this partition (only such ids build keys or are spliced
+        into outcomes: an entry's id field is not trusted)."""
+        token = job_id.removeprefix(f"{self.pool}.{self.partition}.")
+        return token != job_id and token.isascii() and token.isalnum()
+
+    def owns_reply(self, stream: str) -> bool:
+        """Whether a reply stream is one of this partition's."""
+        return stream.startswith(self.base + ":reply:")
+
     def idempotency(self, key: str) -> str:
         return f"{self.base}:idem:{key}"
 

@@ -25,10 +25,10 @@ T = TypeVar("T")
 
 ScriptName = Literal["enqueue", "start", "complete", "release", "cancel", "breaker_allow",
                      "breaker_record", "ratelimit_take", "ratelimit_observe", "spill_forward",
-                     "requeue"]
+                     "requeue", "expire"]
 _NAMES: tuple[ScriptName, ...] = ("enqueue", "start", "complete", "release", "cancel",
                                   "breaker_allow", "breaker_record", "ratelimit_take",
-                                  "ratelimit_observe", "spill_forward", "requeue")
+                                  "ratelimit_observe", "spill_forward", "requeue", "expire")
 
 ScriptCall = tuple[ScriptName, Sequence[str], Sequence[str | int | float]]
 """(script, KEYS, ARGV)."""

@@ -51,15 +51,24 @@ class RedisSettings:
             raise RedisSettingsError(f"Redis URL {url!r} names no host")
         return cls(url, parts.scheme, parts.hostname, port, None, db)
 
-    def connect(self, *, max_connections: int = 64) -> aioredis.Redis:
+    def connect(self, *, max_connections: int = 64, connect_timeout_s: float = 5.0,
+                socket_timeout_s: float = 30.0) -> aioredis.Redis:
         """An asyncio client; responses decoded as UTF-8 text. Its pool makes callers wait
-        for a free connection rather than fail when all ``max_connections`` are busy."""
+        for a free connection rather than fail when all ``max_connections`` are busy.
+
+        A server that does not accept a connection within ``connect_timeout_s``, or stops
+        answering one for ``socket_timeout_s`` (longer than any blocking read Switchyard
+        makes), raises a ``redis.exceptions.TimeoutError``, so no role hangs on a host
+        that vanished; every role retries with backoff."""
         pool = aioredis.BlockingConnectionPool.from_url(
             self.url,
             decode_responses=True,
             max_connections=max_connections,
             timeout=None,
             health_check_interval=30,
+            socket_connect_timeout=connect_timeout_s,
+            socket_timeout=socket_timeout_s,
+            socket_keepalive=True,
         )
         pool.connection_class = _PACKED.get(pool.connection_class, pool.connection_class)
         return aioredis.Redis(connection_pool=pool)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,8 +12,9 @@ from redis.exceptions import ResponseError
 
 from broker.keys import GROUP, PartitionKeys
 
-__all__ = ["AutoClaim", "PendingEntry", "StreamEntry", "ensure_groups", "forget_consumer",
-           "last_delivered", "parse_autoclaim", "parse_stream_reply", "pending_of"]
+__all__ = ["AutoClaim", "PendingEntry", "StreamEntry", "deadline_of", "ensure_groups",
+           "forget_consumer", "last_delivered", "parse_autoclaim", "parse_stream_reply",
+           "pending_of"]
 
 
 @dataclass(slots=True)
@@ -103,6 +105,17 @@ async def last_delivered(redis: aioredis.Redis, stream: str, group: str) -> str 
         if info.get("name") == group:
             return str(info.get("last-delivered-id", "0-0"))
     return None
+
+
+_DEADLINE = re.compile(r'"deadline_ms":(\d+)')
+
+
+def deadline_of(payload: str) -> int | None:
+    """An envelope's deadline (ms), read without decoding the whole payload (None: none
+    or unreadable; the first such field is the envelope's own, as it precedes the
+    request, and field names inside strings are escaped)."""
+    found = _DEADLINE.search(payload)
+    return int(found.group(1)) if found else None
 
 
 @dataclass(frozen=True)

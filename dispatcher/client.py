@@ -87,9 +87,13 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._submitter.aclose()
-        with contextlib.suppress(RedisError, OSError):  # reply streams expire on their own
-            await self.replies.aclose()
+        """Finish sending what was submitted, stop reading replies, drop the reply streams
+        (they expire on their own otherwise); each step bounded by ``[redis] timeout_s``,
+        so closing never hangs on a Redis that went silent."""
+        limit = self.config.redis.timeout_s
+        for step in (self._submitter.aclose, self.replies.aclose):
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                await asyncio.wait_for(step(), limit)
         await self.redis.aclose()
 
     def job(self, job_id: str) -> AsyncJob[AnyResult]:
@@ -168,7 +172,7 @@ class AsyncClient:
         started = time.monotonic()
         for attempt in range(retries + 1):
             try:
-                return await self._admit(job, kind)
+                return await self._admit_in_time(job, kind)
             except AdmissionRejected as rejected:
                 wait = rejected.retry_after * (1 + 0.2 * random.random())
                 spent = time.monotonic() - started
@@ -180,6 +184,22 @@ class AsyncClient:
                     job = replace(job, deadline_s=job.deadline_s - (time.monotonic() - started))
                     started = time.monotonic()
         raise AssertionError("unreachable")
+
+    async def _admit_in_time(self, job: Submission, kind: type[R]) -> AsyncJob[R]:
+        """:meth:`_admit`, failing with ``BrokerUnavailable`` when Redis errs, or has not
+        answered within ``[redis] timeout_s`` or the job's deadline, whichever is sooner.
+        (A submission that timed out may still have been admitted: retry it with the
+        same ``idempotency_key`` to find out without enqueuing it twice.)"""
+        limit = self.config.redis.timeout_s
+        if job.deadline_s is not None:
+            limit = min(limit, job.deadline_s)
+        try:
+            return await asyncio.wait_for(self._admit(job, kind), limit)
+        except TimeoutError:
+            raise BrokerUnavailable(f"Redis at {self.settings.display()} did not answer "
+                                    f"within {limit:g} s") from None
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"Redis at {self.settings.display()}: {exc}") from exc
 
     async def _admit(self, job: Submission, kind: type[R]) -> AsyncJob[R]:
         """Admit the job on the model's pool; with an ``overflow`` pool in its route, on the
@@ -270,12 +290,9 @@ class AsyncClient:
                                  f"tenant {policy.tenant.name!r} may use in a minute here")
         try:
             verdict = parse_admission(await self._submitter.submit(entry))
-        except BrokerUnavailable:
+        except BaseException:  # unavailable, timed out (cancelled), or a Redis error
             self.replies.forget(job_id)
             raise
-        except (RedisError, OSError) as exc:
-            self.replies.forget(job_id)
-            raise BrokerUnavailable(f"Redis at {self.settings.display()}: {exc}") from exc
         if isinstance(verdict, Admitted):
             start = None if not verdict.drain_rate else verdict.position / verdict.drain_rate
             return verdict, AsyncJob(self, job_id, kind, position=verdict.position,

@@ -7,15 +7,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from broker.config import DEFAULT_TENANT, JobsConfig
-from broker.keys import GROUP
+from broker.config import DEFAULT_TENANT, JobsConfig, SwitchyardConfig
+from broker.keys import GROUP, PartitionKeys
 from broker.schemas import ChatResult, EmbedResult, ErrorInfo, JobOutcome, JobState, now_ms
 from broker.scripts import ScriptCall, Scripts, grouped
+from broker.streams import StreamEntry
 from workers.puller import Pulled
 
-__all__ = ["Finish", "Ledger", "dead_letters", "failure", "outcomes"]
+__all__ = [
+    "Finish", "Finished", "Ledger", "dead_letters", "failure", "outcomes", "reply_of",
+    "requeue_call",
+]
 
 PER_CALL = 500
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What one finish call did: outcomes it wrote, and results it dropped because their
+    job had one already (duplicate executions: the job was re-queued while it ran here)."""
+
+    written: int
+    duplicates: int
 
 
 @dataclass(slots=True)
@@ -71,9 +84,10 @@ def _drained(items: Sequence[Finish]) -> int:
 
 
 class Ledger:
-    def __init__(self, scripts: Scripts, jobs: JobsConfig, consumer: str) -> None:
+    def __init__(self, scripts: Scripts, config: SwitchyardConfig, consumer: str) -> None:
         self._scripts = scripts
-        self._jobs = jobs
+        self._config = config
+        self._jobs: JobsConfig = config.jobs
         self._consumer = consumer
 
     @staticmethod
@@ -111,8 +125,8 @@ class Ledger:
             verdicts.update(zip(map(id, group), map(str, reply), strict=True))
         return verdicts
 
-    async def finish(self, items: Sequence[Finish]) -> int:
-        """Write outcomes (first result wins), reply, ack. Returns how many this call wrote."""
+    async def finish(self, items: Sequence[Finish]) -> Finished:
+        """Write outcomes (first result wins), reply, ack."""
         jobs = self._jobs
         calls: list[ScriptCall] = []
         for group in grouped(items, self._finish_group, PER_CALL):
@@ -134,8 +148,19 @@ class Ledger:
                 if dead:
                     args += [item.dead_reason, p.entry.payload]
             calls.append(("complete", keys, args))
-        written = await self._scripts.pipeline(calls)
-        return sum(sum(int(w) for w in reply) for reply in written if isinstance(reply, list))
+        verdicts = [int(v) for reply in await self._scripts.pipeline(calls)
+                    if isinstance(reply, list) for v in reply]
+        return Finished(written=verdicts.count(1), duplicates=verdicts.count(2))
+
+    async def requeue(self, failed: Sequence[tuple[Pulled, str]]) -> list[str]:
+        """Put back jobs whose run crashed the engine (``(pulled, why)``), attempts + 1;
+        past the attempt limit they are dead-lettered and fail with ``engine_error``.
+        Verdicts in order (see ``lua/requeue.lua``)."""
+        calls = [requeue_call(self._config, p.keys, p.entry.stream, [p.entry.entry_id],
+                              {p.entry.entry_id: p.entry}, "engine_error", why)
+                 for p, why in failed]
+        return [str(v) for reply in await self._scripts.pipeline(calls)
+                if isinstance(reply, list) for v in reply]
 
     async def release(self, held: Sequence[Pulled]) -> None:
         """Hand entries read but never started back to their streams."""
@@ -145,3 +170,31 @@ class Ledger:
             for p in held
         ]
         await self._scripts.pipeline(calls)
+
+
+def requeue_call(config: SwitchyardConfig, keys: PartitionKeys, stream: str,
+                 ids: Sequence[str], found: dict[str, StreamEntry], code: str,
+                 why: str) -> ScriptCall:
+    """The ``requeue`` call for these entries of one stream (``found``: those read)."""
+    jobs = config.jobs
+    script_keys = [stream, keys.dead]
+    args: list[str | int | float] = [
+        GROUP, config.watchdog.max_attempts, code, _plain(why), int(jobs.result_ttl_s * 1000),
+        int(jobs.reply_ttl_s * 1000), jobs.reply_maxlen, jobs.dead_letter_maxlen]
+    for entry_id in ids:
+        entry = found.get(entry_id)
+        job_id = entry.job_id if entry is not None and keys.owns(entry.job_id) else ""
+        script_keys += [keys.job(job_id or "-"),
+                        reply_of(keys, entry) if entry is not None else keys.reply("-")]
+        args += [entry_id, job_id]
+    return ("requeue", script_keys, args)
+
+
+def reply_of(keys: PartitionKeys, entry: StreamEntry) -> str:
+    """The entry's reply stream if it is one of this partition's (else a placeholder)."""
+    return entry.reply if keys.owns_reply(entry.reply) else keys.reply("-")
+
+
+def _plain(text: str) -> str:
+    """Text safe to splice into the JSON the script writes."""
+    return "".join(c for c in text if c not in '"\\' and c.isprintable())

@@ -12,6 +12,8 @@ Every worker owns its registry (no process-wide state); all series carry ``pool`
   ``switchyard_time_to_first_token_seconds``: generation;
 - ``switchyard_jobs_total{outcome}``, ``switchyard_oom_recoveries_total``,
   ``switchyard_too_large_total``;
+- ``switchyard_duplicate_executions_total``: results dropped because their job already
+  had one (it was re-queued while this worker ran it: first result wins);
 - ``switchyard_cost_usd_total{provider, tenant}``: what bridges spent.
 """
 
@@ -57,6 +59,8 @@ class WorkerMetrics:
         self.oom = make(Counter, "switchyard_oom_recoveries", "Batches split after OOM")
         self.too_large = make(Counter, "switchyard_too_large",
                               "Jobs refused: larger than the whole memory budget")
+        self.duplicates = make(Counter, "switchyard_duplicate_executions",
+                               "Results dropped: their job had a result already")
         self._jobs = Counter("switchyard_jobs", "Jobs finished, by outcome",
                              (*_LABELS, "outcome"), registry=self.registry)
         self._spend = Counter("switchyard_cost_usd", "USD spent at providers",

@@ -43,9 +43,8 @@ class Pulled:
     cost: tuple[int, int] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        token = self.entry.job_id.removeprefix(f"{self.keys.pool}.{self.keys.partition}.")
-        self.owned = token != self.entry.job_id and token.isascii() and token.isalnum()
-        self.reply_owned = self.entry.reply.startswith(self.keys.base + ":reply:")
+        self.owned = self.keys.owns(self.entry.job_id)
+        self.reply_owned = self.keys.owns_reply(self.entry.reply)
 
     def cost_by(self, cost: Callable[[JobEnvelope], tuple[int, int]]) -> tuple[int, int]:
         if self.cost is None:
@@ -54,9 +53,12 @@ class Pulled:
         return self.cost
 
 
-def _mismatch(pulled: Pulled, kinds: frozenset[str]) -> str:
+def _mismatch(pulled: Pulled, kinds: frozenset[str], models: frozenset[str]) -> str:
     """Why a decoded entry cannot be served as it is ('' when it can)."""
     assert pulled.envelope is not None
+    if models and pulled.envelope.model not in models:
+        return (f"model {pulled.envelope.model!r} is not routed to this pool "
+                f"(it serves {', '.join(sorted(models))})")
     if pulled.envelope.request.kind not in kinds:
         return (f"a {pulled.envelope.request.kind} request, but this pool serves "
                 f"{' and '.join(sorted(kinds))} only")
@@ -96,6 +98,7 @@ class Puller:
         block_ms: int,
         window: int | None = None,
         kinds: frozenset[str] = frozenset({"embed", "chat"}),
+        models: frozenset[str] = frozenset(),
     ) -> None:
         self._redis = redis
         self._consumer = consumer
@@ -104,10 +107,15 @@ class Puller:
         self.window = window or max_batch
         """Entries to hold per priority (the XREADGROUP COUNT); the worker adjusts it."""
         self._kinds = kinds
+        self._models = models
+        """Model names routed to this pool (empty: not checked)."""
         self._block_ms = block_ms
         self._scheduler = PriorityScheduler(lower_share)
         self._where = {k.stream(p): (k, p) for k in partitions for p in PRIORITIES}
         self.buffers: dict[Priority, deque[Pulled]] = {p: deque() for p in PRIORITIES}
+        self._newest: dict[str, str] = {}
+        """Per stream, the newest entry id read (see :meth:`fill`)."""
+        self._uncertain = False
 
     @property
     def buffered(self) -> int:
@@ -115,7 +123,31 @@ class Puller:
 
     async def fill(self) -> list[Pulled]:
         """Top the buffers up; block when they are empty. Returns undecodable entries,
-        which are not buffered: the caller dead-letters them."""
+        which are not buffered: the caller dead-letters them.
+
+        A read that failed may have been served before the connection dropped: its
+        entries are then pending here, unseen. So the next fill first re-reads this
+        consumer's pending entries newer than the newest it has seen (XREADGROUP
+        delivers in id order, and a re-queued entry gets a new id, so exactly those)."""
+        try:
+            bad = await self._recover() if self._uncertain else []
+            return bad + await self._fill()
+        except BaseException:
+            self._uncertain = True
+            raise
+
+    async def _recover(self) -> list[Pulled]:
+        pipe = self._redis.pipeline(transaction=False)
+        for stream in self._where:
+            pipe.xreadgroup(GROUP, self._consumer, {stream: self._newest.get(stream, "0-0")},
+                            count=10_000)
+        bad: list[Pulled] = []
+        for reply in await pipe.execute():
+            bad.extend(self._accept(parse_stream_reply(reply)))
+        self._uncertain = False
+        return bad
+
+    async def _fill(self) -> list[Pulled]:
         if self.buffered == 0:
             streams: dict[Any, Any] = dict.fromkeys(self._where, ">")
             reply = await self._redis.xreadgroup(
@@ -137,13 +169,14 @@ class Puller:
     def _accept(self, entries: list[StreamEntry]) -> list[Pulled]:
         bad = []
         for entry in entries:
+            self._newest[entry.stream] = entry.entry_id  # in id order, per stream
             keys, priority = self._where[entry.stream]
             try:
                 pulled = Pulled(entry, keys, priority, decode_envelope(entry.payload))
             except EntryDecodeError as exc:
                 bad.append(Pulled(entry, keys, priority, None, str(exc)))
                 continue
-            problem = _mismatch(pulled, self._kinds)
+            problem = _mismatch(pulled, self._kinds, self._models)
             if problem:
                 bad.append(Pulled(entry, keys, priority, None, problem))
                 continue

@@ -53,6 +53,11 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+class Crashed(ErrorInfo):
+    """The engine raised on this job alone: it is re-queued (attempts + 1), and past the
+    attempt limit dead-lettered with this error."""
+
+
 def _expired_before(pulled: Pulled, cutoff_ms: int) -> bool:
     deadline = pulled.envelope.deadline_ms if pulled.envelope else None
     return deadline is not None and deadline < cutoff_ms
@@ -71,6 +76,8 @@ class WorkerStats:
     released: int = 0
     oom_recoveries: int = 0
     too_large: int = 0
+    duplicates: int = 0
+    """Results dropped because their job had one already (first result wins)."""
 
 
 class Worker:
@@ -97,12 +104,14 @@ class Worker:
         keys = self._keys = Keys(config.redis.prefix)
         self._partitions = keys.partitions(pool, settings.partitions)
         self._scripts = Scripts(redis)
-        self._ledger = Ledger(self._scripts, config.jobs, self.consumer)
+        self._ledger = Ledger(self._scripts, config, self.consumer)
         self._puller = Puller(
             redis, self._partitions, self.consumer, max_batch=settings.max_batch,
             max_batch_tokens=settings.max_batch_tokens, lower_share=settings.lower_share,
             block_ms=config.worker.block_ms, window=settings.max_batch * settings.pack_window,
             kinds=ENGINE_KINDS[settings.engine],
+            models=frozenset(m for m, route in config.models.items()
+                             if pool in (route.pool, route.overflow)),
         )
         if probe is None:
             probe = (choose_probe(engine.device, settings.memory_budget) if engine.token_bytes
@@ -111,6 +120,7 @@ class Worker:
         self._sizer = BatchSizer(engine, self._budget, settings.max_batch_tokens)
         self.metrics = metrics or WorkerMetrics(pool, self.consumer, engine.device)
         self._window = settings.max_batch * settings.pack_window
+        self._read_backoff = 0.0
         self.spiller = Spiller(redis, config, pool)
         """Moves jobs waiting too long on local pools that overflow to this one."""
         self._deltas = DeltaPublisher(redis, config.jobs.reply_maxlen,
@@ -136,8 +146,8 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> WorkerStats:
         """Serve until ``stop`` is set, then drain and return."""
-        await ensure_groups(self._redis, self._partitions)
-        await self._scripts.load()
+        await self._retry(ensure_groups, self._redis, self._partitions)
+        await self._retry(self._scripts.load)
         self._sizer.start()
         beating = asyncio.create_task(self._heartbeat.run(stop))
         spilling = asyncio.create_task(self.spiller.run(stop))
@@ -192,9 +202,16 @@ class Worker:
         ``in_use`` padded tokens already running."""
         try:
             bad = await self._puller.fill()
+            self._read_backoff = 0.0
         except (RedisError, OSError) as exc:
-            log.warning("read failed: %s; retrying", exc)
-            await asyncio.sleep(0.5)
+            # Redis went away (what was read stays buffered and pending here; running and
+            # finishing batches retry their writes): back off, and after a restart that
+            # lost the groups (no persistence), create them again.
+            self._read_backoff = min(max(0.1, self._read_backoff * 2), 5.0)
+            log.warning("read failed: %s; retrying in %.1fs", exc, self._read_backoff)
+            await asyncio.sleep(self._read_backoff)
+            if "NOGROUP" in str(exc):
+                await self._retry(ensure_groups, self._redis, self._partitions)
             return []
         if bad:
             await self._retry(self._dead_letter, bad)
@@ -258,7 +275,9 @@ class Worker:
 
     async def _execute(self, run: Sequence[Pulled]) -> list[EngineOutput]:
         """Run a batch. Out of memory, it is split in halves, each run the same way (a job
-        that does not fit even alone fails); any other engine error fails the batch."""
+        that does not fit even alone fails). Any other engine error splits it the same way,
+        down to the one job that raises: that one is :class:`Crashed` (re-queued by
+        ``_finish``), so a poison request never fails the jobs batched with it."""
         if not run:
             return []
         envelopes = [p.envelope for p in run if p.envelope is not None]
@@ -276,20 +295,36 @@ class Worker:
             log.warning("batch of %d ran out of memory; running it as %d + %d", len(run), half,
                         len(run) - half)
             return [*await self._execute(run[:half]), *await self._execute(run[half:])]
-        except Exception as exc:  # the batch fails; the worker carries on
+        except Exception as exc:  # isolate the job that crashed it; the worker carries on
             log.exception("engine %s failed a batch of %d", self.engine.name, len(run))
-            error = ErrorInfo(code="engine_error", message=f"{type(exc).__name__}: {exc}")
-            outputs = [error] * len(run)
+            if len(run) == 1:
+                return [Crashed(code="engine_error", message=f"{type(exc).__name__}: {exc}")]
+            half = len(run) // 2
+            return [*await self._execute(run[:half]), *await self._execute(run[half:])]
         self.stats.batches += 1
         return outputs
 
     async def _finish(self, run: Sequence[Pulled], outputs: Sequence[EngineOutput]) -> None:
+        crashed = [(p, o.message) for p, o in zip(run, outputs, strict=True)
+                   if isinstance(o, Crashed)]
+        if crashed:  # attempts + 1, or dead-lettered past the limit
+            verdicts = await self._ledger.requeue(crashed)
+            self.stats.dead_lettered += verdicts.count("dead")
+            kept = [i for i, o in enumerate(outputs) if not isinstance(o, Crashed)]
+            run, outputs = [run[i] for i in kept], [outputs[i] for i in kept]
+            if not run:
+                return
         items, failed = outcomes(run, outputs)
         if self._deltas.busy:
             await self._deltas.drain()  # every streamed delta lands before its job's outcome
             self._deltas.forget([p.entry.job_id for p in run])
-        written = await self._ledger.finish(items)  # (not `+= await`: finishes run concurrently)
-        self.stats.jobs += written
+        finished = await self._ledger.finish(items)  # (not `+= await`: finishes run concurrently)
+        self.stats.jobs += finished.written
+        if finished.duplicates:
+            self.stats.duplicates += finished.duplicates
+            self.metrics.duplicates.inc(finished.duplicates)
+            log.warning("%d results dropped: their jobs had results already (re-queued while "
+                        "running here)", finished.duplicates)
         # Counted after the outcomes went out, off the path of the callers' latency.
         self.stats.failed += failed
         self.metrics.job("succeeded", len(items) - failed)

@@ -7,7 +7,13 @@ Every ``interval_s``, for every priority stream of every pool:
   original creation time and deadline, or past ``max_attempts`` dead-lettered with their
   job failed), and it is removed from the group once it holds nothing;
 - an entry pending longer than ``reclaim_idle_s`` on a consumer that still beats (hung,
-  not dead) is claimed with XAUTOCLAIM and re-queued the same way.
+  not dead) is claimed with XAUTOCLAIM and re-queued the same way;
+- the oldest undelivered entries (``BATCH`` per stream) whose deadline has passed end
+  as ``expired`` (``lua/expire.lua``), so a pool with no live worker still answers its
+  callers at their deadlines;
+- dead letters older than ``dead_letter_max_age_s`` are trimmed (XTRIM MINID).
+
+Re-queued entries whose deadline has passed expire instead of running again.
 
 Several watchdogs may run at once: each entry is re-queued by one script call that
 finds it gone if another got there first. A job re-queued while its first worker still
@@ -29,8 +35,17 @@ import redis.asyncio as aioredis
 
 from broker.config import SwitchyardConfig
 from broker.keys import GROUP, Keys, PartitionKeys, PoolKeys
-from broker.scripts import ScriptCall, Scripts
-from broker.streams import StreamEntry, parse_autoclaim, parse_stream_reply, pending_of
+from broker.schemas import now_ms
+from broker.scripts import Scripts
+from broker.streams import (
+    StreamEntry,
+    deadline_of,
+    last_delivered,
+    parse_autoclaim,
+    parse_stream_reply,
+    pending_of,
+)
+from workers.ledger import reply_of, requeue_call
 from workers.periodic import every
 
 __all__ = ["Watchdog", "WatchdogStats"]
@@ -47,6 +62,8 @@ class WatchdogStats:
     reclaimed: int = 0
     """Entries taken back from hung consumers (also counted as requeued or dead)."""
     consumers_removed: int = 0
+    expired: int = 0
+    """Jobs ended because their deadline passed while they waited (or were re-queued)."""
 
 
 class Watchdog:
@@ -68,6 +85,37 @@ class Watchdog:
                 for stream in keys.streams():
                     await self._dead_consumers(pool_keys, keys, stream)
                     await self._hung_entries(keys, stream)
+                    await self._expire_waiting(keys, stream)
+                await self._trim_dead_letters(keys)
+
+    async def _expire_waiting(self, keys: PartitionKeys, stream: str) -> None:
+        """End the oldest undelivered jobs whose deadline passed (checked again, on the
+        Redis clock, by the script)."""
+        after = await last_delivered(self._redis, stream, GROUP)
+        if after is None:
+            return
+        raw = await self._redis.xrange(stream, min=f"({after}" if after != "0-0" else "-",
+                                       count=BATCH)
+        now = now_ms()
+        late = [e for e in parse_stream_reply([[stream, raw]]) if raw
+                if (d := deadline_of(e.payload)) is not None and d < now]
+        if not late:
+            return
+        jobs = self._config.jobs
+        script_keys = [stream]
+        args: list[str | int | float] = [GROUP, int(jobs.result_ttl_s * 1000),
+                                         int(jobs.reply_ttl_s * 1000), jobs.reply_maxlen]
+        for entry in late:
+            job_id = entry.job_id if keys.owns(entry.job_id) else ""
+            script_keys += [keys.job(job_id or "-"), reply_of(keys, entry)]
+            args += [entry.entry_id, job_id]
+        reply = await self._scripts.call("expire", script_keys, args)
+        assert isinstance(reply, list)
+        self.stats.expired += reply.count("expired")
+
+    async def _trim_dead_letters(self, keys: PartitionKeys) -> None:
+        oldest = now_ms() - int(self._config.watchdog.dead_letter_max_age_s * 1000)
+        await self._redis.xtrim(keys.dead, minid=f"{max(0, oldest)}-0", approximate=False)
 
     async def _dead_consumers(self, pool: PoolKeys, keys: PartitionKeys, stream: str) -> None:
         try:
@@ -126,32 +174,14 @@ class Watchdog:
             for raw in await pipe.execute():
                 for entry in parse_stream_reply([[stream, raw]]) if raw else []:
                     found[entry.entry_id] = entry
-        reply = await self._scripts.call(*self._call(keys, stream, ids, found, why))
+        reply = await self._scripts.call(*requeue_call(self._config, keys, stream, ids, found,
+                                                       "attempts_exhausted", why))
         assert isinstance(reply, list)
         for entry_id, verdict in zip(ids, reply, strict=True):
             if verdict == "requeued":
                 self.stats.requeued += 1
             elif verdict == "dead":
                 self.stats.dead_lettered += 1
+            elif verdict == "expired":
+                self.stats.expired += 1
             log.info("%s %s: %s (%s)", stream, entry_id, verdict, why)
-
-    def _call(self, keys: PartitionKeys, stream: str, ids: Sequence[str],
-              found: dict[str, StreamEntry], why: str) -> ScriptCall:
-        jobs = self._config.jobs
-        script_keys = [stream, keys.dead]
-        args: list[str | int | float] = [
-            GROUP, self._config.watchdog.max_attempts, _plain(why),
-            int(jobs.result_ttl_s * 1000), int(jobs.reply_ttl_s * 1000), jobs.reply_maxlen,
-            jobs.dead_letter_maxlen]
-        for entry_id in ids:
-            entry = found.get(entry_id)
-            job_id = entry.job_id if entry is not None else ""
-            reply = entry.reply if entry is not None and entry.reply else keys.reply("-")
-            script_keys += [keys.job(job_id or "-"), reply]
-            args += [entry_id, job_id]
-        return ("requeue", script_keys, args)
-
-
-def _plain(text: str) -> str:
-    """Text safe to splice into the JSON the script writes."""
-    return "".join(c for c in text if c not in '"\\' and c.isprintable())

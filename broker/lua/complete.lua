@@ -2,8 +2,10 @@
 -- wins), append it to the caller's reply stream, XACK and XDEL the entry, and drop its
 -- job from its tenant's jobs in flight; count ARGV[7] of them towards the stream's drain
 -- rate (jobs failed for want of a provider did not drain it). In dead-letter mode each
--- entry is also copied, raw, to the dead-letter stream. All entries of one call share a
--- stream, a reply stream and a tenant.
+-- entry is also copied, raw, to the dead-letter stream. A result for a job that already
+-- has one (it was re-queued while this worker still ran it) is a duplicate execution:
+-- not delivered, counted in the drain hash's 'dup' field. All entries of one call share
+-- a stream, a reply stream and a tenant.
 -- KEYS[1] priority stream   KEYS[2] drain hash   KEYS[3] dead-letter stream
 -- KEYS[4] reply stream   KEYS[5] the tenant's jobs in flight (zset)
 -- then per entry i (1..n): KEYS[5+i] job hash
@@ -12,20 +14,22 @@
 -- ARGV[7] how many entries count as drained
 -- then per entry, F = 4 ('ok') or 6 ('dead') fields from ARGV[8+F(i-1)]: entry id, job id,
 --   final state, outcome JSON ('': no job to finish) [, dead-letter reason, raw payload]
--- Returns one number per entry: 1 when this call wrote the outcome, 0 when one existed.
+-- Returns one number per entry: 1 when this call wrote the outcome; 2 when the job had a
+-- result already (a duplicate execution); 0 otherwise (nothing to write, or the job was
+-- cancelled or expired).
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local reply = KEYS[4]
 local dead = ARGV[6] == 'dead'
 local f = dead and 6 or 4
 local n = #KEYS - 5
-local out, entries, ids = {}, {}, {}
+local out, entries, ids, dups = {}, {}, {}, 0
 for i = 1, n do
   local job_key, a = KEYS[5 + i], 8 + f * (i - 1)
   local entry, id, final, outcome = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   if dead then
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'source', KEYS[1], 'entry', entry,
-      'job', id, 'reason', ARGV[a + 4], 'd', ARGV[a + 5])
+      'job', id, 'r', reply, 'reason', ARGV[a + 4], 'd', ARGV[a + 5])
   end
   out[i] = 0
   if outcome ~= '' then
@@ -35,6 +39,9 @@ for i = 1, n do
       redis.call('PEXPIRE', job_key, ARGV[2])
       redis.call('XADD', reply, 'MAXLEN', '~', ARGV[4], '*', 'id', id, 'o', outcome)
       out[i] = 1
+    elseif state == 'succeeded' or state == 'failed' then
+      out[i] = 2
+      dups = dups + 1
     end
   end
   entries[i] = entry
@@ -50,6 +57,7 @@ if #ids > 0 then
   redis.call('ZREM', KEYS[5], unpack(ids))
 end
 redis.call('PEXPIRE', reply, ARGV[3])
+if dups > 0 then redis.call('HINCRBY', KEYS[2], 'dup', dups) end
 local d = redis.call('HMGET', KEYS[2], 'ws', 'n')
 local ws = tonumber(d[1])
 local count = (tonumber(d[2]) or 0) + tonumber(ARGV[7])

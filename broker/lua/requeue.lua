@@ -1,24 +1,40 @@
--- requeue: put back the entries a dead (or hung) consumer held. For each entry still in
--- the stream: if its job already ended, just ack and delete it; else re-add it at the
--- tail with attempts + 1 (the envelope keeps its creation time and deadline), point the
--- job record at the new entry, ack and delete the old one. Past the attempt limit the
--- entry goes to the dead-letter stream instead and its job fails where its caller sees
--- it. An entry already gone (another watchdog, or its worker, got there first) is only
--- acked. Safe to run from several watchdogs at once.
+-- requeue: put back entries whose consumer died, hung, or failed them (for each entry
+-- still in the stream):
+--   its job already ended         -> ack and delete the entry ('ended');
+--   its deadline passed           -> the job expires where its caller sees it ('expired');
+--   attempts + 1 reach the limit  -> the entry goes to the dead-letter stream and its job
+--                                    fails with ARGV[3] and ARGV[4] ('dead');
+--   otherwise                     -> re-added at the tail with attempts + 1 (the envelope
+--                                    keeps its creation time and deadline), the job record
+--                                    pointed at the new entry ('requeued').
+-- An entry already gone (another watchdog, or its worker, got there first) is only acked
+-- ('gone'). Safe to run from several watchdogs at once.
 -- KEYS[1] priority stream   KEYS[2] dead-letter stream
 -- then per entry i (1..n): KEYS[2i+1] job hash   KEYS[2i+2] reply stream
--- ARGV[1] group   ARGV[2] most attempts   ARGV[3] why (for the error and dead letter)
--- ARGV[4] result ttl ms   ARGV[5] reply ttl ms   ARGV[6] reply stream max length
--- ARGV[7] dead-letter stream max length
--- then per entry i: ARGV[7+2i-1] entry id   ARGV[7+2i] job id
--- Returns one verdict per entry: 'requeued' | 'dead' | 'ended' | 'gone'
+-- ARGV[1] group   ARGV[2] most attempts   ARGV[3] error code   ARGV[4] why (plain text)
+-- ARGV[5] result ttl ms   ARGV[6] reply ttl ms   ARGV[7] reply stream max length
+-- ARGV[8] dead-letter stream max length
+-- then per entry i: ARGV[8+2i-1] entry id   ARGV[8+2i] job id
+-- Returns one verdict per entry: 'requeued' | 'dead' | 'expired' | 'ended' | 'gone'
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local most = tonumber(ARGV[2])
 local out = {}
+
+local function fail(job_key, reply, id, state, final, code, message)
+  local outcome = '{"v":1,"id":"' .. id .. '","state":"' .. final .. '","error":{"code":"'
+    .. code .. '","message":"' .. message .. '"},"finished_ms":' .. now .. '}'
+  if state then
+    redis.call('HSET', job_key, 'state', final, 'outcome', outcome, 'finished', now)
+    redis.call('PEXPIRE', job_key, ARGV[5])
+  end
+  redis.call('XADD', reply, 'MAXLEN', '~', ARGV[7], '*', 'id', id, 'o', outcome)
+  redis.call('PEXPIRE', reply, ARGV[6])
+end
+
 for i = 1, (#KEYS - 2) / 2 do
   local job_key, reply = KEYS[2 * i + 1], KEYS[2 * i + 2]
-  local entry, id = ARGV[6 + 2 * i], ARGV[7 + 2 * i]
+  local entry, id = ARGV[7 + 2 * i], ARGV[8 + 2 * i]
   local found = redis.call('XRANGE', KEYS[1], entry, entry)[1]
   local state = redis.call('HGET', job_key, 'state')
   if not found then
@@ -31,18 +47,16 @@ for i = 1, (#KEYS - 2) / 2 do
     for j = 1, #found[2], 2 do fields[found[2][j]] = found[2][j + 1] end
     local payload = fields['d'] or ''
     local attempts = tonumber(string.match(payload, '"attempts":(%d+)')) or 0
-    if attempts + 1 >= most then
-      local message = ARGV[3] .. '; gave up after ' .. (attempts + 1) .. ' attempts'
-      local outcome = '{"v":1,"id":"' .. id .. '","state":"failed","error":{"code":'
-        .. '"attempts_exhausted","message":"' .. message .. '"},"finished_ms":' .. now .. '}'
-      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'source', KEYS[1],
-        'entry', entry, 'job', id, 'reason', message, 'd', payload)
-      if state then
-        redis.call('HSET', job_key, 'state', 'failed', 'outcome', outcome, 'finished', now)
-        redis.call('PEXPIRE', job_key, ARGV[4])
-      end
-      redis.call('XADD', reply, 'MAXLEN', '~', ARGV[6], '*', 'id', id, 'o', outcome)
-      redis.call('PEXPIRE', reply, ARGV[5])
+    local deadline = tonumber(string.match(payload, '"deadline_ms":(%d+)'))
+    if deadline and now > deadline then
+      fail(job_key, reply, id, state, 'expired', 'deadline_exceeded',
+        'deadline passed before the job could run again (' .. ARGV[4] .. ')')
+      out[i] = 'expired'
+    elseif attempts + 1 >= most then
+      local message = ARGV[4] .. '; gave up after ' .. (attempts + 1) .. ' attempts'
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'source', KEYS[1],
+        'entry', entry, 'job', id, 'r', fields['r'] or reply, 'reason', message, 'd', payload)
+      fail(job_key, reply, id, state, 'failed', ARGV[3], message)
       out[i] = 'dead'
     else
       payload = string.gsub(payload, '"attempts":%d+', '"attempts":' .. (attempts + 1), 1)

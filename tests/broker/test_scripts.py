@@ -72,8 +72,9 @@ async def test_complete_first_result_wins_and_acks(aredis: aioredis.Redis, prefi
              entry.entry_id, "p.0.cccc", "succeeded", outcome])
 
     assert await complete('{"first": 1}') == [1]
-    assert await complete('{"second": 1}') == [0]
+    assert await complete('{"second": 1}') == [2]  # a duplicate execution: dropped, counted
     assert await aredis.hget(keys.job("p.0.cccc"), "outcome") == '{"first": 1}'
+    assert await aredis.hget(keys.drain("standard"), "dup") == "1"
     assert await aredis.xlen(keys.reply("c")) == 1
     assert await aredis.xlen(keys.stream("standard")) == 0
     assert (await aredis.xpending(keys.stream("standard"), GROUP))["pending"] == 0

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from broker import GROUP, Keys, load_config
 from broker.settings import RedisSettings
 from broker.streams import parse_autoclaim
-from dispatcher import AsyncClient, JobFailed
+from dispatcher import AsyncClient, JobExpired, JobFailed
 from ops.processes import WorkerProcess
 from ops.redis_server import RedisServer
 from tests.conftest import StartWorker, make_config
@@ -98,7 +98,14 @@ async def test_a_hung_worker_is_reclaimed_by_idle_time(
         assert hung.consumer  # still alive: reclaimed for idleness, not death
         await start_worker(config, "held")  # a healthy worker takes the re-queued entry
         result = await job.result(timeout=30)
+        for _ in range(100):  # the hung worker finishes too: its result is dropped, counted
+            if hung.stats.duplicates:
+                break
+            await asyncio.sleep(0.1)
+        assert await job.result(timeout=1) == result  # the first result stands
     assert result.echo == ["stuck"]  # type: ignore[union-attr]
+    assert hung.stats.duplicates == 1 and hung.stats.jobs == 0
+    assert await aredis.hget(keys.drain("standard"), "dup") == "1"
 
 
 async def test_past_the_attempt_limit_the_job_fails_and_is_dead_lettered(
@@ -123,6 +130,54 @@ async def test_past_the_attempt_limit_the_job_fails_and_is_dead_lettered(
     assert len(dead) == 1 and dead[0][1]["job"] == job.id
     assert watchdog.stats.requeued == 1 and watchdog.stats.dead_lettered == 1
     assert await aredis.xlen(keys.stream("standard")) == 0
+
+
+async def test_jobs_nobody_runs_expire_at_their_deadline(
+    prefix: str, redis_url: str, aredis: aioredis.Redis,
+) -> None:
+    config = make_config(prefix, held={"engine": "echo"})
+    keys = Keys(prefix).partition("held", 0)
+    await aredis.xgroup_create(keys.stream("standard"), GROUP, id="0", mkstream=True)
+    watchdog = Watchdog(aredis, config)
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        late = await client.embed("held", "no worker", deadline_s=0.2)
+        later = await client.embed("held", "still in time", deadline_s=60)
+        await asyncio.sleep(0.3)
+        await watchdog.sweep()
+        with pytest.raises(JobExpired):
+            await late.result(timeout=5)
+        assert await later.status() == "queued"
+    assert watchdog.stats.expired == 1
+    assert await aredis.xlen(keys.stream("standard")) == 1  # the one in time waits on
+
+
+async def test_a_requeued_job_past_its_deadline_expires_instead(
+    prefix: str, redis_url: str, aredis: aioredis.Redis,
+) -> None:
+    config = make_config(prefix, held={"engine": "echo"})
+    keys = Keys(prefix).partition("held", 0)
+    await aredis.xgroup_create(keys.stream("standard"), GROUP, id="0", mkstream=True)
+    watchdog = Watchdog(aredis, config)
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        job = await client.embed("held", "x", deadline_s=0.2)
+        await aredis.xreadgroup(GROUP, "ghost", {keys.stream("standard"): ">"})
+        await asyncio.sleep(0.3)
+        await watchdog.sweep()  # its consumer is dead, and its deadline passed
+        with pytest.raises(JobExpired):
+            await job.result(timeout=5)
+    assert watchdog.stats.expired == 1 and watchdog.stats.requeued == 0
+    assert await aredis.xlen(keys.stream("standard")) == 0
+
+
+async def test_old_dead_letters_are_trimmed(prefix: str, aredis: aioredis.Redis) -> None:
+    base = make_config(prefix).model_dump()
+    base["watchdog"] = {"dead_letter_max_age_s": 60}
+    config = type(make_config(prefix)).model_validate(base)
+    keys = Keys(prefix).partition("echo", 0)
+    await aredis.xadd(keys.dead, {"reason": "old"}, id="1-0")
+    await aredis.xadd(keys.dead, {"reason": "new"})
+    await Watchdog(aredis, config).sweep()
+    assert [f["reason"] for _, f in await aredis.xrange(keys.dead)] == ["new"]
 
 
 def _redis7() -> str | None:
