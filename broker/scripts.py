@@ -25,10 +25,11 @@ T = TypeVar("T")
 
 ScriptName = Literal["enqueue", "start", "complete", "release", "cancel", "breaker_allow",
                      "breaker_record", "ratelimit_take", "ratelimit_observe", "spill_forward",
-                     "requeue", "expire"]
+                     "requeue", "expire", "replay"]
 _NAMES: tuple[ScriptName, ...] = ("enqueue", "start", "complete", "release", "cancel",
                                   "breaker_allow", "breaker_record", "ratelimit_take",
-                                  "ratelimit_observe", "spill_forward", "requeue", "expire")
+                                  "ratelimit_observe", "spill_forward", "requeue", "expire",
+                                  "replay")
 
 ScriptCall = tuple[ScriptName, Sequence[str], Sequence[str | int | float]]
 """(script, KEYS, ARGV)."""

@@ -68,7 +68,7 @@ class RedisSettings:
             health_check_interval=30,
             socket_connect_timeout=connect_timeout_s,
             socket_timeout=socket_timeout_s,
-            socket_keepalive=True,
+            **({} if self.scheme == "unix" else {"socket_keepalive": True}),
         )
         pool.connection_class = _PACKED.get(pool.connection_class, pool.connection_class)
         return aioredis.Redis(connection_pool=pool)

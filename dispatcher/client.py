@@ -52,6 +52,8 @@ from dispatcher.submitter import Enqueue, Submission, Submitter
 __all__ = ["AsyncClient"]
 
 _PRIORITIES = frozenset(get_args(Priority))
+MAX_DEADLINE_S = 366 * 86_400
+"""The longest deadline a job may ask for (a year)."""
 DEFAULT_BATCH_RETRIES = 3
 """Admission retries of a ``batch`` job when the caller does not say."""
 
@@ -150,9 +152,9 @@ class AsyncClient:
         20 % jitter, never past ``deadline_s``; then it raises the last rejection."""
         try:
             request = ChatRequest.model_validate({
-                "messages": list(messages), "max_tokens": max_tokens,
+                "messages": messages, "max_tokens": max_tokens,
                 "temperature": temperature, "top_p": top_p,
-                "stop": [stop] if isinstance(stop, str) else list(stop or []),
+                "stop": [stop] if isinstance(stop, str) else stop or [],
                 "seed": seed, "stream": stream,
             })
         except ValidationError as exc:
@@ -165,6 +167,7 @@ class AsyncClient:
     async def _submit(self, job: Submission, kind: type[R],
                       max_retries: int | None) -> AsyncJob[R]:
         """Admit the job, retrying rejections (see :meth:`chat`)."""
+        _check(job, max_retries)
         retries = max_retries if max_retries is not None else (
             DEFAULT_BATCH_RETRIES if job.priority == "batch" else 0)
         if job.deadline_s is None and job.priority in _PRIORITIES:  # its priority's default
@@ -319,21 +322,12 @@ class AsyncClient:
         self, model: str, kind: str, priority: str, deadline_s: float | None,
         idempotency_key: str | None, tenant: str | None,
     ) -> ModelConfig:
-        route = self.config.models.get(model)
+        route = self.config.models.get(model) if isinstance(model, str) else None
         if route is None:
             known = ", ".join(sorted(self.config.models)) or "none"
             raise UnknownModel(f"unknown model {model!r} (configured: {known})")
         if route.kind != kind:
             raise InvalidRequest(f"model {model!r} serves {route.kind} requests, not {kind}")
-        if priority not in _PRIORITIES:
-            raise InvalidRequest(f"priority must be interactive, standard or batch: {priority!r}")
-        if deadline_s is not None and not deadline_s > 0:
-            raise InvalidRequest(f"deadline_s must be positive: {deadline_s!r}")
-        if idempotency_key is not None and not 0 < len(idempotency_key) <= 256:
-            raise InvalidRequest("idempotency_key must be 1 to 256 characters")
-        if tenant is not None and not (isinstance(tenant, str) and TENANT_NAME.match(tenant)):
-            raise InvalidRequest("tenant must be 1 to 128 letters, digits or _.@- "
-                                 f"(starting with a letter or digit): {tenant!r}")
         return route
 
     def _partition(
@@ -350,6 +344,29 @@ class AsyncClient:
         if keys is None:
             keys = self._partitions[pool_name, index] = self.keys.partition(pool_name, index)
         return keys
+
+
+def _check(job: Submission, max_retries: object) -> None:
+    """The options every enqueue call takes, checked at the boundary."""
+    if not isinstance(job.priority, str) or job.priority not in _PRIORITIES:
+        raise InvalidRequest(f"priority must be interactive, standard or batch: {job.priority!r}")
+    deadline = job.deadline_s
+    if deadline is not None and not (isinstance(deadline, int | float)
+                                     and not isinstance(deadline, bool)
+                                     and 0 < deadline <= MAX_DEADLINE_S):
+        raise InvalidRequest(f"deadline_s must be a number of seconds in (0, {MAX_DEADLINE_S}]: "
+                             f"{deadline!r}")
+    key = job.idempotency_key
+    if key is not None and not (isinstance(key, str) and 0 < len(key) <= 256):
+        raise InvalidRequest("idempotency_key must be a string of 1 to 256 characters")
+    if job.tenant is not None and not (isinstance(job.tenant, str)
+                                       and TENANT_NAME.match(job.tenant)):
+        raise InvalidRequest("tenant must be 1 to 128 letters, digits or _.@- "
+                             f"(starting with a letter or digit): {job.tenant!r}")
+    if max_retries is not None and not (isinstance(max_retries, int)
+                                        and not isinstance(max_retries, bool)
+                                        and 0 <= max_retries <= 100):
+        raise InvalidRequest(f"max_retries must be an integer from 0 to 100: {max_retries!r}")
 
 
 def _tokens(request: EmbedRequest | ChatRequest) -> int:

@@ -85,6 +85,9 @@ class ReplyRouter:
         self._closing = False
         self._swept = time.monotonic()
         self._unread_trim = 0  # entries read since the streams were last trimmed
+        self.observer: Callable[[str], None] | None = None
+        """Called with the job id of every outcome read from a reply stream, awaited or
+        not (``switchyard bench chaos`` counts duplicate results with it)."""
 
     def expect(self, job_id: str, reply_stream: str) -> asyncio.Future[str]:
         """Register interest in a job's outcome before the job is submitted."""
@@ -137,7 +140,7 @@ class ReplyRouter:
             except (RedisError, OSError) as exc:
                 log.warning("reply reader: %s; retrying in %.2fs", exc, backoff)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                backoff = min(backoff * 2, 1.0)
 
     async def _read_once(self) -> None:
         streams: dict[Any, Any] = dict(self._last)
@@ -162,8 +165,10 @@ class ReplyRouter:
                 deltas = self._deltas.get(entry.job_id)
                 if deltas is not None and fields.get("n", "").isdigit():
                     deltas.put(int(fields["n"]), fields["t"])
-            else:
-                self._deliver(entry.job_id, fields.get("o", ""))
+            elif "o" in fields:
+                if self.observer is not None:
+                    self.observer(entry.job_id)
+                self._deliver(entry.job_id, fields["o"])
 
     async def _sweep(self) -> None:
         """Re-read the records of jobs that waited longer than RECHECK_S."""

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from broker.errors import SwitchyardError
 from dispatcher import cli as dispatcher_cli
-from ops import fake_provider
+from ops import dlq, fake_provider
 from ops import status as status_cli
 from ops.bench import cli as bench_cli
 from ops.stack import UpOptions, up
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     workers_cli.add_parser(sub)
     dispatcher_cli.add_parser(sub)
     status_cli.add_parser(sub)
+    dlq.add_parser(sub)
     bench_cli.add_parser(sub)
     fake_provider.add_parser(sub)
     return parser

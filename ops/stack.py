@@ -48,6 +48,11 @@ def up(options: UpOptions) -> int:
         for pool in config.pools:
             supervisor.start(f"worker for pool {pool}", worker_command(pool, url, options.config),
                              options.state_dir / "logs" / f"worker-{pool}.log")
+        cli = [sys.executable, "-m", "ops"]
+        supervisor.start("watchdog", [*cli, "watchdog", "--redis-url", url,
+                                      *(["--config", str(options.config)] if options.config
+                                        else [])],
+                         options.state_dir / "logs" / "watchdog.log")
         _banner(config, url, options.state_dir)
         supervisor.run(stopping)
         print("switchyard: stopping workers (they finish what they hold) ...", flush=True)

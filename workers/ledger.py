@@ -138,7 +138,7 @@ class Ledger:
             args: list[str | int | float] = [
                 GROUP, int(jobs.result_ttl_s * 1000), int(jobs.reply_ttl_s * 1000),
                 jobs.reply_maxlen, jobs.dead_letter_maxlen, "dead" if dead else "ok",
-                _drained(group)]
+                _drained(group), self._consumer]
             for item in group:
                 p, outcome = item.pulled, item.outcome
                 job_id = p.entry.job_id if p.owned else ""

@@ -53,12 +53,11 @@ class Pulled:
         return self.cost
 
 
-def _mismatch(pulled: Pulled, kinds: frozenset[str], models: frozenset[str]) -> str:
+def _mismatch(pulled: Pulled, kinds: frozenset[str], foreign: frozenset[str]) -> str:
     """Why a decoded entry cannot be served as it is ('' when it can)."""
     assert pulled.envelope is not None
-    if models and pulled.envelope.model not in models:
-        return (f"model {pulled.envelope.model!r} is not routed to this pool "
-                f"(it serves {', '.join(sorted(models))})")
+    if pulled.envelope.model in foreign:
+        return f"model {pulled.envelope.model!r} is routed to other pools, not this one"
     if pulled.envelope.request.kind not in kinds:
         return (f"a {pulled.envelope.request.kind} request, but this pool serves "
                 f"{' and '.join(sorted(kinds))} only")
@@ -98,7 +97,7 @@ class Puller:
         block_ms: int,
         window: int | None = None,
         kinds: frozenset[str] = frozenset({"embed", "chat"}),
-        models: frozenset[str] = frozenset(),
+        foreign: frozenset[str] = frozenset(),
     ) -> None:
         self._redis = redis
         self._consumer = consumer
@@ -107,8 +106,9 @@ class Puller:
         self.window = window or max_batch
         """Entries to hold per priority (the XREADGROUP COUNT); the worker adjusts it."""
         self._kinds = kinds
-        self._models = models
-        """Model names routed to this pool (empty: not checked)."""
+        self._foreign = foreign
+        """Model names this worker's configuration routes to other pools only (a name it
+        does not know may be a client's alias: not refused)."""
         self._block_ms = block_ms
         self._scheduler = PriorityScheduler(lower_share)
         self._where = {k.stream(p): (k, p) for k in partitions for p in PRIORITIES}
@@ -176,7 +176,7 @@ class Puller:
             except EntryDecodeError as exc:
                 bad.append(Pulled(entry, keys, priority, None, str(exc)))
                 continue
-            problem = _mismatch(pulled, self._kinds, self._models)
+            problem = _mismatch(pulled, self._kinds, self._foreign)
             if problem:
                 bad.append(Pulled(entry, keys, priority, None, problem))
                 continue

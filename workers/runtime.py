@@ -110,8 +110,8 @@ class Worker:
             max_batch_tokens=settings.max_batch_tokens, lower_share=settings.lower_share,
             block_ms=config.worker.block_ms, window=settings.max_batch * settings.pack_window,
             kinds=ENGINE_KINDS[settings.engine],
-            models=frozenset(m for m, route in config.models.items()
-                             if pool in (route.pool, route.overflow)),
+            foreign=frozenset(m for m, route in config.models.items()
+                              if pool not in (route.pool, route.overflow)),
         )
         if probe is None:
             probe = (choose_probe(engine.device, settings.memory_budget) if engine.token_bytes
@@ -207,7 +207,7 @@ class Worker:
             # Redis went away (what was read stays buffered and pending here; running and
             # finishing batches retry their writes): back off, and after a restart that
             # lost the groups (no persistence), create them again.
-            self._read_backoff = min(max(0.1, self._read_backoff * 2), 5.0)
+            self._read_backoff = min(max(0.1, self._read_backoff * 2), 1.0)
             log.warning("read failed: %s; retrying in %.1fs", exc, self._read_backoff)
             await asyncio.sleep(self._read_backoff)
             if "NOGROUP" in str(exc):

@@ -11,12 +11,12 @@
 -- then per entry i (1..n): KEYS[5+i] job hash
 -- ARGV[1] group   ARGV[2] result ttl ms   ARGV[3] reply ttl ms   ARGV[4] reply stream max
 -- length   ARGV[5] dead-letter stream max length   ARGV[6] mode: 'ok' | 'dead'
--- ARGV[7] how many entries count as drained
--- then per entry, F = 4 ('ok') or 6 ('dead') fields from ARGV[8+F(i-1)]: entry id, job id,
+-- ARGV[7] how many entries count as drained   ARGV[8] the finishing consumer
+-- then per entry, F = 4 ('ok') or 6 ('dead') fields from ARGV[9+F(i-1)]: entry id, job id,
 --   final state, outcome JSON ('': no job to finish) [, dead-letter reason, raw payload]
--- Returns one number per entry: 1 when this call wrote the outcome; 2 when the job had a
--- result already (a duplicate execution); 0 otherwise (nothing to write, or the job was
--- cancelled or expired).
+-- Returns one number per entry: 1 when this call wrote the outcome; 2 when another
+-- consumer's result was there already (a duplicate execution); 0 otherwise (nothing to
+-- write, this consumer's own result is there, or the job was cancelled or expired).
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local reply = KEYS[4]
@@ -25,7 +25,7 @@ local f = dead and 6 or 4
 local n = #KEYS - 5
 local out, entries, ids, dups = {}, {}, {}, 0
 for i = 1, n do
-  local job_key, a = KEYS[5 + i], 8 + f * (i - 1)
+  local job_key, a = KEYS[5 + i], 9 + f * (i - 1)
   local entry, id, final, outcome = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   if dead then
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'source', KEYS[1], 'entry', entry,
@@ -33,14 +33,16 @@ for i = 1, n do
   end
   out[i] = 0
   if outcome ~= '' then
-    local state = redis.call('HGET', job_key, 'state')
+    local had = redis.call('HMGET', job_key, 'state', 'by')
+    local state = had[1]
     if state ~= 'succeeded' and state ~= 'failed' and state ~= 'cancelled' and state ~= 'expired' then
-      redis.call('HSET', job_key, 'state', final, 'outcome', outcome, 'finished', now)
+      redis.call('HSET', job_key, 'state', final, 'outcome', outcome, 'finished', now,
+        'by', ARGV[8])
       redis.call('PEXPIRE', job_key, ARGV[2])
       redis.call('XADD', reply, 'MAXLEN', '~', ARGV[4], '*', 'id', id, 'o', outcome)
       out[i] = 1
-    elseif state == 'succeeded' or state == 'failed' then
-      out[i] = 2
+    elseif (state == 'succeeded' or state == 'failed') and had[2] ~= ARGV[8] then
+      out[i] = 2  -- (the same consumer again: a retried call whose reply was lost)
       dups = dups + 1
     end
   end

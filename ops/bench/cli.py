@@ -1,11 +1,12 @@
-"""`switchyard bench queue|embed|generate|bridge|overload`."""
+"""`switchyard bench queue|embed|generate|bridge|overload|chaos`."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
-from ops.bench import bridge, embed, generate, overload, queue
+from ops.bench import bridge, chaos, embed, generate, overload, queue
 
 __all__ = ["add_parser"]
 
@@ -67,13 +68,38 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     o.add_argument("--plot", type=Path, default=Path("overload.png"))
     o.set_defaults(handler=_overload)
 
+    c = kinds.add_parser("chaos", help="SIGKILL workers and a watchdog, restart Redis, under "
+                         "load: nothing admitted may be lost")
+    defaults = chaos.ChaosOptions()
+    c.add_argument("--jobs", type=int, default=defaults.jobs)
+    c.add_argument("--workers", type=int, default=defaults.workers)
+    c.add_argument("--watchdogs", type=int, default=defaults.watchdogs)
+    c.add_argument("--service-ms", type=float, default=defaults.service_ms,
+                   help="echo time per batch")
+    c.add_argument("--rate", type=float, default=defaults.rate, help="jobs offered per second")
+    c.add_argument("--kill-every", type=float, default=defaults.kill_every_s,
+                   help="seconds between worker kills")
+    c.add_argument("--heartbeat-ttl", type=float, default=defaults.heartbeat_ttl_s)
+    c.set_defaults(handler=_chaos)
+
+
+def _chaos(ns: argparse.Namespace) -> int:
+    report = chaos.run_chaos_bench(chaos.ChaosOptions(
+        jobs=ns.jobs, workers=ns.workers, watchdogs=ns.watchdogs, service_ms=ns.service_ms,
+        rate=ns.rate, kill_every_s=ns.kill_every, heartbeat_ttl_s=ns.heartbeat_ttl))
+    _print(chaos.render(report))
+    return _failed(chaos.check(report))
+
 
 def _overload(ns: argparse.Namespace) -> int:
     report = overload.run_overload_bench(overload.OverloadOptions(
         ns.workers, ns.batch, ns.service_ms, tuple(float(x) for x in ns.loads.split(",")),
         ns.seconds, ns.plot))
     _print(overload.render(report))
-    failures = overload.check(report)
+    return _failed(overload.check(report))
+
+
+def _failed(failures: Sequence[str]) -> int:
     for failure in failures:
         print(f"target missed: {failure}", flush=True)
     return 1 if failures else 0

@@ -63,16 +63,17 @@ async def test_complete_first_result_wins_and_acks(aredis: aioredis.Redis, prefi
     entry = parse_stream_reply(await aredis.xreadgroup(
         GROUP, "w", {keys.stream("standard"): ">"}, count=1))[0]
 
-    async def complete(outcome: str) -> object:
+    async def complete(outcome: str, worker: str = "w") -> object:
         return await scripts.call(
             "complete",
             [entry.stream, keys.drain("standard"), keys.dead, keys.reply("c"),
              keys.tenant_jobs("-", "standard"), keys.job("p.0.cccc")],
-            [GROUP, 60_000, 60_000, 1000, 1000, "ok", 1,
+            [GROUP, 60_000, 60_000, 1000, 1000, "ok", 1, worker,
              entry.entry_id, "p.0.cccc", "succeeded", outcome])
 
     assert await complete('{"first": 1}') == [1]
-    assert await complete('{"second": 1}') == [2]  # a duplicate execution: dropped, counted
+    assert await complete('{"first": 1}') == [0]  # the same call retried: not a duplicate
+    assert await complete('{"second": 1}', "w2") == [2]  # a duplicate execution: counted
     assert await aredis.hget(keys.job("p.0.cccc"), "outcome") == '{"first": 1}'
     assert await aredis.hget(keys.drain("standard"), "dup") == "1"
     assert await aredis.xlen(keys.reply("c")) == 1

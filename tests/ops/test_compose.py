@@ -18,8 +18,9 @@ def test_compose_file_is_valid() -> None:
     assert out.returncode == 0, out.stderr
     services = json.loads(out.stdout)["services"]
     assert {"redis", "worker-minilm", "worker-echo", "worker-tiny-llama", "worker-cloud",
-            "fake-provider"} <= set(services)
+            "fake-provider", "watchdog"} <= set(services)
     assert "--appendonly" in services["redis"]["command"]
+    assert services["watchdog"]["command"] == ["watchdog"]
     assert services["worker-minilm"]["command"][:3] == ["worker", "--pool", "minilm"]
 
 

@@ -48,7 +48,7 @@ async def test_poison_entries_are_dead_lettered_and_do_not_stop_the_jobs_behind_
     stream = keys.stream("standard")
     await aredis.xgroup_create(stream, GROUP, id="0", mkstream=True)
     stranger = JobIdSource().new("held", 0)
-    wrong_model = JobEnvelope(id=stranger, model="not-here", priority="standard",
+    wrong_model = JobEnvelope(id=stranger, model="echo", priority="standard",  # echo's model
                               created_ms=now_ms(), request=EmbedRequest(input=["x"]))
     async with AsyncClient(config, redis_url=redis_url) as client:
         await aredis.xadd(stream, {"id": "held.0.bad", "r": keys.reply("x"), "d": "{not json"})
@@ -70,7 +70,7 @@ async def test_poison_entries_are_dead_lettered_and_do_not_stop_the_jobs_behind_
     dead = {f["job"]: f["reason"] for _, f in await aredis.xrange(keys.dead)}
     assert set(dead) == {"held.0.bad", stranger, poison.id}
     assert "invalid job payload" in dead["held.0.bad"]
-    assert "not routed to this pool" in dead[stranger]
+    assert "routed to other pools" in dead[stranger]
     assert "the model fell over" in dead[poison.id]
     assert worker.stats.dead_lettered == 3
     assert await aredis.xlen(stream) == 0

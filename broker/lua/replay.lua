@@ -1,0 +1,17 @@
+-- replay: put a dead letter back on its stream as a fresh attempt (the operator's
+-- `switchyard dlq replay`). The job keeps its id; its record is reset to queued (the
+-- failure its first caller saw stays in that caller's reply stream), so the new outcome
+-- is what a later look-up by id finds. The dead letter is removed.
+-- KEYS[1] dead-letter stream   KEYS[2] priority stream   KEYS[3] job hash
+-- ARGV[1] dead-letter entry id   ARGV[2] job id   ARGV[3] reply stream key
+-- ARGV[4] envelope JSON (attempts reset, deadline moved)   ARGV[5] job ttl ms
+-- Returns the new entry id, or '' when the dead letter is gone (replayed or purged).
+if not redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])[1] then
+  return ''
+end
+local new = redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'r', ARGV[3], 'd', ARGV[4])
+redis.call('DEL', KEYS[3])
+redis.call('HSET', KEYS[3], 'state', 'queued', 'entry', new)
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
+redis.call('XDEL', KEYS[1], ARGV[1])
+return new
