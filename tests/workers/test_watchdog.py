@@ -13,6 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from broker import GROUP, Keys, load_config
+from broker.config import SwitchyardConfig
+from broker.keys import PartitionKeys
 from broker.settings import RedisSettings
 from broker.streams import parse_autoclaim
 from dispatcher import AsyncClient, JobExpired, JobFailed
@@ -132,13 +134,19 @@ async def test_past_the_attempt_limit_the_job_fails_and_is_dead_lettered(
     assert await aredis.xlen(keys.stream("standard")) == 0
 
 
-async def test_jobs_nobody_runs_expire_at_their_deadline(
-    prefix: str, redis_url: str, aredis: aioredis.Redis,
-) -> None:
+async def _unserved_pool(prefix: str, aredis: aioredis.Redis
+                         ) -> tuple[SwitchyardConfig, PartitionKeys, Watchdog]:
+    """Pool ``held``, with its group but no worker, and a watchdog over it."""
     config = make_config(prefix, held={"engine": "echo"})
     keys = Keys(prefix).partition("held", 0)
     await aredis.xgroup_create(keys.stream("standard"), GROUP, id="0", mkstream=True)
-    watchdog = Watchdog(aredis, config)
+    return config, keys, Watchdog(aredis, config)
+
+
+async def test_jobs_nobody_runs_expire_at_their_deadline(
+    prefix: str, redis_url: str, aredis: aioredis.Redis,
+) -> None:
+    config, keys, watchdog = await _unserved_pool(prefix, aredis)
     async with AsyncClient(config, redis_url=redis_url) as client:
         late = await client.embed("held", "no worker", deadline_s=0.2)
         later = await client.embed("held", "still in time", deadline_s=60)
@@ -154,10 +162,7 @@ async def test_jobs_nobody_runs_expire_at_their_deadline(
 async def test_a_requeued_job_past_its_deadline_expires_instead(
     prefix: str, redis_url: str, aredis: aioredis.Redis,
 ) -> None:
-    config = make_config(prefix, held={"engine": "echo"})
-    keys = Keys(prefix).partition("held", 0)
-    await aredis.xgroup_create(keys.stream("standard"), GROUP, id="0", mkstream=True)
-    watchdog = Watchdog(aredis, config)
+    config, keys, watchdog = await _unserved_pool(prefix, aredis)
     async with AsyncClient(config, redis_url=redis_url) as client:
         job = await client.embed("held", "x", deadline_s=0.2)
         await aredis.xreadgroup(GROUP, "ghost", {keys.stream("standard"): ">"})
