@@ -170,7 +170,7 @@ class AsyncClient:
         _check(job, max_retries)
         retries = max_retries if max_retries is not None else (
             DEFAULT_BATCH_RETRIES if job.priority == "batch" else 0)
-        if job.deadline_s is None and job.priority in _PRIORITIES:  # its priority's default
+        if job.deadline_s is None:  # its priority's default
             job = replace(job, deadline_s=getattr(self.config.jobs.deadline_s, job.priority))
         started = time.monotonic()
         for attempt in range(retries + 1):
@@ -210,8 +210,7 @@ class AsyncClient:
         past the job's deadline. Where no pool is left, reject: ``pool_full`` or
         ``deadline_unmeetable``."""
         model, priority, deadline_s = job.model, job.priority, job.deadline_s
-        route = self._route(model, job.request.kind, priority, deadline_s, job.idempotency_key,
-                            job.tenant)
+        route = self._route(model, job.request.kind)
 
         pools = [route.pool]
         if route.overflow is not None:
@@ -318,10 +317,7 @@ class AsyncClient:
         self._liveness[pool_name] = (now, alive)
         return alive
 
-    def _route(
-        self, model: str, kind: str, priority: str, deadline_s: float | None,
-        idempotency_key: str | None, tenant: str | None,
-    ) -> ModelConfig:
+    def _route(self, model: str, kind: str) -> ModelConfig:
         route = self.config.models.get(model) if isinstance(model, str) else None
         if route is None:
             known = ", ".join(sorted(self.config.models)) or "none"

@@ -27,6 +27,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from broker.retry import Backoff
 from broker.streams import parse_stream_reply
 from dispatcher.errors import JobNotFound
 
@@ -130,17 +131,17 @@ class ReplyRouter:
             await self._redis.xadd(next(iter(self._last)), {"wake": "1"})
 
     async def _run(self) -> None:
-        backoff = 0.05
+        backoff = Backoff(first=0.05, most=1.0)
         while not self._closing:
             try:
                 await self._read_once()
                 if time.monotonic() - self._swept > RECHECK_S:
                     await self._sweep()
-                backoff = 0.05
+                backoff.reset()
             except (RedisError, OSError) as exc:
-                log.warning("reply reader: %s; retrying in %.2fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+                delay = backoff.next()
+                log.warning("reply reader: %s; retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
 
     async def _read_once(self) -> None:
         streams: dict[Any, Any] = dict(self._last)

@@ -15,11 +15,18 @@ from broker.errors import SwitchyardError
 from broker.keys import Keys
 from workers.supervisor import stop_process
 
-__all__ = ["WorkerProcess", "worker_command"]
+__all__ = ["WorkerProcess", "watchdog_command", "worker_command"]
 
 
 def worker_command(pool: str, redis_url: str, config: str | Path | None = None) -> list[str]:
     args = [sys.executable, "-m", "ops", "worker", "--pool", pool, "--redis-url", redis_url]
+    if config is not None:
+        args += ["--config", str(config)]
+    return args
+
+
+def watchdog_command(redis_url: str, config: str | Path | None = None) -> list[str]:
+    args = [sys.executable, "-m", "ops", "watchdog", "--redis-url", redis_url]
     if config is not None:
         args += ["--config", str(config)]
     return args

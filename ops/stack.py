@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from broker.config import SwitchyardConfig, load_config
 from broker.errors import ConfigError
-from ops.processes import worker_command
+from ops.processes import watchdog_command, worker_command
 from ops.redis_server import RedisServer
 from workers.supervisor import Supervisor, stop_signals
 
@@ -48,10 +48,7 @@ def up(options: UpOptions) -> int:
         for pool in config.pools:
             supervisor.start(f"worker for pool {pool}", worker_command(pool, url, options.config),
                              options.state_dir / "logs" / f"worker-{pool}.log")
-        cli = [sys.executable, "-m", "ops"]
-        supervisor.start("watchdog", [*cli, "watchdog", "--redis-url", url,
-                                      *(["--config", str(options.config)] if options.config
-                                        else [])],
+        supervisor.start("watchdog", watchdog_command(url, options.config),
                          options.state_dir / "logs" / "watchdog.log")
         _banner(config, url, options.state_dir)
         supervisor.run(stopping)

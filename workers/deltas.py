@@ -26,8 +26,8 @@ import threading
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
+from broker.retry import until_done
 from broker.schemas import ChatRequest
 from workers.engines.base import Emit
 from workers.puller import Pulled
@@ -130,20 +130,14 @@ class DeltaPublisher:
 
     async def _send(self, batch: list[tuple[str, str, str, int]]) -> None:
         """Retried until it lands (the batch's outcome waits for it), in order."""
-        delay = 0.1
-        while True:
+        async def send() -> None:
             pipe = self._redis.pipeline(transaction=False)
             for reply, job_id, text, number in batch:
                 pipe.xadd(reply, {"id": job_id, "t": text, "n": number}, maxlen=self._maxlen,
                           approximate=True)
-            try:
-                await pipe.execute()
-                return
-            except (RedisError, OSError) as exc:
-                log.warning("streaming %d deltas failed: %s; retrying in %.1fs",
-                            len(batch), exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            await pipe.execute()
+
+        await until_done(send, f"streaming {len(batch)} deltas")
 
     async def drain(self) -> None:
         """Wait until every delta emitted before this call is in Redis (not those a

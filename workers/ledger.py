@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from broker.config import DEFAULT_TENANT, JobsConfig, SwitchyardConfig
+from broker.config import DEFAULT_TENANT, SwitchyardConfig
 from broker.keys import GROUP, PartitionKeys
 from broker.schemas import ChatResult, EmbedResult, ErrorInfo, JobOutcome, JobState, now_ms
 from broker.scripts import ScriptCall, Scripts, grouped
@@ -15,7 +15,7 @@ from broker.streams import StreamEntry
 from workers.puller import Pulled
 
 __all__ = [
-    "Finish", "Finished", "Ledger", "dead_letters", "failure", "outcomes", "reply_of",
+    "Finish", "Finished", "Ledger", "dead_letters", "expire_call", "failure", "outcomes",
     "requeue_call",
 ]
 
@@ -87,7 +87,6 @@ class Ledger:
     def __init__(self, scripts: Scripts, config: SwitchyardConfig, consumer: str) -> None:
         self._scripts = scripts
         self._config = config
-        self._jobs: JobsConfig = config.jobs
         self._consumer = consumer
 
     @staticmethod
@@ -106,7 +105,7 @@ class Ledger:
     async def start(self, batch: Sequence[Pulled]) -> dict[int, str]:
         """Mark jobs running; verdicts by ``id(pulled)``: 'run', 'skip' (already ended) or
         'expired' (ended here, its caller told)."""
-        jobs = self._jobs
+        jobs = self._config.jobs
         groups = grouped(batch, lambda p: f"{p.entry.stream}\n{p.entry.reply}", PER_CALL)
         calls: list[ScriptCall] = []
         for group in groups:
@@ -127,7 +126,7 @@ class Ledger:
 
     async def finish(self, items: Sequence[Finish]) -> Finished:
         """Write outcomes (first result wins), reply, ack."""
-        jobs = self._jobs
+        jobs = self._config.jobs
         calls: list[ScriptCall] = []
         for group in grouped(items, self._finish_group, PER_CALL):
             first = group[0].pulled
@@ -182,17 +181,31 @@ def requeue_call(config: SwitchyardConfig, keys: PartitionKeys, stream: str,
         GROUP, config.watchdog.max_attempts, code, _plain(why), int(jobs.result_ttl_s * 1000),
         int(jobs.reply_ttl_s * 1000), jobs.reply_maxlen, jobs.dead_letter_maxlen]
     for entry_id in ids:
-        entry = found.get(entry_id)
-        job_id = entry.job_id if entry is not None and keys.owns(entry.job_id) else ""
-        script_keys += [keys.job(job_id or "-"),
-                        reply_of(keys, entry) if entry is not None else keys.reply("-")]
-        args += [entry_id, job_id]
+        _add_entry(keys, entry_id, found.get(entry_id), script_keys, args)
     return ("requeue", script_keys, args)
 
 
-def reply_of(keys: PartitionKeys, entry: StreamEntry) -> str:
-    """The entry's reply stream if it is one of this partition's (else a placeholder)."""
-    return entry.reply if keys.owns_reply(entry.reply) else keys.reply("-")
+def expire_call(config: SwitchyardConfig, keys: PartitionKeys, stream: str,
+                entries: Sequence[StreamEntry]) -> ScriptCall:
+    """The ``expire`` call for these undelivered entries of one stream."""
+    jobs = config.jobs
+    script_keys = [stream]
+    args: list[str | int | float] = [GROUP, int(jobs.result_ttl_s * 1000),
+                                     int(jobs.reply_ttl_s * 1000), jobs.reply_maxlen]
+    for entry in entries:
+        _add_entry(keys, entry.entry_id, entry, script_keys, args)
+    return ("expire", script_keys, args)
+
+
+def _add_entry(keys: PartitionKeys, entry_id: str, entry: StreamEntry | None,
+               script_keys: list[str], args: list[str | int | float]) -> None:
+    """An entry's job hash and reply stream (KEYS) and its id and job id (ARGV), as the
+    watchdog's scripts take them. An id or reply stream not of this partition is not
+    trusted: placeholders stand in."""
+    job_id = entry.job_id if entry is not None and keys.owns(entry.job_id) else ""
+    reply = entry.reply if entry is not None and keys.owns_reply(entry.reply) else ""
+    script_keys += [keys.job(job_id or "-"), reply or keys.reply("-")]
+    args += [entry_id, job_id]
 
 
 def _plain(text: str) -> str:

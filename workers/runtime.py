@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from broker.config import ENGINE_KINDS, SwitchyardConfig
 from broker.keys import Keys
+from broker.retry import Backoff, until_done
 from broker.schemas import (
     ErrorInfo,
     ServedBy,
@@ -120,7 +121,7 @@ class Worker:
         self._sizer = BatchSizer(engine, self._budget, settings.max_batch_tokens)
         self.metrics = metrics or WorkerMetrics(pool, self.consumer, engine.device)
         self._window = settings.max_batch * settings.pack_window
-        self._read_backoff = 0.0
+        self._read_backoff = Backoff(first=0.1, most=1.0)
         self.spiller = Spiller(redis, config, pool)
         """Moves jobs waiting too long on local pools that overflow to this one."""
         self._deltas = DeltaPublisher(redis, config.jobs.reply_maxlen,
@@ -202,14 +203,14 @@ class Worker:
         ``in_use`` padded tokens already running."""
         try:
             bad = await self._puller.fill()
-            self._read_backoff = 0.0
+            self._read_backoff.reset()
         except (RedisError, OSError) as exc:
             # Redis went away (what was read stays buffered and pending here; running and
             # finishing batches retry their writes): back off, and after a restart that
             # lost the groups (no persistence), create them again.
-            self._read_backoff = min(max(0.1, self._read_backoff * 2), 1.0)
-            log.warning("read failed: %s; retrying in %.1fs", exc, self._read_backoff)
-            await asyncio.sleep(self._read_backoff)
+            delay = self._read_backoff.next()
+            log.warning("read failed: %s; retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
             if "NOGROUP" in str(exc):
                 await self._retry(ensure_groups, self._redis, self._partitions)
             return []
@@ -305,6 +306,9 @@ class Worker:
         return outputs
 
     async def _finish(self, run: Sequence[Pulled], outputs: Sequence[EngineOutput]) -> None:
+        if self._deltas.busy:
+            await self._deltas.drain()  # every streamed delta lands before its job's outcome
+            self._deltas.forget([p.entry.job_id for p in run])
         crashed = [(p, o.message) for p, o in zip(run, outputs, strict=True)
                    if isinstance(o, Crashed)]
         if crashed:  # attempts + 1, or dead-lettered past the limit
@@ -315,9 +319,6 @@ class Worker:
             if not run:
                 return
         items, failed = outcomes(run, outputs)
-        if self._deltas.busy:
-            await self._deltas.drain()  # every streamed delta lands before its job's outcome
-            self._deltas.forget([p.entry.job_id for p in run])
         finished = await self._ledger.finish(items)  # (not `+= await`: finishes run concurrently)
         self.stats.jobs += finished.written
         if finished.duplicates:
@@ -355,11 +356,4 @@ class Worker:
     async def _retry(self, op: Callable[P, Awaitable[T]], *args: P.args,
                      **kwargs: P.kwargs) -> T:
         """Redis writes of work already read must not be dropped: retry until they land."""
-        delay = 0.1
-        while True:
-            try:
-                return await op(*args, **kwargs)
-            except (RedisError, OSError) as exc:
-                log.warning("%s failed: %s; retrying in %.1fs", op.__name__, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        return await until_done(lambda: op(*args, **kwargs), op.__name__)

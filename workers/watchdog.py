@@ -44,8 +44,9 @@ from broker.streams import (
     parse_autoclaim,
     parse_stream_reply,
     pending_of,
+    read_entries,
 )
-from workers.ledger import reply_of, requeue_call
+from workers.ledger import expire_call, requeue_call
 from workers.periodic import every
 
 __all__ = ["Watchdog", "WatchdogStats"]
@@ -101,15 +102,7 @@ class Watchdog:
                 if (d := deadline_of(e.payload)) is not None and d < now]
         if not late:
             return
-        jobs = self._config.jobs
-        script_keys = [stream]
-        args: list[str | int | float] = [GROUP, int(jobs.result_ttl_s * 1000),
-                                         int(jobs.reply_ttl_s * 1000), jobs.reply_maxlen]
-        for entry in late:
-            job_id = entry.job_id if keys.owns(entry.job_id) else ""
-            script_keys += [keys.job(job_id or "-"), reply_of(keys, entry)]
-            args += [entry.entry_id, job_id]
-        reply = await self._scripts.call("expire", script_keys, args)
+        reply = await self._scripts.call(*expire_call(self._config, keys, stream, late))
         assert isinstance(reply, list)
         self.stats.expired += reply.count("expired")
 
@@ -166,14 +159,7 @@ class Watchdog:
         if not ids:
             return
         found = {e.entry_id: e for e in known}
-        missing = [i for i in ids if i not in found]
-        if missing:
-            pipe = self._redis.pipeline(transaction=False)
-            for entry_id in missing:
-                pipe.xrange(stream, min=entry_id, max=entry_id)
-            for raw in await pipe.execute():
-                for entry in parse_stream_reply([[stream, raw]]) if raw else []:
-                    found[entry.entry_id] = entry
+        found |= await read_entries(self._redis, stream, [i for i in ids if i not in found])
         reply = await self._scripts.call(*requeue_call(self._config, keys, stream, ids, found,
                                                        "attempts_exhausted", why))
         assert isinstance(reply, list)

@@ -22,7 +22,6 @@ import json
 import random
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import tomllib
@@ -40,11 +39,11 @@ from broker.errors import BrokerUnavailable
 from broker.keys import GROUP, Keys
 from broker.schemas import PRIORITIES, JobOutcome, Priority
 from broker.settings import RedisSettings
-from broker.streams import parse_stream_reply, pending_of
+from broker.streams import pending_of, read_entries
 from dispatcher.client import AsyncClient
 from dispatcher.errors import AdmissionRejected
 from ops.bench.common import percentile
-from ops.processes import WorkerProcess
+from ops.processes import WorkerProcess, watchdog_command
 from ops.redis_server import RedisServer
 from workers.supervisor import stop_process
 
@@ -156,8 +155,7 @@ class _Chaos:
 
     def _watchdog(self, n: int) -> subprocess.Popen[bytes]:
         with self.path.with_name(f"watchdog-{n}.log").open("ab") as out:
-            return subprocess.Popen([sys.executable, "-m", "ops", "watchdog", "--config",
-                                     str(self.path), "--redis-url", self.server.url],
+            return subprocess.Popen(watchdog_command(self.server.url, self.path),
                                     stdout=out, stderr=subprocess.STDOUT)
 
     async def run(self) -> ChaosReport:
@@ -268,43 +266,46 @@ class _Chaos:
         self._event(f"  worker pid {pid}'s jobs re-dispatched within {slowest:.2f} s")
 
     async def _held_by(self, redis: aioredis.Redis, pid: int) -> dict[str, str]:
-        """The jobs (id -> consumer) pending on the dead worker's consumer."""
-        held: dict[str, str] = {}
+        """The jobs (id -> consumer) pending on the dead worker's consumer (retried while
+        Redis restarts)."""
         for _ in range(50):
             try:
+                held: dict[str, str] = {}
                 for stream in self.keys.streams():
-                    for c in await redis.xinfo_consumers(stream, GROUP):
-                        if f"-{pid}-" not in str(c["name"]):
-                            continue
-                        name = str(c["name"])
-                        for p in await pending_of(redis, stream, GROUP, name, count=10_000):
-                            raw = await redis.xrange(stream, p.entry_id, p.entry_id)
-                            held.update((e.job_id, name)
-                                        for e in parse_stream_reply([[stream, raw]]) if raw)
+                    for name in [str(c["name"]) for c in
+                                 await redis.xinfo_consumers(stream, GROUP)
+                                 if f"-{pid}-" in str(c["name"])]:
+                        pending = await pending_of(redis, stream, GROUP, name, count=10_000)
+                        found = await read_entries(redis, stream, [p.entry_id for p in pending])
+                        held.update((e.job_id, name) for e in found.values())
                 return held
             except RedisError:
-                await asyncio.sleep(0.1)  # Redis is restarting
-        return held
+                await asyncio.sleep(0.1)
+        return {}
 
     async def _track(self, redis: aioredis.Redis, held: dict[str, str], since: float) -> float:
-        """Until each held job runs on another worker or ends: the time from the kill.
-        Returns the longest."""
+        """Until each held job runs on another worker or ends: the time from the kill (and
+        from the kill to its re-queue). Returns the longest."""
         waiting = dict(held)
-        entries: dict[str, str] = {}
+        first_entry: dict[str, str] = {}
         slowest = 0.0
         while waiting and time.monotonic() - since < 120:
-            for job_id, dead in list(waiting.items()):
-                try:
-                    state, worker, entry = await redis.hmget(self.keys.job(job_id),
-                                                             ["state", "worker", "entry"])
-                except RedisError:
-                    continue
-                if entries.setdefault(job_id, str(entry)) != str(entry):
-                    self.requeue_times.append(time.monotonic() - since)
-                    entries[job_id] = "requeued"
+            pipe = redis.pipeline(transaction=False)
+            for job_id in waiting:
+                pipe.hmget(self.keys.job(job_id), ["state", "worker", "entry"])
+            try:
+                records = await pipe.execute()
+            except RedisError:
+                records = []
+            now = time.monotonic() - since
+            for (job_id, dead), (state, worker, entry) in zip(list(waiting.items()), records,
+                                                              strict=False):
+                if first_entry.setdefault(job_id, str(entry)) != str(entry):
+                    self.requeue_times.append(now)
+                    first_entry[job_id] = "requeued"
                 if state in ENDED or (state == "running" and worker != dead):
-                    self.redispatch.append(time.monotonic() - since)
-                    slowest = max(slowest, self.redispatch[-1])
+                    self.redispatch.append(now)
+                    slowest = max(slowest, now)
                     waiting.pop(job_id)
             await asyncio.sleep(0.05)
         return slowest
