@@ -5,6 +5,7 @@
     └── BrokerError                 anything at the Redis boundary
         ├── RedisSettingsError      a Redis URL that cannot be used
         ├── BrokerUnavailable       Redis did not answer
+        ├── DurabilityUnavailable   a durable enqueue the server cannot confirm on disk
         ├── JobIdError              a job id that does not name a pool and partition
         └── EntryDecodeError        a stream entry that does not decode or validate
 
@@ -18,6 +19,7 @@ __all__ = [
     "BrokerError",
     "BrokerUnavailable",
     "ConfigError",
+    "DurabilityUnavailable",
     "EntryDecodeError",
     "JobIdError",
     "RedisSettingsError",
@@ -43,6 +45,17 @@ class RedisSettingsError(BrokerError):
 
 class BrokerUnavailable(BrokerError):
     """Redis could not be reached, or dropped the connection."""
+
+
+class DurabilityUnavailable(BrokerError):
+    """A ``durable`` enqueue that the server cannot confirm reached its disk: no AOF, or
+    Redis older than 7.2 (no WAITAOF) without ``appendfsync always``; nothing was
+    enqueued. Or WAITAOF did not confirm the fsync in time: then ``job_id`` names the job,
+    which was admitted and may well run (retry with the same idempotency key to find it)."""
+
+    def __init__(self, message: str, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
 
 
 class JobIdError(BrokerError):

@@ -26,7 +26,8 @@ class Backoff:
     """Delays between tries: ``first``, doubling up to ``most``; ``reset`` after a success."""
 
     first: float = 0.1
-    most: float = 5.0
+    most: float = 1.0
+    """Enough to ride out a restart without long gaps after Redis is back."""
     _delay: float = field(default=0.0, init=False)
 
     def next(self) -> float:

@@ -19,6 +19,8 @@ from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
+from broker.durability import waitaof_failure
+
 __all__ = ["ScriptCall", "ScriptName", "Scripts", "grouped"]
 
 T = TypeVar("T")
@@ -68,22 +70,37 @@ class Scripts:
 
     async def pipeline(self, calls: Sequence[ScriptCall]) -> list[object]:
         """Run many script calls in one round trip; results in call order."""
+        results, _ = await self.pipeline_fsynced(calls, None)
+        return results
+
+    async def pipeline_fsynced(self, calls: Sequence[ScriptCall], waitaof_ms: int | None
+                               ) -> tuple[list[object], str | None]:
+        """:meth:`pipeline`, each round trip followed (with ``waitaof_ms``) by ``WAITAOF 1
+        0 waitaof_ms`` on its connection. Returns the results, and why the fsync was not
+        confirmed (None when it was, or not asked for)."""
         if not calls:
-            return []
-        results = await self._send(calls)
+            return [], None
+        results, failure = await self._send(calls, waitaof_ms)
         retry = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if retry:
             await self.load()
-            again = await self._send([calls[i] for i in retry])
+            again, failed_again = await self._send([calls[i] for i in retry], waitaof_ms)
+            failure = failure or failed_again
             for i, result in zip(retry, again, strict=True):
                 results[i] = result
         for result in results:
             if isinstance(result, Exception):
                 raise result
-        return results
+        return results, failure
 
-    async def _send(self, calls: Sequence[ScriptCall]) -> list[object]:
+    async def _send(self, calls: Sequence[ScriptCall], waitaof_ms: int | None
+                    ) -> tuple[list[object], str | None]:
         pipe: Pipeline = self._redis.pipeline(transaction=False)
         for name, keys, args in calls:
             pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
-        return list(await pipe.execute(raise_on_error=False))
+        if waitaof_ms is not None:  # same connection: covers exactly these writes
+            pipe.execute_command("WAITAOF", 1, 0, waitaof_ms)
+        replies = list(await pipe.execute(raise_on_error=False))
+        if waitaof_ms is None:
+            return replies, None
+        return replies[:-1], waitaof_failure(replies[-1])

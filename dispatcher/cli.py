@@ -40,6 +40,7 @@ class SubmitOptions:
     redis_url: str | None = None
     chat: ChatOptions | None = None
     """Set for `submit chat` (the texts are one user message); None for `submit embed`."""
+    durable: bool = False
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -66,6 +67,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--priority", default="standard", choices=["interactive", "standard", "batch"])
     p.add_argument("--deadline", type=float, help="seconds the job may wait before it expires")
     p.add_argument("--idempotency-key")
+    p.add_argument("--durable", action="store_true",
+                   help="return only once the job is on disk in Redis's AOF")
     p.add_argument("--no-wait", action="store_true", help="print the job id and return")
     p.add_argument("--timeout", type=float, help="seconds to wait for the result")
     p.add_argument("--config", help="TOML config file")
@@ -77,6 +80,7 @@ def _options(ns: argparse.Namespace, chat: ChatOptions | None) -> SubmitOptions:
         model=ns.model, texts=ns.texts, priority=cast(Priority, ns.priority),
         deadline_s=ns.deadline, idempotency_key=ns.idempotency_key, wait=not ns.no_wait,
         timeout_s=ns.timeout, config=ns.config, redis_url=ns.redis_url, chat=chat,
+        durable=ns.durable,
     )
 
 
@@ -92,13 +96,15 @@ async def _submit(options: SubmitOptions) -> str:
         if chat is None:
             job = await client.embed(
                 options.model, options.texts, priority=options.priority,
-                deadline_s=options.deadline_s, idempotency_key=options.idempotency_key)
+                deadline_s=options.deadline_s, idempotency_key=options.idempotency_key,
+                durable=options.durable)
         else:
             job = await client.chat(
                 options.model, [{"role": "user", "content": " ".join(options.texts)}],
                 max_tokens=chat.max_tokens, temperature=chat.temperature, seed=chat.seed,
                 stop=chat.stop, stream=chat.stream, priority=options.priority,
-                deadline_s=options.deadline_s, idempotency_key=options.idempotency_key)
+                deadline_s=options.deadline_s, idempotency_key=options.idempotency_key,
+                durable=options.durable)
         if not options.wait:
             return json.dumps({"job_id": job.id, "position": job.position})
         if chat is not None and chat.stream:

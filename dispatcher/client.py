@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from broker.config import ModelConfig, PoolConfig, SwitchyardConfig, load_config
+from broker.durability import DurabilityProbe
 from broker.errors import BrokerUnavailable
 from broker.keys import TENANT_NAME, JobIdSource, Keys, PartitionKeys
 from broker.schemas import (
@@ -75,7 +76,8 @@ class AsyncClient:
         self.scripts = Scripts(self.redis)
         self.client_id = secrets.token_hex(8)
         self.replies = ReplyRouter(self.redis, lambda job_id: self.keys.of_job(job_id).job(job_id))
-        self._submitter = Submitter(self.scripts)
+        self._submitter = Submitter(self.scripts, int(self.config.redis.timeout_s * 1000))
+        self._durability = DurabilityProbe(self.redis)
         self._round_robin = itertools.count()
         self._job_ids = JobIdSource()
         self._liveness: dict[str, tuple[float, bool]] = {}
@@ -113,9 +115,10 @@ class AsyncClient:
         idempotency_key: str | None = None,
         tenant: str | None = None,
         max_retries: int | None = None,
+        durable: bool = False,
     ) -> AsyncJob[EmbedResult]:
         """Enqueue an embedding job; ``input`` is one text or a list of texts.
-        ``max_retries``: see :meth:`chat`."""
+        ``max_retries`` and ``durable``: see :meth:`chat`."""
         texts = [input] if isinstance(input, str) else input
         if not isinstance(texts, list | tuple) or not texts or not all(
             isinstance(t, str) for t in texts
@@ -123,7 +126,7 @@ class AsyncClient:
             raise InvalidRequest("embed input must be a string or a non-empty list of strings")
         # Checked above, so built without a second validation pass (this is the hot path).
         request = EmbedRequest.model_construct(kind="embed", input=list(texts))
-        job = Submission(model, request, priority, deadline_s, idempotency_key, tenant)
+        job = Submission(model, request, priority, deadline_s, idempotency_key, tenant, durable)
         return await self._submit(job, EmbedResult, max_retries)
 
     async def chat(
@@ -142,6 +145,7 @@ class AsyncClient:
         idempotency_key: str | None = None,
         tenant: str | None = None,
         max_retries: int | None = None,
+        durable: bool = False,
     ) -> AsyncJob[ChatResult]:
         """Enqueue a chat generation job. ``messages``: ``{"role", "content"}`` mappings
         (roles system, user, assistant). With ``stream=True``, ``async for delta in job``
@@ -149,7 +153,12 @@ class AsyncClient:
 
         Rejected at admission, the call retries up to ``max_retries`` times (default: 3 for
         ``batch``, none otherwise), each after the rejection's ``retry_after`` plus up to
-        20 % jitter, never past ``deadline_s``; then it raises the last rejection."""
+        20 % jitter, never past ``deadline_s``; then it raises the last rejection.
+
+        ``durable=True``: return only once the job is in Redis's AOF on disk (WAITAOF on
+        Redis 7.2+; older servers must run ``appendfsync always``), else raise
+        ``DurabilityUnavailable``. Without it a Redis crash may lose about the last second
+        of admitted jobs (AOF ``everysec``)."""
         try:
             request = ChatRequest.model_validate({
                 "messages": messages, "max_tokens": max_tokens,
@@ -161,7 +170,7 @@ class AsyncClient:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise InvalidRequest(f"chat request: {where}: {first['msg']}") from None
-        job = Submission(model, request, priority, deadline_s, idempotency_key, tenant)
+        job = Submission(model, request, priority, deadline_s, idempotency_key, tenant, durable)
         return await self._submit(job, ChatResult, max_retries)
 
     async def _submit(self, job: Submission, kind: type[R],
@@ -261,6 +270,7 @@ class AsyncClient:
         self, pool_name: str, job: Submission, kind: type[R], spill_ms: int,
     ) -> tuple[Verdict, AsyncJob[R] | None]:
         """One admission attempt on one pool: (verdict, the job's handle if admitted)."""
+        fsync = job.durable and await self._durability.mode() == "waitaof"
         pool = self.config.pools[pool_name]
         keys = self._partition(pool_name, pool, job.idempotency_key)
         job_id = self._job_ids.new(pool_name, keys.partition)
@@ -285,7 +295,7 @@ class AsyncClient:
             job_id=job_id, payload=envelope.model_dump_json(),
             idempotency_ttl_ms=int(jobs.idempotency_ttl_s * 1000) if job.idempotency_key else 0,
             spill_ms=spill_ms, tokens=_tokens(job.request) if policy.tenant else 0,
-            deadline_ms=envelope.deadline_ms or 0)
+            deadline_ms=envelope.deadline_ms or 0, fsync=fsync)
         if policy.tenant and policy.tenant.tpm and entry.tokens > policy.tenant.tpm:
             self.replies.forget(job_id)
             raise InvalidRequest(f"the request needs about {entry.tokens} tokens, more than "
@@ -363,6 +373,8 @@ def _check(job: Submission, max_retries: object) -> None:
                                         and not isinstance(max_retries, bool)
                                         and 0 <= max_retries <= 100):
         raise InvalidRequest(f"max_retries must be an integer from 0 to 100: {max_retries!r}")
+    if not isinstance(job.durable, bool):
+        raise InvalidRequest(f"durable must be True or False: {job.durable!r}")
 
 
 def _tokens(request: EmbedRequest | ChatRequest) -> int:

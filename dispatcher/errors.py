@@ -11,6 +11,11 @@
             ├── JobFailed                an engine or decode error (``code``, ``message``)
             ├── JobCancelled
             └── JobExpired               its deadline passed before it ran
+
+The enqueue API also raises two errors of the broker layer (``broker.errors``):
+``BrokerUnavailable`` (Redis did not answer within ``[redis] timeout_s`` or the job's
+deadline) and ``DurabilityUnavailable`` (a ``durable=True`` enqueue the server cannot
+confirm on disk).
 """
 
 from __future__ import annotations

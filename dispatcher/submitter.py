@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from broker.calls import StreamPolicy, enqueue_call
-from broker.errors import BrokerUnavailable
+from broker.errors import BrokerUnavailable, DurabilityUnavailable
 from broker.schemas import ChatRequest, EmbedRequest, Priority
 from broker.scripts import ScriptCall, Scripts, grouped
 
@@ -41,6 +41,8 @@ class Enqueue:
     """Not admitted ('spill') when the stream's predicted wait exceeds this (0: never)."""
     tokens: int = 0
     deadline_ms: int = 0
+    fsync: bool = False
+    """Durable: sent in a round trip of its own that ends with WAITAOF (Redis 7.2+)."""
 
 
 @dataclass(slots=True)
@@ -53,14 +55,16 @@ class Submission:
     deadline_s: float | None
     idempotency_key: str | None
     tenant: str | None
+    durable: bool = False
 
 
 _Pending = tuple[Enqueue, "asyncio.Future[object]"]
 
 
 class Submitter:
-    def __init__(self, scripts: Scripts) -> None:
+    def __init__(self, scripts: Scripts, waitaof_ms: int) -> None:
         self._scripts = scripts
+        self._waitaof_ms = waitaof_ms
         self._queue: list[_Pending] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -81,9 +85,18 @@ class Submitter:
             await self._send(batch)
 
     async def _send(self, batch: Sequence[_Pending]) -> None:
+        """Durable jobs go in a round trip of their own, so the fsync wait does not hold
+        the others up."""
+        plain = [p for p in batch if not p[0].fsync]
+        fsynced = [p for p in batch if p[0].fsync]
+        await asyncio.gather(*(self._send_some(some, fsync)
+                               for some, fsync in ((plain, False), (fsynced, True)) if some))
+
+    async def _send_some(self, batch: Sequence[_Pending], fsync: bool) -> None:
         groups = grouped(batch, _group_key, PER_CALL)
         try:
-            replies = await self._scripts.pipeline([_call(g) for g in groups])
+            replies, failure = await self._scripts.pipeline_fsynced(
+                [_call(g) for g in groups], self._waitaof_ms if fsync else None)
         except Exception as exc:  # every caller gets the failure
             for _, future in batch:
                 if not future.done():
@@ -91,9 +104,15 @@ class Submitter:
             return
         for group, reply in zip(groups, replies, strict=True):
             assert isinstance(reply, list)
-            for (_, future), one in zip(group, reply, strict=True):
-                if not future.done():
+            for (job, future), one in zip(group, reply, strict=True):
+                if future.done():
+                    continue
+                if failure is None:
                     future.set_result(one)
+                else:
+                    future.set_exception(DurabilityUnavailable(
+                        f"{failure}: the job may have been admitted (retry with the same "
+                        f"idempotency key to find out)", job.job_id))
 
     async def aclose(self) -> None:
         if self._task is not None:

@@ -103,10 +103,12 @@ class Client:
         idempotency_key: str | None = None,
         tenant: str | None = None,
         max_retries: int | None = None,
+        durable: bool = False,
     ) -> Job[EmbedResult]:
         job = self._portal.call(self._client.embed(
             model, input, priority=priority, deadline_s=deadline_s,
             idempotency_key=idempotency_key, tenant=tenant, max_retries=max_retries,
+            durable=durable,
         ))
         return Job(self._portal, job)
 
@@ -126,10 +128,12 @@ class Client:
         idempotency_key: str | None = None,
         tenant: str | None = None,
         max_retries: int | None = None,
+        durable: bool = False,
     ) -> Job[ChatResult]:
         job = self._portal.call(self._client.chat(
             model, messages, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
             stop=stop, seed=seed, stream=stream, priority=priority, deadline_s=deadline_s,
             idempotency_key=idempotency_key, tenant=tenant, max_retries=max_retries,
+            durable=durable,
         ))
         return Job(self._portal, job)

@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML config file (default: builtin minilm + echo)")
     p.add_argument("--state-dir", default=".switchyard", type=Path,
                    help="Redis data (AOF) and worker logs (default: ./.switchyard)")
-    p.set_defaults(handler=lambda ns: up(UpOptions(ns.config, ns.state_dir)))
+    p.add_argument("--durable", action="store_true",
+                   help="Redis fsyncs every write (appendfsync always) instead of once a second")
+    p.set_defaults(handler=lambda ns: up(UpOptions(ns.config, ns.state_dir, ns.durable)))
     workers_cli.add_parser(sub)
     dispatcher_cli.add_parser(sub)
     status_cli.add_parser(sub)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -45,18 +46,25 @@ class WorkerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 120.0) -> WorkerProcess:
+        """Start the worker and wait until it has registered (its first heartbeat)."""
+        return self.launch().wait_ready(timeout_s)
+
+    def launch(self) -> WorkerProcess:
+        """Start the worker without waiting for it."""
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT)
-        self._wait_registered(timeout_s)
         return self
 
-    def _wait_registered(self, timeout_s: float) -> None:
+    def wait_ready(self, timeout_s: float = 120.0) -> WorkerProcess:
+        """Wait until this worker's consumer is in the pool's registry of live workers
+        (consumer names hold the PID: see ``workers.runtime.consumer_name``)."""
+        assert self.process is not None
         key = Keys(self.config.redis.prefix).pool(self.pool).workers
-        client = redis.Redis.from_url(self.redis_url)
+        mine = re.compile(rf"-{self.process.pid}-[0-9a-f]+$")
+        client = redis.Redis.from_url(self.redis_url, decode_responses=True)
         deadline = time.monotonic() + timeout_s
         try:
-            while not client.zcard(key):
-                assert self.process is not None
+            while not any(mine.search(str(m)) for m in client.zrange(key, 0, -1)):
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
                     tail = self.log.read_text(errors="replace").strip().splitlines()[-5:]
@@ -64,6 +72,7 @@ class WorkerProcess:
                 time.sleep(0.05)
         finally:
             client.close()
+        return self
 
     def signal(self, signum: int = signal.SIGTERM) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Literal
 
 import redis
 
@@ -43,10 +44,14 @@ class RedisServer:
     """A redis-server child process on 127.0.0.1:``port`` with its files in ``folder``."""
 
     def __init__(self, folder: Path, port: int | None = None, *, aof: bool = False,
+                 appendfsync: Literal["always", "everysec", "no"] = "everysec",
                  binary: str | None = None) -> None:
         self.folder = Path(folder).resolve()  # redis-server chdirs into it before opening files
         self.port = port or free_port()
         self.aof = aof
+        self.appendfsync = appendfsync
+        """With ``aof``: fsync after every write (``always``: what a durable enqueue needs
+        before Redis 7.2), once a second (``everysec``), or as the OS likes (``no``)."""
         self.binary = binary or find_redis_server()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -58,7 +63,7 @@ class RedisServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", str(self.folder), "--save", "", "--daemonize", "no",
-                "--appendonly", "yes" if self.aof else "no",
+                "--appendonly", "yes" if self.aof else "no", "--appendfsync", self.appendfsync,
                 "--logfile", str(self.folder / "redis.log")]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout_s

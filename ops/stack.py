@@ -28,11 +28,14 @@ _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 class UpOptions:
     config: str | None = None
     state_dir: Path = Path(".switchyard")
+    durable: bool = False
+    """Run Redis with ``appendfsync always``: no admitted job is lost on a crash, and
+    ``durable`` enqueues work on Redis before 7.2 too (each write waits for the disk)."""
 
 
 def up(options: UpOptions) -> int:
     config = load_config(options.config)
-    server = _redis_for(config, options.state_dir)
+    server = _redis_for(config, options.state_dir, options.durable)
     url = server.url if server else os.environ.get("REDIS_URL", config.redis.url)
     supervisor = Supervisor(say=lambda line: print(line, flush=True))
     stopping = stop_signals()
@@ -61,7 +64,7 @@ def up(options: UpOptions) -> int:
     return 0
 
 
-def _redis_for(config: SwitchyardConfig, state_dir: Path) -> RedisServer | None:
+def _redis_for(config: SwitchyardConfig, state_dir: Path, durable: bool) -> RedisServer | None:
     if os.environ.get("REDIS_URL"):
         return None
     parts = urlsplit(config.redis.url)
@@ -70,7 +73,8 @@ def _redis_for(config: SwitchyardConfig, state_dir: Path) -> RedisServer | None:
             f"switchyard up starts its own Redis on this host; [redis] url "
             f"{config.redis.url!r} is not local (set REDIS_URL to use an existing server)"
         )
-    return RedisServer(state_dir / "redis", parts.port or 6379, aof=True)
+    return RedisServer(state_dir / "redis", parts.port or 6379, aof=True,
+                       appendfsync="always" if durable else "everysec")
 
 
 def _banner(config: SwitchyardConfig, url: str, state_dir: Path) -> None:

@@ -23,7 +23,8 @@ def test_broker_and_workers_exports_resolve() -> None:
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"
     assert {"SwitchyardError", "Keys", "Scripts", "JobOutcome", "load_config", "ChatResult",
-            "ChatRequest", "EmbedResult"} <= set(broker.__all__)
+            "ChatRequest", "EmbedResult", "BrokerUnavailable",
+            "DurabilityUnavailable"} <= set(broker.__all__)
     assert {"Worker", "Engine", "build_engine", "EchoEngine"} <= set(workers.__all__)
 
 

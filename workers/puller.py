@@ -14,6 +14,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from broker.config import ENGINE_KINDS, SwitchyardConfig
 from broker.errors import EntryDecodeError
 from broker.keys import GROUP, PartitionKeys
 from broker.schemas import PRIORITIES, JobEnvelope, Priority, decode_envelope
@@ -116,6 +117,20 @@ class Puller:
         self._newest: dict[str, str] = {}
         """Per stream, the newest entry id read (see :meth:`fill`)."""
         self._uncertain = False
+
+    @classmethod
+    def for_pool(cls, redis: aioredis.Redis, config: SwitchyardConfig, pool: str,
+                 partitions: Sequence[PartitionKeys], consumer: str) -> Puller:
+        """The puller a worker of ``pool`` uses, as its configuration says."""
+        settings = config.pools[pool]
+        return cls(
+            redis, partitions, consumer, max_batch=settings.max_batch,
+            max_batch_tokens=settings.max_batch_tokens, lower_share=settings.lower_share,
+            block_ms=config.worker.block_ms, window=settings.max_batch * settings.pack_window,
+            kinds=ENGINE_KINDS[settings.engine],
+            foreign=frozenset(m for m, route in config.models.items()
+                              if pool not in (route.pool, route.overflow)),
+        )
 
     @property
     def buffered(self) -> int:

@@ -21,11 +21,10 @@ from typing import ParamSpec, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from broker.config import ENGINE_KINDS, SwitchyardConfig
+from broker.config import SwitchyardConfig
 from broker.keys import Keys
 from broker.retry import Backoff, until_done
 from broker.schemas import (
-    ErrorInfo,
     ServedBy,
     now_ms,
 )
@@ -33,7 +32,8 @@ from broker.scripts import Scripts
 from broker.streams import ensure_groups, forget_consumer
 from workers.deltas import DeltaPublisher
 from workers.engines.base import Engine, EngineOutput
-from workers.errors import OutOfMemory, UnknownPool
+from workers.errors import UnknownPool
+from workers.execute import Crashed, Executor
 from workers.heartbeat import Heartbeat, describe
 from workers.ledger import Ledger, dead_letters, outcomes
 from workers.memory import Budget, FixedBudget, MemoryProbe, choose_probe
@@ -52,11 +52,6 @@ MAX_RUNS = 16
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-class Crashed(ErrorInfo):
-    """The engine raised on this job alone: it is re-queued (attempts + 1), and past the
-    attempt limit dead-lettered with this error."""
 
 
 def _expired_before(pulled: Pulled, cutoff_ms: int) -> bool:
@@ -106,33 +101,35 @@ class Worker:
         self._partitions = keys.partitions(pool, settings.partitions)
         self._scripts = Scripts(redis)
         self._ledger = Ledger(self._scripts, config, self.consumer)
-        self._puller = Puller(
-            redis, self._partitions, self.consumer, max_batch=settings.max_batch,
-            max_batch_tokens=settings.max_batch_tokens, lower_share=settings.lower_share,
-            block_ms=config.worker.block_ms, window=settings.max_batch * settings.pack_window,
-            kinds=ENGINE_KINDS[settings.engine],
-            foreign=frozenset(m for m, route in config.models.items()
-                              if pool not in (route.pool, route.overflow)),
-        )
+        self._puller = Puller.for_pool(redis, config, pool, self._partitions, self.consumer)
         if probe is None:
             probe = (choose_probe(engine.device, settings.memory_budget) if engine.token_bytes
                      else FixedBudget(0))
         self._budget = Budget(probe, settings.memory_target, settings.memory_margin)
         self._sizer = BatchSizer(engine, self._budget, settings.max_batch_tokens)
         self.metrics = metrics or WorkerMetrics(pool, self.consumer, engine.device)
-        self._window = settings.max_batch * settings.pack_window
-        self._read_backoff = Backoff(first=0.1, most=1.0)
+        self._read_backoff = Backoff(first=0.1, most=0.5)
         self.spiller = Spiller(redis, config, pool)
         """Moves jobs waiting too long on local pools that overflow to this one."""
         self._deltas = DeltaPublisher(redis, config.jobs.reply_maxlen,
                                       config.worker.stream_interval_ms / 1000)
-        self._served_by = ServedBy(worker=self.consumer, pool=pool, engine=engine.name,
-                                   device=engine.device)
+        self._executor = Executor(
+            engine, ServedBy(worker=self.consumer, pool=pool, engine=engine.name,
+                             device=engine.device),
+            self._deltas, self._out_of_memory, self._ran)
         self._heartbeat = Heartbeat(
             redis, keys.pool(pool), self.consumer, describe(engine.name, engine.device, settings),
             interval_s=config.worker.heartbeat_s, ttl_s=config.worker.heartbeat_ttl_s,
             refresh=self._vitals,
         )
+
+    def _out_of_memory(self) -> None:
+        self.stats.oom_recoveries += 1
+        self.metrics.oom.inc()
+        self._sizer.out_of_memory()
+
+    def _ran(self) -> None:
+        self.stats.batches += 1
 
     def _vitals(self) -> dict[str, str]:
         """Memory and utilisation for the heartbeat (and the metrics), read now."""
@@ -150,7 +147,8 @@ class Worker:
         await self._retry(ensure_groups, self._redis, self._partitions)
         await self._retry(self._scripts.load)
         self._sizer.start()
-        beating = asyncio.create_task(self._heartbeat.run(stop))
+        await self._retry(self._heartbeat.beat)  # alive before holding anything: a watchdog
+        beating = asyncio.create_task(self._heartbeat.run(stop))  # sees no beat, no pending
         spilling = asyncio.create_task(self.spiller.run(stop))
         try:
             await (self._run_joining(stop) if self.engine.joins else self._run_batches(stop))
@@ -219,9 +217,7 @@ class Worker:
         limit = max(1, self._sizer.token_limit() - in_use)
         batch = self._puller.take(self.engine.cost, limit)
         if batch and self._sizer.bounded:  # read about as many as the budget will take
-            per_job = max(p.cost_by(self.engine.cost)[1] for p in batch)
-            fit = max(1, min(limit // max(1, per_job), self._config.pools[self.pool].max_batch))
-            self._puller.window = min(self._window, fit * self._config.pools[self.pool].pack_window)
+            self._puller.window = self._sizer.window(batch, limit, self._config.pools[self.pool])
         self._heartbeat.info["last_batch"] = str(len(batch))
         if self._sizer.bounded and self._budget.last is not None:
             self.metrics.memory(self._budget.last, self._sizer.last_budget)
@@ -257,8 +253,8 @@ class Worker:
             verdicts = await starting
             run = [p for p in batch
                    if not _expired_before(p, cutoff) or verdicts[id(p)] == "run"]
-            return await self._then_finish(finishing, run, await self._execute(run))
-        outputs = await self._execute(batch)
+            return await self._then_finish(finishing, run, await self._executor.run(run))
+        outputs = await self._executor.run(batch)
         finishing = await self._then_finish(finishing, batch, outputs)
         await starting
         return finishing
@@ -273,37 +269,6 @@ class Worker:
         if not run:
             return None
         return asyncio.create_task(self._retry(self._finish, run, outputs))
-
-    async def _execute(self, run: Sequence[Pulled]) -> list[EngineOutput]:
-        """Run a batch. Out of memory, it is split in halves, each run the same way (a job
-        that does not fit even alone fails). Any other engine error splits it the same way,
-        down to the one job that raises: that one is :class:`Crashed` (re-queued by
-        ``_finish``), so a poison request never fails the jobs batched with it."""
-        if not run:
-            return []
-        envelopes = [p.envelope for p in run if p.envelope is not None]
-        try:
-            outputs = await self.engine.run(envelopes, self._served_by,
-                                            self._deltas.emitter(run))
-        except OutOfMemory as exc:
-            self.stats.oom_recoveries += 1
-            self.metrics.oom.inc()
-            self._sizer.out_of_memory()
-            if len(run) == 1:
-                return [ErrorInfo(code="out_of_memory",
-                                  message=f"the request does not fit in memory alone: {exc}")]
-            half = len(run) // 2
-            log.warning("batch of %d ran out of memory; running it as %d + %d", len(run), half,
-                        len(run) - half)
-            return [*await self._execute(run[:half]), *await self._execute(run[half:])]
-        except Exception as exc:  # isolate the job that crashed it; the worker carries on
-            log.exception("engine %s failed a batch of %d", self.engine.name, len(run))
-            if len(run) == 1:
-                return [Crashed(code="engine_error", message=f"{type(exc).__name__}: {exc}")]
-            half = len(run) // 2
-            return [*await self._execute(run[:half]), *await self._execute(run[half:])]
-        self.stats.batches += 1
-        return outputs
 
     async def _finish(self, run: Sequence[Pulled], outputs: Sequence[EngineOutput]) -> None:
         if self._deltas.busy:

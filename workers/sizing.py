@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
+from broker.config import PoolConfig
 from broker.schemas import JobEnvelope, JobState
 from workers.engines.base import Engine
 from workers.ledger import Finish, failure
@@ -80,6 +81,13 @@ class BatchSizer:
                 refused.append(Finish(pulled, failure(
                     pulled.entry.job_id, JobState.FAILED, "request_too_large", why)))
         return refused
+
+    def window(self, batch: Sequence[Pulled], limit: int, pool: PoolConfig) -> int:
+        """Entries to read ahead per priority: about as many batches (``pack_window``) as
+        ``limit`` padded tokens hold jobs the size of the largest in ``batch``."""
+        per_job = max(p.cost_by(self._engine.cost)[1] for p in batch)
+        fit = max(1, min(limit // max(1, per_job), pool.max_batch))
+        return fit * pool.pack_window
 
     def out_of_memory(self) -> None:
         self.scale *= OOM_GROWTH

@@ -10,8 +10,11 @@ same idempotency key, so none is admitted twice.
 Reported: jobs admitted, outcomes (by state), lost (admitted, no outcome by the end),
 duplicate visible results (a second outcome on a caller's reply stream), duplicate
 executions (results dropped by ``complete``: the job had one already), and re-dispatch
-time: from a kill until each job the dead worker held is running on another worker (or
-has ended), p50 and p99.
+time: from a kill until each job the dead worker held is handed to another worker (its
+re-queued entry pending on another consumer; or it runs there, or has ended), p50 and
+p99. Also reported, from the same kill: until the watchdog re-queued it, and until it
+ran again (which adds the wait in the new worker's buffer, and, if that worker is
+killed too before it starts the job, the second kill's whole re-dispatch).
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ class ChaosOptions:
     kill_every_s: float = 3.0
     heartbeat_ttl_s: float = 3.0
     seed: int = 11
+    logs: Path | None = None
+    """Keep the workers', watchdogs' and Redis's logs here (else a temporary folder)."""
 
 
 @dataclass
@@ -86,6 +91,10 @@ class ChaosReport:
     """From a kill until the watchdog re-queued the job (the rest of re-dispatch is the
     wait in the stream, and a worker's start)."""
     requeue_p99_s: float = float("nan")
+    rerun_p50_s: float = float("nan")
+    """From a kill until the job ran again on another worker (or ended): re-dispatch,
+    plus the wait in that worker's buffer, plus any later kill of that worker."""
+    rerun_p99_s: float = float("nan")
     seconds: float = 0.0
     events: list[str] = field(default_factory=list)
 
@@ -119,7 +128,9 @@ pool = "{POOL}"
 def run_chaos_bench(options: ChaosOptions) -> ChaosReport:
     with tempfile.TemporaryDirectory(prefix="switchyard-chaos-") as tmp:
         folder = Path(tmp)
-        path = folder / "chaos.toml"
+        if options.logs is not None:
+            options.logs.mkdir(parents=True, exist_ok=True)
+        path = (options.logs or folder) / "chaos.toml"
         path.write_text(_config(options))
         config = SwitchyardConfig.model_validate(tomllib.loads(path.read_text()))
         server = RedisServer(folder / "redis", aof=True).start()
@@ -139,6 +150,7 @@ class _Chaos:
         self.watchdogs: list[subprocess.Popen[bytes]] = []
         self.seen: Counter[str] = Counter()
         self.redispatch: list[float] = []
+        self.rerun: list[float] = []
         self.requeue_times: list[float] = []
         self.keys = Keys(config.redis.prefix).partition(POOL, 0)
         self.started = time.monotonic()
@@ -147,11 +159,13 @@ class _Chaos:
         self.seen[job_id] += 1
 
     def _event(self, text: str) -> None:
-        self.report.events.append(f"{time.monotonic() - self.started:6.1f}s {text}")
+        wall = time.time()
+        clock = time.strftime("%H:%M:%S", time.localtime(wall)) + f".{int(wall * 1000) % 1000:03d}"
+        self.report.events.append(f"{time.monotonic() - self.started:6.1f}s ({clock}) {text}")
 
     def _worker(self, n: int) -> WorkerProcess:
         log = self.path.with_name(f"worker-{n}.log")
-        return WorkerProcess(POOL, self.server.url, self.path, self.config, log=log).start()
+        return WorkerProcess(POOL, self.server.url, self.path, self.config, log=log).launch()
 
     def _watchdog(self, n: int) -> subprocess.Popen[bytes]:
         with self.path.with_name(f"watchdog-{n}.log").open("ab") as out:
@@ -159,8 +173,8 @@ class _Chaos:
                                     stdout=out, stderr=subprocess.STDOUT)
 
     async def run(self) -> ChaosReport:
-        self.workers = [await asyncio.to_thread(self._worker, i)
-                        for i in range(self.options.workers)]
+        self.workers = [self._worker(i) for i in range(self.options.workers)]
+        await asyncio.gather(*(asyncio.to_thread(w.wait_ready) for w in self.workers))
         self.watchdogs = [self._watchdog(i) for i in range(self.options.watchdogs)]
         redis = RedisSettings.from_url(self.server.url).connect()
         try:
@@ -201,6 +215,8 @@ class _Chaos:
         self.report.redispatch_p99_s = percentile(self.redispatch, 99)
         self.report.requeue_p50_s = percentile(self.requeue_times, 50)
         self.report.requeue_p99_s = percentile(self.requeue_times, 99)
+        self.report.rerun_p50_s = percentile(self.rerun, 50)
+        self.report.rerun_p99_s = percentile(self.rerun, 99)
 
     async def _one(self, client: AsyncClient, i: int) -> JobOutcome | str:
         priority = cast(Priority, self.rng.choices([p for p, _ in MIX], [w for _, w in MIX])[0])
@@ -260,55 +276,84 @@ class _Chaos:
         self.report.worker_kills += 1
         held = await self._held_by(redis, pid)
         tracking = asyncio.create_task(self._track(redis, held, killed_at))
-        self.workers[n] = await asyncio.to_thread(self._worker, 100 + self.report.worker_kills)
+        self.workers[n] = self._worker(100 + self.report.worker_kills)  # not waited for
         self._event(f"SIGKILL worker pid {pid} holding {len(held)} jobs")
         slowest = await tracking
         self._event(f"  worker pid {pid}'s jobs re-dispatched within {slowest:.2f} s")
 
-    async def _held_by(self, redis: aioredis.Redis, pid: int) -> dict[str, str]:
-        """The jobs (id -> consumer) pending on the dead worker's consumer (retried while
-        Redis restarts)."""
+    async def _held_by(self, redis: aioredis.Redis, pid: int) -> dict[str, _Held]:
+        """The jobs pending on the dead worker's consumer (retried while Redis restarts)."""
         for _ in range(50):
             try:
-                held: dict[str, str] = {}
+                held: dict[str, _Held] = {}
                 for stream in self.keys.streams():
                     for name in [str(c["name"]) for c in
                                  await redis.xinfo_consumers(stream, GROUP)
                                  if f"-{pid}-" in str(c["name"])]:
                         pending = await pending_of(redis, stream, GROUP, name, count=10_000)
                         found = await read_entries(redis, stream, [p.entry_id for p in pending])
-                        held.update((e.job_id, name) for e in found.values())
+                        held.update((e.job_id, _Held(name, stream, e.entry_id))
+                                    for e in found.values())
                 return held
             except RedisError:
                 await asyncio.sleep(0.1)
         return {}
 
-    async def _track(self, redis: aioredis.Redis, held: dict[str, str], since: float) -> float:
-        """Until each held job runs on another worker or ends: the time from the kill (and
-        from the kill to its re-queue). Returns the longest."""
-        waiting = dict(held)
-        first_entry: dict[str, str] = {}
+    async def _track(self, redis: aioredis.Redis, held: dict[str, _Held], since: float) -> float:
+        """Poll each held job until it runs on another worker or ends, noting the times
+        from the kill until the watchdog re-queued it, until another worker was handed
+        it (re-dispatch), and until it ran again. Returns the longest re-dispatch."""
+        running: dict[str, _Held] = dict(held)
+        undelivered = set(held)
+        requeued: set[str] = set()
         slowest = 0.0
-        while waiting and time.monotonic() - since < 120:
-            pipe = redis.pipeline(transaction=False)
-            for job_id in waiting:
-                pipe.hmget(self.keys.job(job_id), ["state", "worker", "entry"])
+        while running and time.monotonic() - since < 120:
             try:
-                records = await pipe.execute()
+                records, holders = await self._poll(redis, running)
             except RedisError:
-                records = []
+                await asyncio.sleep(0.05)
+                continue
             now = time.monotonic() - since
-            for (job_id, dead), (state, worker, entry) in zip(list(waiting.items()), records,
-                                                              strict=False):
-                if first_entry.setdefault(job_id, str(entry)) != str(entry):
+            for (job_id, old), (state, worker, entry) in zip(list(running.items()), records,
+                                                             strict=True):
+                moved = entry is not None and entry != old.entry
+                if moved and job_id not in requeued:
+                    requeued.add(job_id)
                     self.requeue_times.append(now)
-                    first_entry[job_id] = "requeued"
-                if state in ENDED or (state == "running" and worker != dead):
+                elsewhere = state in ENDED or (state == "running" and worker != old.consumer)
+                handed = moved and holders.get(entry, old.consumer) != old.consumer
+                if job_id in undelivered and (elsewhere or handed):
+                    undelivered.discard(job_id)
                     self.redispatch.append(now)
                     slowest = max(slowest, now)
-                    waiting.pop(job_id)
+                if elsewhere:
+                    self.rerun.append(now)
+                    running.pop(job_id)
             await asyncio.sleep(0.05)
         return slowest
+
+    async def _poll(self, redis: aioredis.Redis, jobs: dict[str, _Held]
+                    ) -> tuple[list[list[str | None]], dict[str | None, str]]:
+        """Each job's state, worker and entry, and which consumer holds each pending entry
+        (one round trip for the jobs, one per stream)."""
+        pipe = redis.pipeline(transaction=False)
+        for job_id in jobs:
+            pipe.hmget(self.keys.job(job_id), ["state", "worker", "entry"])
+        records: list[list[str | None]] = await pipe.execute()
+        holders: dict[str | None, str] = {}
+        for stream in {h.stream for h in jobs.values()}:
+            holders |= {p.entry_id: p.consumer
+                        for p in await pending_of(redis, stream, GROUP, None, count=10_000)}
+        return records, holders
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A job a killed worker held: its consumer, and the stream entry it held."""
+
+    consumer: str
+    stream: str
+    entry: str
 
 
 def render(report: ChaosReport) -> str:
@@ -321,7 +366,8 @@ def render(report: ChaosReport) -> str:
            f"p50 {report.redispatch_p50_s:.2f} s, p99 {report.redispatch_p99_s:.2f} s "
            f"(target <= {report.redispatch_target_s:g} s: heartbeat TTL + 2 s); re-queued "
            f"by the watchdog after p50 {report.requeue_p50_s:.2f} s, "
-           f"p99 {report.requeue_p99_s:.2f} s",
+           f"p99 {report.requeue_p99_s:.2f} s; running again after "
+           f"p50 {report.rerun_p50_s:.2f} s, p99 {report.rerun_p99_s:.2f} s",
            json.dumps(asdict(report))]
     return "\n".join(out)
 

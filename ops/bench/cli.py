@@ -80,13 +80,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     c.add_argument("--kill-every", type=float, default=defaults.kill_every_s,
                    help="seconds between worker kills")
     c.add_argument("--heartbeat-ttl", type=float, default=defaults.heartbeat_ttl_s)
+    c.add_argument("--logs", type=Path, help="keep the workers' and watchdogs' logs here")
     c.set_defaults(handler=_chaos)
 
 
 def _chaos(ns: argparse.Namespace) -> int:
     report = chaos.run_chaos_bench(chaos.ChaosOptions(
         jobs=ns.jobs, workers=ns.workers, watchdogs=ns.watchdogs, service_ms=ns.service_ms,
-        rate=ns.rate, kill_every_s=ns.kill_every, heartbeat_ttl_s=ns.heartbeat_ttl))
+        rate=ns.rate, kill_every_s=ns.kill_every, heartbeat_ttl_s=ns.heartbeat_ttl,
+        logs=ns.logs))
     _print(chaos.render(report))
     return _failed(chaos.check(report))
 

@@ -7,9 +7,11 @@ import asyncio
 import shutil
 import signal
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from broker import GROUP, Keys, load_config
@@ -76,6 +78,44 @@ async def test_a_worker_killed_mid_batch_has_its_jobs_requeued_and_they_succeed(
     assert [r.echo for r in results] == [[f"j{i}"] for i in range(5)]  # type: ignore[union-attr]
     assert watchdog.stats.requeued == 5
     assert (await aredis.xpending(keys.stream("standard"), GROUP))["pending"] == 0
+
+
+def _commands(redis_url: str, started: threading.Event, stop: threading.Event,
+              seen: list[str]) -> None:
+    """MONITOR this test's own Redis into ``seen`` until ``stop`` (then woken by a PING)."""
+    with redis.Redis.from_url(redis_url).monitor() as monitor:
+        started.set()
+        for command in monitor.listen():
+            seen.append(str(command["command"]))
+            if stop.is_set():
+                return
+
+
+async def test_a_starting_worker_beats_before_it_holds_any_entry(
+    prefix: str, redis_url: str, config: SwitchyardConfig, start_worker: StartWorker,
+    sync_redis: redis.Redis,
+) -> None:
+    """Else a watchdog sweeping between its first read and its first beat finds a
+    consumer with pending entries and no heartbeat, and re-queues work that is running."""
+    seen: list[str] = []
+    started, stop = threading.Event(), threading.Event()
+    monitor = threading.Thread(target=_commands, args=(redis_url, started, stop, seen))
+    monitor.start()
+    try:
+        started.wait(10)
+        async with AsyncClient(config, redis_url=redis_url) as client:
+            job = await client.embed("echo", "x")  # waiting when the worker starts
+            worker = await start_worker(config)
+            await job.result(timeout=30)
+    finally:
+        stop.set()
+        sync_redis.ping()
+        monitor.join(10)
+    beat = Keys(prefix).pool("echo").worker(worker.consumer)
+    first_beat = next(i for i, c in enumerate(seen) if c.startswith(f"HSET {beat} "))
+    first_read = next(i for i, c in enumerate(seen)
+                      if c.startswith(f"XREADGROUP GROUP {GROUP} {worker.consumer} "))
+    assert first_beat < first_read
 
 
 async def test_a_hung_worker_is_reclaimed_by_idle_time(

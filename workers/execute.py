@@ -1,0 +1,67 @@
+"""Running a batch on the engine so that one bad job or one too-large batch fails alone.
+
+Out of memory, the batch is split in halves and each half run the same way; a job that
+does not fit even alone fails with ``out_of_memory``. Any other engine error splits it the
+same way down to the one job that raises: that job is :class:`Crashed` (the worker
+re-queues it, attempts + 1, and past the limit it is dead-lettered), so a poison request
+never fails the jobs batched with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from broker.schemas import ErrorInfo, ServedBy
+from workers.deltas import DeltaPublisher
+from workers.engines.base import Engine, EngineOutput
+from workers.errors import OutOfMemory
+from workers.puller import Pulled
+
+__all__ = ["Crashed", "Executor"]
+
+log = logging.getLogger(__name__)
+
+
+class Crashed(ErrorInfo):
+    """The engine raised on this job alone: it is re-queued (attempts + 1), and past the
+    attempt limit dead-lettered with this error."""
+
+
+@dataclass
+class Executor:
+    engine: Engine
+    served_by: ServedBy
+    deltas: DeltaPublisher
+    out_of_memory: Callable[[], None]
+    """Called on each out-of-memory error, before the batch is split."""
+    ran: Callable[[], None]
+    """Called for each engine call that returned."""
+
+    async def run(self, batch: Sequence[Pulled]) -> list[EngineOutput]:
+        """One output per job of ``batch``, in order (see the module docstring)."""
+        if not batch:
+            return []
+        envelopes = [p.envelope for p in batch if p.envelope is not None]
+        try:
+            outputs = await self.engine.run(envelopes, self.served_by,
+                                            self.deltas.emitter(batch))
+        except OutOfMemory as exc:
+            self.out_of_memory()
+            if len(batch) == 1:
+                return [ErrorInfo(code="out_of_memory",
+                                  message=f"the request does not fit in memory alone: {exc}")]
+            log.warning("batch of %d ran out of memory; running it in halves", len(batch))
+            return await self._halves(batch)
+        except Exception as exc:  # isolate the job that crashed it; the worker carries on
+            log.exception("engine %s failed a batch of %d", self.engine.name, len(batch))
+            if len(batch) == 1:
+                return [Crashed(code="engine_error", message=f"{type(exc).__name__}: {exc}")]
+            return await self._halves(batch)
+        self.ran()
+        return outputs
+
+    async def _halves(self, batch: Sequence[Pulled]) -> list[EngineOutput]:
+        half = len(batch) // 2
+        return [*await self.run(batch[:half]), *await self.run(batch[half:])]
