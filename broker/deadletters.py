@@ -74,14 +74,14 @@ async def replay(scripts: Scripts, letters: Sequence[DeadLetter],
     done: dict[str, str] = {}
     for letter in letters:
         try:
-            letter.keys.priority_of(letter.source)
+            stream = letter.keys.stream(letter.keys.priority_of(letter.source))
             payload = _fresh(letter)
         except (KeyError, EntryDecodeError) as exc:
             done[letter.ref] = f"not replayable: {exc}"
             continue
         reply = letter.reply if letter.keys.owns_reply(letter.reply) else letter.keys.reply("-")
         new = await scripts.call(
-            "replay", [letter.keys.dead, letter.source, letter.keys.job(letter.job_id)],
+            "replay", [letter.keys.dead, stream, letter.keys.job(letter.job_id)],
             [letter.entry_id, letter.job_id, reply, payload, job_ttl_ms])
         done[letter.ref] = f"replayed as {new}" if new else "gone"
     return done

@@ -4,6 +4,9 @@ Layout (prefix ``sy`` by default; ``{pool.N}`` is the partition's hash tag, so e
 of one partition lands on one Redis Cluster slot)::
 
     sy:{pool.N}:q:<priority>        priority stream (consumer group ``workers``)
+    sy:{pool.N}:retry:<priority>    its retry lane: entries re-queued after their worker
+                                    died or hung, failed them, or handed them back; read
+                                    before the priority stream (consumer group ``workers``)
     sy:{pool.N}:dead                dead-letter stream
     sy:{pool.N}:drain:<priority>    drain-rate window of one priority stream (hash)
     sy:{pool.N}:job:<job id>        job record: state, outcome, stream entry (hash, TTL)
@@ -114,15 +117,28 @@ class PartitionKeys:
     def stream(self, priority: Priority) -> str:
         return f"{self.base}:q:{priority}"
 
-    def streams(self) -> list[str]:
-        """The priority streams, highest priority first."""
+    def retry(self, priority: Priority) -> str:
+        return f"{self.base}:retry:{priority}"
+
+    def queues(self) -> list[str]:
+        """The priority streams (where jobs are admitted), highest priority first."""
         return [self.stream(p) for p in PRIORITIES]
 
+    def streams(self) -> list[str]:
+        """Every stream workers read: highest priority first, each retry lane before its
+        priority stream."""
+        return [s for p in PRIORITIES for s in (self.retry(p), self.stream(p))]
+
     def priority_of(self, stream: str) -> Priority:
+        """The priority of a priority stream or of its retry lane."""
         for p in PRIORITIES:
-            if stream == self.stream(p):
+            if stream in (self.stream(p), self.retry(p)):
                 return p
         raise KeyError(stream)
+
+    def retry_of(self, stream: str) -> str:
+        """The retry lane for entries of ``stream`` (a priority stream or a retry lane)."""
+        return self.retry(self.priority_of(stream))
 
     @property
     def dead(self) -> str:

@@ -25,10 +25,12 @@ class StreamStatus:
     partition: int
     priority: str
     depth: int
-    """Entries not yet completed: waiting plus in flight."""
+    """Entries not yet completed: waiting plus in flight (retry lane included)."""
     pending: int
     """Delivered to a worker, not yet acknowledged."""
     oldest_age_s: float | None
+    retrying: int = 0
+    """Of ``depth``, entries in the retry lane (re-queued; their age counts from then)."""
 
 
 async def spend(redis: aioredis.Redis, config: SwitchyardConfig) -> dict[str, float]:
@@ -54,17 +56,20 @@ async def collect(redis: aioredis.Redis, config: SwitchyardConfig) -> list[PoolS
         streams, dead = [], 0
         for part in keys.partitions(name, pool.partitions):
             pipe = redis.pipeline(transaction=False)
-            for p in PRIORITIES:
-                pipe.xlen(part.stream(p))
-                pipe.xrange(part.stream(p), count=1)
-                pipe.xinfo_groups(part.stream(p))  # an error while the stream does not exist
+            for stream in part.streams():  # per priority: its retry lane, then itself
+                pipe.xlen(stream)
+                pipe.xrange(stream, count=1)
+                pipe.xinfo_groups(stream)  # an error while the stream does not exist
             pipe.xlen(part.dead)
             replies = await pipe.execute(raise_on_error=False)
             dead += int(replies[-1])
             for i, p in enumerate(PRIORITIES):
-                depth, first, groups = replies[3 * i: 3 * i + 3]
-                streams.append(StreamStatus(part.partition, p, int(depth), _pending(groups),
-                                            _age(first, now)))
+                retry, main = replies[6 * i: 6 * i + 3], replies[6 * i + 3: 6 * i + 6]
+                ages = [a for a in (_age(retry[1], now), _age(main[1], now)) if a is not None]
+                streams.append(StreamStatus(
+                    part.partition, p, int(retry[0]) + int(main[0]),
+                    _pending(retry[2]) + _pending(main[2]), max(ages, default=None),
+                    int(retry[0])))
         pools.append(PoolStatus(name, pool.engine, streams, dead,
                                 await _workers(redis, keys, name, config, now)))
     return pools

@@ -162,9 +162,10 @@ class Ledger:
                 if isinstance(reply, list) for v in reply]
 
     async def release(self, held: Sequence[Pulled]) -> None:
-        """Hand entries read but never started back to their streams."""
+        """Hand entries read but never started back (to their retry lanes)."""
         calls: list[ScriptCall] = [
-            ("release", [p.entry.stream, p.keys.job(p.entry.job_id)],
+            ("release",
+             [p.entry.stream, p.keys.job(p.entry.job_id), p.keys.retry_of(p.entry.stream)],
              [GROUP, p.entry.entry_id, p.entry.job_id, p.entry.reply, p.entry.payload])
             for p in held
         ]
@@ -176,7 +177,7 @@ def requeue_call(config: SwitchyardConfig, keys: PartitionKeys, stream: str,
                  why: str) -> ScriptCall:
     """The ``requeue`` call for these entries of one stream (``found``: those read)."""
     jobs = config.jobs
-    script_keys = [stream, keys.dead]
+    script_keys = [stream, keys.dead, keys.retry_of(stream)]
     args: list[str | int | float] = [
         GROUP, config.watchdog.max_attempts, code, _plain(why), int(jobs.result_ttl_s * 1000),
         int(jobs.reply_ttl_s * 1000), jobs.reply_maxlen, jobs.dead_letter_maxlen]

@@ -112,7 +112,11 @@ class Puller:
         does not know may be a client's alias: not refused)."""
         self._block_ms = block_ms
         self._scheduler = PriorityScheduler(lower_share)
-        self._where = {k.stream(p): (k, p) for k in partitions for p in PRIORITIES}
+        self._where = {lane(k, p): (k, p) for p in PRIORITIES
+                       for lane in (PartitionKeys.retry, PartitionKeys.stream)
+                       for k in partitions}
+        """Every stream read, and its partition and priority: per priority the retry lanes
+        before the priority streams, so re-queued entries are buffered (and served) first."""
         self.buffers: dict[Priority, deque[Pulled]] = {p: deque() for p in PRIORITIES}
         self._newest: dict[str, str] = {}
         """Per stream, the newest entry id read (see :meth:`fill`)."""

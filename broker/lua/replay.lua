@@ -1,4 +1,4 @@
--- replay: put a dead letter back on its stream as a fresh attempt (the operator's
+-- replay: put a dead letter back on its priority stream as a fresh attempt (the operator's
 -- `switchyard dlq replay`). The job keeps its id; its record is reset to queued (the
 -- failure its first caller saw stays in that caller's reply stream), so the new outcome
 -- is what a later look-up by id finds. The dead letter is removed.
@@ -11,7 +11,7 @@ if not redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])[1] then
 end
 local new = redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'r', ARGV[3], 'd', ARGV[4])
 redis.call('DEL', KEYS[3])
-redis.call('HSET', KEYS[3], 'state', 'queued', 'entry', new)
+redis.call('HSET', KEYS[3], 'state', 'queued', 'entry', new, 'stream', KEYS[2])
 redis.call('PEXPIRE', KEYS[3], ARGV[5])
 redis.call('XDEL', KEYS[1], ARGV[1])
 return new

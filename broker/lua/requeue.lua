@@ -4,13 +4,16 @@
 --   its deadline passed           -> the job expires where its caller sees it ('expired');
 --   attempts + 1 reach the limit  -> the entry goes to the dead-letter stream and its job
 --                                    fails with ARGV[3] and ARGV[4] ('dead');
---   otherwise                     -> re-added at the tail with attempts + 1 (the envelope
---                                    keeps its creation time and deadline), the job record
---                                    pointed at the new entry ('requeued').
+--   otherwise                     -> re-added to the retry lane KEYS[3] (read before the
+--                                    priority stream: it does not queue behind jobs that
+--                                    came later) with attempts + 1 (the envelope keeps its
+--                                    creation time and deadline), the job record pointed
+--                                    at the new entry ('requeued').
 -- An entry already gone (another watchdog, or its worker, got there first) is only acked
 -- ('gone'). Safe to run from several watchdogs at once.
--- KEYS[1] priority stream   KEYS[2] dead-letter stream
--- then per entry i (1..n): KEYS[2i+1] job hash   KEYS[2i+2] reply stream
+-- KEYS[1] the entries' stream (priority stream or retry lane)   KEYS[2] dead-letter stream
+-- KEYS[3] the retry lane of KEYS[1]'s priority
+-- then per entry i (1..n): KEYS[2i+2] job hash   KEYS[2i+3] reply stream
 -- ARGV[1] group   ARGV[2] most attempts   ARGV[3] error code   ARGV[4] why (plain text)
 -- ARGV[5] result ttl ms   ARGV[6] reply ttl ms   ARGV[7] reply stream max length
 -- ARGV[8] dead-letter stream max length
@@ -32,8 +35,8 @@ local function fail(job_key, reply, id, state, final, code, message)
   redis.call('PEXPIRE', reply, ARGV[6])
 end
 
-for i = 1, (#KEYS - 2) / 2 do
-  local job_key, reply = KEYS[2 * i + 1], KEYS[2 * i + 2]
+for i = 1, (#KEYS - 3) / 2 do
+  local job_key, reply = KEYS[2 * i + 2], KEYS[2 * i + 3]
   local entry, id = ARGV[7 + 2 * i], ARGV[8 + 2 * i]
   local found = redis.call('XRANGE', KEYS[1], entry, entry)[1]
   local state = redis.call('HGET', job_key, 'state')
@@ -60,10 +63,10 @@ for i = 1, (#KEYS - 2) / 2 do
       out[i] = 'dead'
     else
       payload = string.gsub(payload, '"attempts":%d+', '"attempts":' .. (attempts + 1), 1)
-      local new = redis.call('XADD', KEYS[1], '*', 'id', id, 'r', fields['r'] or reply,
+      local new = redis.call('XADD', KEYS[3], '*', 'id', id, 'r', fields['r'] or reply,
         'd', payload)
       if state then
-        redis.call('HSET', job_key, 'state', 'queued', 'entry', new)
+        redis.call('HSET', job_key, 'state', 'queued', 'entry', new, 'stream', KEYS[3])
       end
       out[i] = 'requeued'
     end

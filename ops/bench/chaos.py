@@ -314,14 +314,15 @@ class _Chaos:
                 await asyncio.sleep(0.05)
                 continue
             now = time.monotonic() - since
-            for (job_id, old), (state, worker, entry) in zip(list(running.items()), records,
-                                                             strict=True):
-                moved = entry is not None and entry != old.entry
+            for (job_id, old), (state, worker, entry, stream) in zip(
+                    list(running.items()), records, strict=True):
+                moved = entry is not None and (stream, entry) != (old.stream, old.entry)
                 if moved and job_id not in requeued:
                     requeued.add(job_id)
                     self.requeue_times.append(now)
                 elsewhere = state in ENDED or (state == "running" and worker != old.consumer)
-                handed = moved and holders.get(entry, old.consumer) != old.consumer
+                holder = holders.get((str(stream), str(entry)), old.consumer)
+                handed = moved and holder != old.consumer
                 if job_id in undelivered and (elsewhere or handed):
                     undelivered.discard(job_id)
                     self.redispatch.append(now)
@@ -333,16 +334,16 @@ class _Chaos:
         return slowest
 
     async def _poll(self, redis: aioredis.Redis, jobs: dict[str, _Held]
-                    ) -> tuple[list[list[str | None]], dict[str | None, str]]:
-        """Each job's state, worker and entry, and which consumer holds each pending entry
-        (one round trip for the jobs, one per stream)."""
+                    ) -> tuple[list[list[str | None]], dict[tuple[str, str], str]]:
+        """Each job's state, worker, entry and stream, and which consumer holds each
+        pending entry of the partition (one round trip for the jobs, one per stream)."""
         pipe = redis.pipeline(transaction=False)
         for job_id in jobs:
-            pipe.hmget(self.keys.job(job_id), ["state", "worker", "entry"])
+            pipe.hmget(self.keys.job(job_id), ["state", "worker", "entry", "stream"])
         records: list[list[str | None]] = await pipe.execute()
-        holders: dict[str | None, str] = {}
-        for stream in {h.stream for h in jobs.values()}:
-            holders |= {p.entry_id: p.consumer
+        holders: dict[tuple[str, str], str] = {}
+        for stream in self.keys.streams():
+            holders |= {(stream, p.entry_id): p.consumer
                         for p in await pending_of(redis, stream, GROUP, None, count=10_000)}
         return records, holders
 

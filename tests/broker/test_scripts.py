@@ -127,7 +127,7 @@ async def test_caps_follow_the_measured_drain_rate(aredis: aioredis.Redis, prefi
 
     policy = StreamPolicy(keys.stream("standard"), keys.drain("standard"), cap=1_000,
                           job_ttl_ms=60_000, wait_target_ms=1_000, cap_floor=2,
-                          pool_keys=(*keys.streams(), *(keys.drain(p) for p in PRIORITIES)))
+                          pool_keys=(*keys.queues(), *(keys.drain(p) for p in PRIORITIES)))
 
     async def one(job_id: str) -> list[object]:
         reply = await scripts.call(*enqueue_call(

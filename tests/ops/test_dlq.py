@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from broker import GROUP, Keys, load_config
+from broker import GROUP, Keys, ensure_groups, load_config
 from dispatcher import AsyncClient, JobFailed
 from ops.cli import main
 from tests.conftest import StartWorker
@@ -47,7 +47,7 @@ async def test_dead_letters_are_listed_replayed_and_purged(
     path.write_text(CONFIG.format(url=redis_url, prefix=prefix))
     config = load_config(path, environ={})
     keys = Keys(prefix).partition("held", 0)
-    await aredis.xgroup_create(keys.stream("standard"), GROUP, id="0", mkstream=True)
+    await ensure_groups(aredis, [keys])
     await aredis.xadd(keys.dead, {"source": keys.stream("standard"), "job": "held.0.junk",
                                   "reason": "invalid job payload", "d": "{junk"})
     async with AsyncClient(config, redis_url=redis_url) as client:

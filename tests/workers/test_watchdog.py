@@ -18,7 +18,7 @@ from broker import GROUP, Keys, load_config
 from broker.config import SwitchyardConfig
 from broker.keys import PartitionKeys
 from broker.settings import RedisSettings
-from broker.streams import parse_autoclaim
+from broker.streams import ensure_groups, parse_autoclaim
 from dispatcher import AsyncClient, JobExpired, JobFailed
 from ops.processes import WorkerProcess
 from ops.redis_server import RedisServer
@@ -160,9 +160,9 @@ async def test_past_the_attempt_limit_the_job_fails_and_is_dead_lettered(
     watchdog = Watchdog(aredis, config)
     async with AsyncClient(config, redis_url=redis_url) as client:
         job = await client.embed("held", "poison")
-        await aredis.xgroup_create(keys.stream("standard"), GROUP, id="0", mkstream=True)
+        await ensure_groups(aredis, [keys])
         for attempt in range(2):  # a consumer takes it and dies, twice
-            await aredis.xreadgroup(GROUP, f"ghost{attempt}", {keys.stream("standard"): ">"})
+            await aredis.xreadgroup(GROUP, f"ghost{attempt}", dict.fromkeys(keys.streams(), ">"))
             await watchdog.sweep()
         with pytest.raises(JobFailed) as failed:
             await job.result(timeout=10)
@@ -171,7 +171,30 @@ async def test_past_the_attempt_limit_the_job_fails_and_is_dead_lettered(
     dead = await aredis.xrange(keys.dead)
     assert len(dead) == 1 and dead[0][1]["job"] == job.id
     assert watchdog.stats.requeued == 1 and watchdog.stats.dead_lettered == 1
-    assert await aredis.xlen(keys.stream("standard")) == 0
+    assert [await aredis.xlen(s) for s in keys.streams()] == [0] * 6
+
+
+async def test_a_requeued_job_runs_before_jobs_admitted_after_it(
+    prefix: str, redis_url: str, aredis: aioredis.Redis, start_worker: StartWorker,
+) -> None:
+    """Its worker died holding it: it goes to the retry lane, read before the priority
+    stream, so it does not wait again behind everything admitted meanwhile."""
+    config = make_config(prefix, held={"engine": "echo", "max_batch": 1})
+    keys = Keys(prefix).partition("held", 0)
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        first = await client.embed("held", "first")
+        await ensure_groups(aredis, [keys])
+        await aredis.xreadgroup(GROUP, "ghost", {keys.stream("standard"): ">"})  # then dies
+        later = [await client.embed("held", f"later {i}") for i in range(3)]
+        watchdog = Watchdog(aredis, config)
+        await watchdog.sweep()
+        assert watchdog.stats.requeued == 1
+        assert await aredis.xlen(keys.retry("standard")) == 1
+        assert await first.status() == "queued"
+        await start_worker(config, "held", EchoEngine(delay_ms=20))
+        done = [await job.outcome(timeout=30) for job in [first, *later]]
+    finished = [o.finished_ms for o in done]
+    assert finished[0] < min(finished[1:]), finished
 
 
 async def _unserved_pool(prefix: str, aredis: aioredis.Redis
