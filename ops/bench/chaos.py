@@ -95,6 +95,9 @@ class ChaosReport:
     """From a kill until the job ran again on another worker (or ended): re-dispatch,
     plus the wait in that worker's buffer, plus any later kill of that worker."""
     rerun_p99_s: float = float("nan")
+    killed_twice: int = 0
+    """Jobs a killed worker held that an earlier kill had already re-dispatched (to this
+    worker): their "running again" time spans both kills."""
     seconds: float = 0.0
     events: list[str] = field(default_factory=list)
 
@@ -151,6 +154,7 @@ class _Chaos:
         self.seen: Counter[str] = Counter()
         self.redispatch: list[float] = []
         self.rerun: list[float] = []
+        self.handed: set[str] = set()
         self.requeue_times: list[float] = []
         self.keys = Keys(config.redis.prefix).partition(POOL, 0)
         self.started = time.monotonic()
@@ -275,6 +279,7 @@ class _Chaos:
         killed_at = time.monotonic()
         self.report.worker_kills += 1
         held = await self._held_by(redis, pid)
+        self.report.killed_twice += len(self.handed & held.keys())
         tracking = asyncio.create_task(self._track(redis, held, killed_at))
         self.workers[n] = self._worker(100 + self.report.worker_kills)  # not waited for
         self._event(f"SIGKILL worker pid {pid} holding {len(held)} jobs")
@@ -326,6 +331,7 @@ class _Chaos:
                 if job_id in undelivered and (elsewhere or handed):
                     undelivered.discard(job_id)
                     self.redispatch.append(now)
+                    self.handed.add(job_id)
                     slowest = max(slowest, now)
                 if elsewhere:
                     self.rerun.append(now)
@@ -368,7 +374,8 @@ def render(report: ChaosReport) -> str:
            f"(target <= {report.redispatch_target_s:g} s: heartbeat TTL + 2 s); re-queued "
            f"by the watchdog after p50 {report.requeue_p50_s:.2f} s, "
            f"p99 {report.requeue_p99_s:.2f} s; running again after "
-           f"p50 {report.rerun_p50_s:.2f} s, p99 {report.rerun_p99_s:.2f} s",
+           f"p50 {report.rerun_p50_s:.2f} s, p99 {report.rerun_p99_s:.2f} s "
+           f"({report.killed_twice} jobs were killed again on the worker they were handed to)",
            json.dumps(asdict(report))]
     return "\n".join(out)
 
