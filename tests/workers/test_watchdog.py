@@ -22,6 +22,7 @@ from broker.streams import ensure_groups, parse_autoclaim
 from dispatcher import AsyncClient, JobExpired, JobFailed
 from ops.processes import WorkerProcess
 from ops.redis_server import RedisServer
+from ops.status import collect
 from tests.conftest import StartWorker, make_config
 from workers.engines.echo import EchoEngine
 from workers.watchdog import Watchdog
@@ -191,6 +192,9 @@ async def test_a_requeued_job_runs_before_jobs_admitted_after_it(
         assert watchdog.stats.requeued == 1
         assert await aredis.xlen(keys.retry("standard")) == 1
         assert await first.status() == "queued"
+        [held] = [p for p in await collect(aredis, config) if p.pool == "held"]
+        [standard] = [s for s in held.streams if s.priority == "standard"]
+        assert (standard.depth, standard.retrying, standard.pending) == (4, 1, 0)
         await start_worker(config, "held", EchoEngine(delay_ms=20))
         done = [await job.outcome(timeout=30) for job in [first, *later]]
     finished = [o.finished_ms for o in done]
