@@ -87,12 +87,16 @@ class Submitter:
     async def _send(self, batch: Sequence[_Pending]) -> None:
         """Durable jobs go in a round trip of their own, so the fsync wait does not hold
         the others up."""
-        plain = [p for p in batch if not p[0].fsync]
         fsynced = [p for p in batch if p[0].fsync]
-        await asyncio.gather(*(self._send_some(some, fsync)
-                               for some, fsync in ((plain, False), (fsynced, True)) if some))
+        if not fsynced:  # the usual case: no task to spawn
+            await self._send_some(batch, False)
+            return
+        plain = [p for p in batch if not p[0].fsync]
+        await asyncio.gather(self._send_some(plain, False), self._send_some(fsynced, True))
 
     async def _send_some(self, batch: Sequence[_Pending], fsync: bool) -> None:
+        if not batch:
+            return
         groups = grouped(batch, _group_key, PER_CALL)
         try:
             replies, failure = await self._scripts.pipeline_fsynced(
