@@ -51,7 +51,7 @@ class DurabilityUnavailable(BrokerError):
     """A ``durable`` enqueue that the server cannot confirm reached its disk: no AOF, or
     Redis older than 7.2 (no WAITAOF) without ``appendfsync always``; nothing was
     enqueued. Or WAITAOF did not confirm the fsync in time: then ``job_id`` names the job,
-    which was admitted and may well run (retry with the same idempotency key to find it)."""
+    which may have been admitted (retry with the same idempotency key to find out)."""
 
     def __init__(self, message: str, job_id: str | None = None) -> None:
         super().__init__(message)

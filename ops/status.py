@@ -56,10 +56,11 @@ async def collect(redis: aioredis.Redis, config: SwitchyardConfig) -> list[PoolS
         streams, dead = [], 0
         for part in keys.partitions(name, pool.partitions):
             pipe = redis.pipeline(transaction=False)
-            for stream in part.streams():  # per priority: its retry lane, then itself
-                pipe.xlen(stream)
-                pipe.xrange(stream, count=1)
-                pipe.xinfo_groups(stream)  # an error while the stream does not exist
+            for p in PRIORITIES:
+                for stream in (part.retry(p), part.stream(p)):
+                    pipe.xlen(stream)
+                    pipe.xrange(stream, count=1)
+                    pipe.xinfo_groups(stream)  # an error while the stream does not exist
             pipe.xlen(part.dead)
             replies = await pipe.execute(raise_on_error=False)
             dead += int(replies[-1])

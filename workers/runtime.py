@@ -147,8 +147,10 @@ class Worker:
         await self._retry(ensure_groups, self._redis, self._partitions)
         await self._retry(self._scripts.load)
         self._sizer.start()
-        await self._retry(self._heartbeat.beat)  # alive before holding anything: a watchdog
-        beating = asyncio.create_task(self._heartbeat.run(stop))  # sees no beat, no pending
+        # Beat before the first read: a watchdog that saw this consumer hold entries with
+        # no heartbeat would take it for dead and re-queue work that is running.
+        await self._retry(self._heartbeat.beat)
+        beating = asyncio.create_task(self._heartbeat.run(stop))
         spilling = asyncio.create_task(self.spiller.run(stop))
         try:
             await (self._run_joining(stop) if self.engine.joins else self._run_batches(stop))
