@@ -71,7 +71,7 @@ class ChaosOptions:
     heartbeat_ttl_s: float = 3.0
     seed: int = 11
     logs: Path | None = None
-    """Keep the workers', watchdogs' and Redis's logs here (else a temporary folder)."""
+    """Keep the workers' and watchdogs' logs here (else a temporary folder)."""
 
 
 @dataclass
