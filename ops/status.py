@@ -101,12 +101,13 @@ async def _workers(redis: aioredis.Redis, keys: Keys, pool: str, config: Switchy
 
 
 def render(pools: list[PoolStatus]) -> str:
-    lines = [f"{'pool':<12}{'part':>5} {'priority':<12}{'depth':>8}{'pending':>9}{'oldest':>10}"]
+    lines = [f"{'pool':<12}{'part':>5} {'priority':<12}{'depth':>8}{'pending':>9}{'oldest':>10}"
+             f"{'retrying':>10}"]
     for pool in pools:
         for s in pool.streams:
             age = "-" if s.oldest_age_s is None else f"{s.oldest_age_s:.1f}s"
             lines.append(f"{pool.pool:<12}{s.partition:>5} {s.priority:<12}{s.depth:>8}"
-                         f"{s.pending:>9}{age:>10}")
+                         f"{s.pending:>9}{age:>10}{s.retrying:>10}")
         lines.append(f"{'':<12}workers alive: {len(pool.workers)}; "
                      f"dead letters: {pool.dead_letters}")
         lines.extend(f"{'':<14}{_worker_line(w)}" for w in pool.workers)
