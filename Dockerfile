@@ -8,6 +8,8 @@ COPY broker ./broker
 COPY dispatcher ./dispatcher
 COPY workers ./workers
 COPY ops ./ops
+# src/switchyard/ links to the folders above: the image installs them as switchyard.*
+COPY src ./src
 RUN pip install --no-cache-dir -c constraints.txt '.[gpu]'
 ENTRYPOINT ["switchyard"]
 CMD ["--help"]

@@ -1,6 +1,7 @@
 # Two targets do all the set-up from a fresh clone (only Python 3.11+ and pip needed):
 #   make up    create .venv if missing, install, start the local stack (Ctrl-C stops it)
-#   make test  create .venv if missing, install with test extras, run ruff, mypy, pytest
+#   make test  create .venv if missing, install with test extras, run ruff, import-linter
+#              (the layering), mypy and pytest
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -26,7 +27,8 @@ up: $(VENV)/.installed-up
 	$(BIN)/switchyard up $(ARGS)
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check broker dispatcher workers ops tests
+	$(BIN)/ruff check broker dispatcher workers ops src tests
+	$(BIN)/lint-imports
 	$(BIN)/mypy
 
 test: lint

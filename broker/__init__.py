@@ -3,7 +3,7 @@
 This package imports none of Switchyard's other packages, and never torch.
 """
 
-from broker.config import (
+from switchyard.broker.config import (
     CapsConfig,
     JobsConfig,
     ModelConfig,
@@ -13,7 +13,7 @@ from broker.config import (
     WorkerConfig,
     load_config,
 )
-from broker.errors import (
+from switchyard.broker.errors import (
     BrokerError,
     BrokerUnavailable,
     ConfigError,
@@ -23,9 +23,9 @@ from broker.errors import (
     RedisSettingsError,
     SwitchyardError,
 )
-from broker.jobs import JobRecord, read_job
-from broker.keys import GROUP, JobId, Keys, PartitionKeys, PoolKeys
-from broker.schemas import (
+from switchyard.broker.jobs import JobRecord, read_job
+from switchyard.broker.keys import GROUP, JobId, Keys, PartitionKeys, PoolKeys
+from switchyard.broker.schemas import (
     PRIORITIES,
     TERMINAL_STATES,
     ChatMessage,
@@ -43,9 +43,9 @@ from broker.schemas import (
     decode_envelope,
     now_ms,
 )
-from broker.scripts import Scripts
-from broker.settings import RedisSettings
-from broker.streams import StreamEntry, ensure_groups, parse_stream_reply
+from switchyard.broker.scripts import Scripts
+from switchyard.broker.settings import RedisSettings
+from switchyard.broker.streams import StreamEntry, ensure_groups, parse_stream_reply
 
 __all__ = [
     "GROUP",

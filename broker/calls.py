@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from broker.config import JobsConfig
-from broker.keys import GROUP
-from broker.schemas import ErrorInfo, JobOutcome, JobState, now_ms
-from broker.scripts import ScriptCall
+from switchyard.broker.config import JobsConfig
+from switchyard.broker.keys import GROUP
+from switchyard.broker.schemas import ErrorInfo, JobOutcome, JobState, now_ms
+from switchyard.broker.scripts import ScriptCall
 
 __all__ = ["EnqueueJob", "StreamPolicy", "TenantQuota", "cancel_call", "enqueue_call"]
 

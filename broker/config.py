@@ -20,8 +20,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
 
-from broker.errors import ConfigError
-from broker.keys import POOL_NAME, TENANT_NAME
+from switchyard.broker.errors import ConfigError
+from switchyard.broker.keys import POOL_NAME, TENANT_NAME
 
 __all__ = [
     "DEFAULT_REDIS_URL",

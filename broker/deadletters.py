@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from broker.errors import EntryDecodeError
-from broker.keys import PartitionKeys
-from broker.schemas import decode_envelope, now_ms
-from broker.scripts import Scripts
-from broker.streams import parse_stream_reply
+from switchyard.broker.errors import EntryDecodeError
+from switchyard.broker.keys import PartitionKeys
+from switchyard.broker.schemas import decode_envelope, now_ms
+from switchyard.broker.scripts import Scripts
+from switchyard.broker.streams import parse_stream_reply
 
 __all__ = ["DeadLetter", "list_dead", "purge", "replay"]
 

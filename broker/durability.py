@@ -20,7 +20,7 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from broker.errors import DurabilityUnavailable
+from switchyard.broker.errors import DurabilityUnavailable
 
 __all__ = ["DurabilityProbe", "FsyncMode", "version_tuple", "waitaof_failure"]
 

@@ -9,8 +9,8 @@
         ├── JobIdError              a job id that does not name a pool and partition
         └── EntryDecodeError        a stream entry that does not decode or validate
 
-Other packages hang their own trees under ``SwitchyardError`` (``dispatcher.errors``,
-``workers.errors``).
+Other packages hang their own trees under ``SwitchyardError`` (``switchyard.dispatcher.errors``,
+``switchyard.workers.errors``).
 """
 
 from __future__ import annotations

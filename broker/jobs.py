@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from broker.keys import PartitionKeys
-from broker.schemas import TERMINAL_STATES, JobOutcome, JobState
+from switchyard.broker.keys import PartitionKeys
+from switchyard.broker.schemas import TERMINAL_STATES, JobOutcome, JobState
 
 __all__ = ["JobRecord", "read_job"]
 

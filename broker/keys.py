@@ -32,8 +32,8 @@ import secrets
 from dataclasses import dataclass
 from functools import cached_property
 
-from broker.errors import JobIdError
-from broker.schemas import PRIORITIES, Priority
+from switchyard.broker.errors import JobIdError
+from switchyard.broker.schemas import PRIORITIES, Priority
 
 __all__ = [
     "GROUP",

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from broker.errors import EntryDecodeError
+from switchyard.broker.errors import EntryDecodeError
 
 __all__ = [
     "MAX_STOP",

@@ -19,7 +19,7 @@ from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from broker.durability import waitaof_failure
+from switchyard.broker.durability import waitaof_failure
 
 __all__ = ["ScriptCall", "ScriptName", "Scripts", "grouped"]
 
@@ -46,7 +46,7 @@ def grouped(items: Iterable[T], key: Callable[[T], str], size: int) -> list[list
 
 
 def _source(name: str) -> str:
-    return resources.files("broker").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    return resources.files("switchyard.broker").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
 class Scripts:

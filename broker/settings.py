@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import DataError
 
-from broker.errors import RedisSettingsError
+from switchyard.broker.errors import RedisSettingsError
 
 __all__ = ["RedisSettings"]
 

@@ -10,7 +10,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from broker.keys import GROUP, PartitionKeys
+from switchyard.broker.keys import GROUP, PartitionKeys
 
 __all__ = ["AutoClaim", "PendingEntry", "StreamEntry", "deadline_of", "ensure_groups",
            "forget_consumer", "last_delivered", "parse_autoclaim", "parse_stream_reply",

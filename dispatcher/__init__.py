@@ -1,6 +1,6 @@
 """Switchyard's dispatcher: admission control, routing, and the enqueue API.
 
-    from dispatcher import Client
+    from switchyard.dispatcher import Client
     with Client() as client:
         vectors = client.embed("minilm", "hello").result().vectors
         for delta in client.chat("tiny-llama", [{"role": "user", "content": "hi"}],
@@ -8,8 +8,8 @@
             print(delta, end="")
 """
 
-from dispatcher.client import AsyncClient
-from dispatcher.errors import (
+from switchyard.dispatcher.client import AsyncClient
+from switchyard.dispatcher.errors import (
     AdmissionRejected,
     ClientError,
     InvalidRequest,
@@ -21,8 +21,8 @@ from dispatcher.errors import (
     ResultTimeout,
     UnknownModel,
 )
-from dispatcher.jobs import AsyncJob
-from dispatcher.sync import Client, Job
+from switchyard.dispatcher.jobs import AsyncJob
+from switchyard.dispatcher.sync import Client, Job
 
 __all__ = [
     "AdmissionRejected",

@@ -10,10 +10,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import cast
 
-from broker.config import load_config
-from broker.schemas import Priority
-from dispatcher.client import AsyncClient
-from dispatcher.jobs import AnyResult, AsyncJob
+from switchyard.broker.config import load_config
+from switchyard.broker.schemas import Priority
+from switchyard.dispatcher.client import AsyncClient
+from switchyard.dispatcher.jobs import AnyResult, AsyncJob
 
 __all__ = ["ChatOptions", "SubmitOptions", "add_parser", "submit"]
 

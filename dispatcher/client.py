@@ -1,4 +1,5 @@
-"""The asynchronous enqueue API. :class:`dispatcher.sync.Client` wraps it for sync code."""
+"""The asynchronous enqueue API. :class:`switchyard.dispatcher.sync.Client` wraps it for sync
+code."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from typing import Self, get_args
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from broker.config import ModelConfig, PoolConfig, SwitchyardConfig, load_config
-from broker.durability import DurabilityProbe
-from broker.errors import BrokerUnavailable
-from broker.keys import TENANT_NAME, JobIdSource, Keys, PartitionKeys
-from broker.schemas import (
+from switchyard.broker.config import ModelConfig, PoolConfig, SwitchyardConfig, load_config
+from switchyard.broker.durability import DurabilityProbe
+from switchyard.broker.errors import BrokerUnavailable
+from switchyard.broker.keys import TENANT_NAME, JobIdSource, Keys, PartitionKeys
+from switchyard.broker.schemas import (
     ChatMessage,
     ChatRequest,
     ChatResult,
@@ -30,9 +31,9 @@ from broker.schemas import (
     Priority,
     now_ms,
 )
-from broker.scripts import Scripts
-from broker.settings import RedisSettings
-from dispatcher.admission import (
+from switchyard.broker.scripts import Scripts
+from switchyard.broker.settings import RedisSettings
+from switchyard.dispatcher.admission import (
     Admitted,
     Aged,
     Duplicate,
@@ -44,11 +45,11 @@ from dispatcher.admission import (
     parse_admission,
     retry_after,
 )
-from dispatcher.errors import AdmissionRejected, InvalidRequest, UnknownModel
-from dispatcher.jobs import AnyResult, AsyncJob, R
-from dispatcher.policies import Policies
-from dispatcher.replies import ReplyRouter
-from dispatcher.submitter import Enqueue, Submission, Submitter
+from switchyard.dispatcher.errors import AdmissionRejected, InvalidRequest, UnknownModel
+from switchyard.dispatcher.jobs import AnyResult, AsyncJob, R
+from switchyard.dispatcher.policies import Policies
+from switchyard.dispatcher.replies import ReplyRouter
+from switchyard.dispatcher.submitter import Enqueue, Submission, Submitter
 
 __all__ = ["AsyncClient"]
 

@@ -12,7 +12,7 @@
             ├── JobCancelled
             └── JobExpired               its deadline passed before it ran
 
-The enqueue API also raises two errors of the broker layer (``broker.errors``):
+The enqueue API also raises two errors of the broker layer (``switchyard.broker.errors``):
 ``BrokerUnavailable`` (Redis did not answer within ``[redis] timeout_s`` or the job's
 deadline) and ``DurabilityUnavailable`` (a ``durable=True`` enqueue the server cannot
 confirm on disk).
@@ -20,7 +20,7 @@ confirm on disk).
 
 from __future__ import annotations
 
-from broker.errors import SwitchyardError
+from switchyard.broker.errors import SwitchyardError
 
 __all__ = [
     "AdmissionRejected",

@@ -7,10 +7,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
-from broker.calls import cancel_call
-from broker.jobs import JobRecord, read_job
-from broker.schemas import ChatResult, EmbedResult, ErrorInfo, JobOutcome, JobState
-from dispatcher.errors import (
+from switchyard.broker.calls import cancel_call
+from switchyard.broker.jobs import JobRecord, read_job
+from switchyard.broker.schemas import ChatResult, EmbedResult, ErrorInfo, JobOutcome, JobState
+from switchyard.dispatcher.errors import (
     JobCancelled,
     JobError,
     JobExpired,
@@ -20,8 +20,8 @@ from dispatcher.errors import (
 )
 
 if TYPE_CHECKING:
-    from dispatcher.client import AsyncClient
-    from dispatcher.replies import Deltas
+    from switchyard.dispatcher.client import AsyncClient
+    from switchyard.dispatcher.replies import Deltas
 
 __all__ = ["AnyResult", "AsyncJob", "outcome_result"]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import math
 
-from broker.calls import StreamPolicy, TenantQuota
-from broker.config import DEFAULT_TENANT, PoolConfig, SwitchyardConfig, TenantConfig
-from broker.keys import PartitionKeys
-from broker.schemas import PRIORITIES, Priority
+from switchyard.broker.calls import StreamPolicy, TenantQuota
+from switchyard.broker.config import DEFAULT_TENANT, PoolConfig, SwitchyardConfig, TenantConfig
+from switchyard.broker.keys import PartitionKeys
+from switchyard.broker.schemas import PRIORITIES, Priority
 
 __all__ = ["Policies"]
 

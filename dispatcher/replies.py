@@ -27,9 +27,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from broker.retry import Backoff
-from broker.streams import parse_stream_reply
-from dispatcher.errors import JobNotFound
+from switchyard.broker.retry import Backoff
+from switchyard.broker.streams import parse_stream_reply
+from switchyard.dispatcher.errors import JobNotFound
 
 __all__ = ["Deltas", "ReplyRouter"]
 

@@ -11,10 +11,10 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from broker.calls import StreamPolicy, enqueue_call
-from broker.errors import BrokerUnavailable, DurabilityUnavailable
-from broker.schemas import ChatRequest, EmbedRequest, Priority
-from broker.scripts import ScriptCall, Scripts, grouped
+from switchyard.broker.calls import StreamPolicy, enqueue_call
+from switchyard.broker.errors import BrokerUnavailable, DurabilityUnavailable
+from switchyard.broker.schemas import ChatRequest, EmbedRequest, Priority
+from switchyard.broker.scripts import ScriptCall, Scripts, grouped
 
 __all__ = ["Enqueue", "Submission", "Submitter"]
 

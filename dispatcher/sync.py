@@ -6,11 +6,18 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Generic, Self
 
-from broker.config import SwitchyardConfig
-from broker.schemas import ChatMessage, ChatResult, EmbedResult, JobOutcome, JobState, Priority
-from dispatcher.client import AsyncClient
-from dispatcher.jobs import AnyResult, AsyncJob, R_co
-from dispatcher.portal import Portal
+from switchyard.broker.config import SwitchyardConfig
+from switchyard.broker.schemas import (
+    ChatMessage,
+    ChatResult,
+    EmbedResult,
+    JobOutcome,
+    JobState,
+    Priority,
+)
+from switchyard.dispatcher.client import AsyncClient
+from switchyard.dispatcher.jobs import AnyResult, AsyncJob, R_co
+from switchyard.dispatcher.portal import Portal
 
 __all__ = ["Client", "Job"]
 

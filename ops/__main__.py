@@ -1,3 +1,5 @@
-from ops.cli import main
+"""``python -m switchyard.ops``: the ``switchyard`` command."""
+
+from switchyard.ops.cli import main
 
 raise SystemExit(main())

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from redis.exceptions import RedisError
-
-from broker.errors import SwitchyardError
-from dispatcher import cli as dispatcher_cli
-from ops import dlq, fake_provider
-from ops import status as status_cli
-from ops.bench import cli as bench_cli
-from ops.stack import UpOptions, up
-from workers import cli as workers_cli
+from switchyard.broker.commands import run_command
+from switchyard.dispatcher import cli as dispatcher_cli
+from switchyard.ops import dlq, fake_provider
+from switchyard.ops import status as status_cli
+from switchyard.ops.bench import cli as bench_cli
+from switchyard.ops.stack import UpOptions, up
+from switchyard.workers import cli as workers_cli
 
 __all__ = ["build_parser", "main"]
 
@@ -43,23 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    ns = parser.parse_args(argv)
-    handler: Callable[[argparse.Namespace], int] = ns.handler
-    try:
-        return handler(ns)
-    except SwitchyardError as exc:
-        _fail(f"{type(exc).__name__}: {exc}")
-    except (RedisError, ConnectionError) as exc:
-        _fail(f"Redis is not reachable ({exc}); is `switchyard up` running, or --redis-url set?")
-    except KeyboardInterrupt:
-        return 130
-    return 1
-
-
-def _fail(message: str) -> None:
-    logging.shutdown()
-    print(f"switchyard: error: {message}", file=sys.stderr)
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

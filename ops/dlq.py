@@ -13,12 +13,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from broker.config import load_config
-from broker.deadletters import DeadLetter, list_dead, purge, replay
-from broker.errors import ConfigError
-from broker.keys import Keys, PartitionKeys
-from broker.scripts import Scripts
-from broker.settings import RedisSettings
+from switchyard.broker.config import load_config
+from switchyard.broker.deadletters import DeadLetter, list_dead, purge, replay
+from switchyard.broker.errors import ConfigError
+from switchyard.broker.keys import Keys, PartitionKeys
+from switchyard.broker.scripts import Scripts
+from switchyard.broker.settings import RedisSettings
 
 __all__ = ["DlqOptions", "add_parser", "run"]
 

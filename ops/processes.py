@@ -1,36 +1,23 @@
-"""Worker child processes: the command line, and a handle that stops them by PID."""
+"""A worker child process for the benchmarks and tests: started, waited for until it has
+registered, and stopped by its PID."""
 
 from __future__ import annotations
 
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import redis
 
-from broker.config import SwitchyardConfig
-from broker.errors import SwitchyardError
-from broker.keys import Keys
-from workers.supervisor import stop_process
+from switchyard.broker.config import SwitchyardConfig
+from switchyard.broker.errors import SwitchyardError
+from switchyard.broker.keys import Keys
+from switchyard.workers.cli import worker_command
+from switchyard.workers.supervisor import stop_process
 
-__all__ = ["WorkerProcess", "watchdog_command", "worker_command"]
-
-
-def worker_command(pool: str, redis_url: str, config: str | Path | None = None) -> list[str]:
-    args = [sys.executable, "-m", "ops", "worker", "--pool", pool, "--redis-url", redis_url]
-    if config is not None:
-        args += ["--config", str(config)]
-    return args
-
-
-def watchdog_command(redis_url: str, config: str | Path | None = None) -> list[str]:
-    args = [sys.executable, "-m", "ops", "watchdog", "--redis-url", redis_url]
-    if config is not None:
-        args += ["--config", str(config)]
-    return args
+__all__ = ["WorkerProcess"]
 
 
 class WorkerProcess:
@@ -42,7 +29,7 @@ class WorkerProcess:
         self.redis_url = redis_url
         self.config = config
         self.log = log or config_path.with_name(f"worker-{pool}.log")
-        self.args = worker_command(pool, redis_url, config_path)
+        self.args = worker_command(pool, config=config_path, redis_url=redis_url)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 120.0) -> WorkerProcess:
@@ -57,7 +44,7 @@ class WorkerProcess:
 
     def wait_ready(self, timeout_s: float = 120.0) -> WorkerProcess:
         """Wait until this worker's consumer is in the pool's registry of live workers
-        (consumer names hold the PID: see ``workers.runtime.consumer_name``)."""
+        (consumer names hold the PID: see ``switchyard.workers.runtime.consumer_name``)."""
         assert self.process is not None
         key = Keys(self.config.redis.prefix).pool(self.pool).workers
         mine = re.compile(rf"-{self.process.pid}-[0-9a-f]+$")

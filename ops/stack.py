@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from broker.config import SwitchyardConfig, load_config
-from broker.errors import ConfigError
-from ops.processes import watchdog_command, worker_command
-from ops.redis_server import RedisServer
-from workers.supervisor import Supervisor, stop_signals
+from switchyard.broker.config import SwitchyardConfig, load_config
+from switchyard.broker.errors import ConfigError
+from switchyard.ops.redis_server import RedisServer
+from switchyard.workers.cli import watchdog_command, worker_command
+from switchyard.workers.supervisor import Supervisor, stop_signals
 
 __all__ = ["UpOptions", "up"]
 
@@ -46,12 +46,13 @@ def up(options: UpOptions) -> int:
             if provider.local_fake:  # stands in for an external API: see README
                 port = str(urlsplit(provider.base_url).port or 80)
                 supervisor.start(f"fake provider {name}", [
-                    sys.executable, "-m", "ops", "fake-provider", "--port", port],
+                    sys.executable, "-m", "switchyard.ops", "fake-provider", "--port", port],
                     options.state_dir / "logs" / f"fake-provider-{name}.log")
         for pool in config.pools:
-            supervisor.start(f"worker for pool {pool}", worker_command(pool, url, options.config),
+            supervisor.start(f"worker for pool {pool}",
+                             worker_command(pool, config=options.config, redis_url=url),
                              options.state_dir / "logs" / f"worker-{pool}.log")
-        supervisor.start("watchdog", watchdog_command(url, options.config),
+        supervisor.start("watchdog", watchdog_command(config=options.config, redis_url=url),
                          options.state_dir / "logs" / "watchdog.log")
         _banner(config, url, options.state_dir)
         supervisor.run(stopping)

@@ -11,11 +11,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from broker.config import SwitchyardConfig, load_config
-from broker.keys import GROUP, Keys
-from broker.schemas import PRIORITIES, now_ms
-from broker.settings import RedisSettings
-from workers.memory import format_size
+from switchyard.broker.config import SwitchyardConfig, load_config
+from switchyard.broker.keys import GROUP, Keys
+from switchyard.broker.schemas import PRIORITIES, now_ms
+from switchyard.broker.settings import RedisSettings
+from switchyard.broker.units import format_size
 
 __all__ = ["PoolStatus", "StreamStatus", "add_parser", "collect"]
 

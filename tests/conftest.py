@@ -4,25 +4,51 @@ a key prefix of its own per test, and in-process workers that are always stopped
 from __future__ import annotations
 
 import asyncio
+import importlib.abc
+import importlib.machinery
 import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 
-from broker.config import SwitchyardConfig
-from broker.settings import RedisSettings
-from ops.redis_server import RedisServer
-from workers.engines import EchoEngine, Engine
-from workers.memory import MemoryProbe
-from workers.runtime import Worker
+from switchyard.broker.config import SwitchyardConfig
+from switchyard.broker.settings import RedisSettings
+from switchyard.ops.redis_server import RedisServer
+from switchyard.workers.engines import EchoEngine, Engine
+from switchyard.workers.memory import MemoryProbe
+from switchyard.workers.runtime import Worker
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Child processes get no working directory on sys.path (``python -m`` would add it), so
+# from the repository root they see only what is installed, as they would anywhere else.
+os.environ["PYTHONSAFEPATH"] = "1"
+
+
+class _InstalledNamesOnly(importlib.abc.MetaPathFinder):
+    """Refuses the folders' bare names (``broker``, ...). pytest puts the repository root
+    on sys.path for the ``tests`` package, where they would import; installed, only
+    ``switchyard.broker`` and the others exist, so code that names a folder (an import, or
+    a string such as ``resources.files("broker")``) must fail here too."""
+
+    FOLDERS = frozenset({"broker", "dispatcher", "workers", "ops"})
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname.partition(".")[0] in self.FOLDERS:
+            raise ModuleNotFoundError(f"No module named {fullname!r} (installed as "
+                                      f"switchyard.{fullname})", name=fullname)
+        return None
+
+
+sys.meta_path.insert(0, _InstalledNamesOnly())
 
 
 @pytest.fixture(scope="session")

@@ -12,13 +12,13 @@ import fakeredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker import Keys
-from broker.errors import EntryDecodeError, SwitchyardError
-from broker.schemas import JobEnvelope, decode_envelope
-from broker.streams import StreamEntry, deadline_of
-from dispatcher import AsyncClient
+from switchyard.broker import Keys
+from switchyard.broker.errors import EntryDecodeError, SwitchyardError
+from switchyard.broker.schemas import JobEnvelope, decode_envelope
+from switchyard.broker.streams import StreamEntry, deadline_of
+from switchyard.dispatcher import AsyncClient
+from switchyard.workers.puller import Puller
 from tests.conftest import make_config
-from workers.puller import Puller
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),

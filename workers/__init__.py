@@ -3,10 +3,10 @@
 GPU engines import torch only when built; importing this package does not.
 """
 
-from workers.engines import EchoEngine, Engine, EngineOutput, build_engine
-from workers.errors import EngineUnavailable, UnknownPool, WorkerError
-from workers.runtime import Worker, WorkerStats
-from workers.scheduler import PriorityScheduler
+from switchyard.workers.engines import EchoEngine, Engine, EngineOutput, build_engine
+from switchyard.workers.errors import EngineUnavailable, UnknownPool, WorkerError
+from switchyard.workers.runtime import Worker, WorkerStats
+from switchyard.workers.scheduler import PriorityScheduler
 
 __all__ = [
     "EchoEngine",

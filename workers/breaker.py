@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from broker.config import BridgeConfig
-from broker.keys import Keys
-from broker.scripts import Scripts
+from switchyard.broker.config import BridgeConfig
+from switchyard.broker.keys import Keys
+from switchyard.broker.scripts import Scripts
 
 __all__ = ["Breakers", "RetryBudget", "Verdict"]
 

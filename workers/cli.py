@@ -3,6 +3,10 @@
 ``--device cuda:N`` serves one GPU; ``--device all`` starts one worker process per visible
 GPU (each with its own memory probe and metrics port: ``--metrics-port`` + N) and restarts
 any that dies, with backoff, until it is sent SIGTERM or SIGINT.
+
+The same sub-commands run as ``python -m switchyard.workers worker|watchdog``: that is how
+every supervisor (``--device all``, ``switchyard up``, the benchmarks) starts its children
+(:func:`worker_command`, :func:`watchdog_command`), so a child loads no CLI but its own.
 """
 
 from __future__ import annotations
@@ -15,19 +19,20 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import ByteSize, TypeAdapter, ValidationError
+from pydantic import ByteSize
 
-from broker.config import load_config
-from broker.errors import ConfigError
-from broker.settings import RedisSettings
-from workers.engines import build_engine
-from workers.errors import EngineUnavailable, UnknownPool
-from workers.memory import choose_probe
-from workers.runtime import Worker
-from workers.supervisor import Supervisor, stop_signals
-from workers.watchdog import Watchdog
+from switchyard.broker.config import load_config
+from switchyard.broker.settings import RedisSettings
+from switchyard.broker.units import parse_size
+from switchyard.workers.engines import build_engine
+from switchyard.workers.errors import EngineUnavailable, UnknownPool
+from switchyard.workers.memory import choose_probe
+from switchyard.workers.runtime import Worker
+from switchyard.workers.supervisor import Supervisor, stop_signals
+from switchyard.workers.watchdog import Watchdog
 
-__all__ = ["WorkerOptions", "add_parser", "gpu_devices", "serve"]
+__all__ = ["WorkerOptions", "add_parser", "build_parser", "gpu_devices", "serve",
+           "watchdog_command", "worker_command"]
 
 log = logging.getLogger("switchyard.worker")
 
@@ -51,13 +56,49 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--memory-budget", help="fixed memory budget per batch, e.g. 2GiB")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     p.set_defaults(handler=lambda ns: serve(WorkerOptions(
-        ns.pool, ns.config, ns.device, ns.redis_url, _size(ns.memory_budget),
+        ns.pool, ns.config, ns.device, ns.redis_url,
+        None if ns.memory_budget is None else parse_size(ns.memory_budget,
+                                                         what="--memory-budget"),
         ns.metrics_port)))
     w = sub.add_parser("watchdog", help="re-queue the work of dead or hung workers "
                        "(several may run at once)")
     w.add_argument("--config", help="TOML config file (default: $SWITCHYARD_CONFIG, builtin)")
     w.add_argument("--redis-url", help="overrides [redis] url")
     w.set_defaults(handler=lambda ns: watch(ns.config, ns.redis_url))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m switchyard.workers``: the worker and watchdog commands."""
+    parser = argparse.ArgumentParser(
+        prog="python -m switchyard.workers",
+        description="Switchyard's worker and watchdog processes (`switchyard worker`, "
+                    "`switchyard watchdog`).")
+    add_parser(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    return parser
+
+
+def worker_command(pool: str, *, config: str | Path | None = None,
+                   redis_url: str | None = None, device: str | None = None,
+                   memory_budget: int | None = None,
+                   metrics_port: int | None = None) -> list[str]:
+    """The command line of one worker process, for a supervisor to start."""
+    return _command("worker", ("--pool", pool), ("--device", device), ("--config", config),
+                    ("--redis-url", redis_url), ("--memory-budget", memory_budget),
+                    ("--metrics-port", metrics_port))
+
+
+def watchdog_command(*, config: str | Path | None = None,
+                     redis_url: str | None = None) -> list[str]:
+    """The command line of one watchdog process, for a supervisor to start."""
+    return _command("watchdog", ("--config", config), ("--redis-url", redis_url))
+
+
+def _command(name: str, *flags: tuple[str, object]) -> list[str]:
+    args = [sys.executable, "-m", "switchyard.workers", name]
+    for flag, value in flags:
+        if value is not None:
+            args += [flag, str(value)]
+    return args
 
 
 def watch(config_path: str | None, redis_url: str | None) -> int:
@@ -83,15 +124,6 @@ async def _watch(config_path: str | None, redis_url: str | None) -> int:
     return 0
 
 
-def _size(text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        return int(TypeAdapter(ByteSize).validate_python(text))
-    except ValidationError:
-        raise ConfigError(f"--memory-budget {text!r} is not a size (e.g. 2GiB, 512MiB)") from None
-
-
 def serve(options: WorkerOptions) -> int:
     """Run a worker until SIGTERM or SIGINT, then drain and exit 0."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -115,14 +147,11 @@ def gpu_devices(count: int | None = None) -> list[str]:
 
 
 def child_command(options: WorkerOptions, device: str, index: int) -> list[str]:
-    args = [sys.executable, "-m", "ops", "worker", "--pool", options.pool, "--device", device]
-    for flag, value in (("--config", options.config), ("--redis-url", options.redis_url),
-                        ("--memory-budget", options.memory_budget),
-                        ("--metrics-port", None if options.metrics_port is None
-                         else options.metrics_port + index)):
-        if value is not None:
-            args += [flag, str(value)]
-    return args
+    """The command line of ``--device all``'s worker on ``device``, its ``index``-th GPU."""
+    return worker_command(options.pool, config=options.config, redis_url=options.redis_url,
+                          device=device, memory_budget=options.memory_budget,
+                          metrics_port=None if options.metrics_port is None
+                          else options.metrics_port + index)
 
 
 def _serve_all(options: WorkerOptions, devices: list[str]) -> int:

@@ -27,10 +27,10 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-from broker.retry import until_done
-from broker.schemas import ChatRequest
-from workers.engines.base import Emit
-from workers.puller import Pulled
+from switchyard.broker.retry import until_done
+from switchyard.broker.schemas import ChatRequest
+from switchyard.workers.engines.base import Emit
+from switchyard.workers.puller import Pulled
 
 __all__ = ["DeltaPublisher"]
 

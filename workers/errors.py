@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from broker.errors import SwitchyardError
+from switchyard.broker.errors import SwitchyardError
 
 __all__ = ["EngineUnavailable", "OutOfMemory", "UnknownPool", "WorkerError"]
 

@@ -13,11 +13,11 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from broker.schemas import ErrorInfo, ServedBy
-from workers.deltas import DeltaPublisher
-from workers.engines.base import Engine, EngineOutput
-from workers.errors import OutOfMemory
-from workers.puller import Pulled
+from switchyard.broker.schemas import ErrorInfo, ServedBy
+from switchyard.workers.deltas import DeltaPublisher
+from switchyard.workers.engines.base import Engine, EngineOutput
+from switchyard.workers.errors import OutOfMemory
+from switchyard.workers.puller import Pulled
 
 __all__ = ["Crashed", "Executor"]
 

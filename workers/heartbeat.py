@@ -12,10 +12,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from broker.config import PoolConfig
-from broker.keys import PoolKeys
-from broker.schemas import now_ms
-from workers.periodic import every
+from switchyard.broker.config import PoolConfig
+from switchyard.broker.keys import PoolKeys
+from switchyard.broker.schemas import now_ms
+from switchyard.workers.periodic import every
 
 __all__ = ["Heartbeat", "describe"]
 

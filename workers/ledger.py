@@ -7,12 +7,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from broker.config import DEFAULT_TENANT, SwitchyardConfig
-from broker.keys import GROUP, PartitionKeys
-from broker.schemas import ChatResult, EmbedResult, ErrorInfo, JobOutcome, JobState, now_ms
-from broker.scripts import ScriptCall, Scripts, grouped
-from broker.streams import StreamEntry
-from workers.puller import Pulled
+from switchyard.broker.config import DEFAULT_TENANT, SwitchyardConfig
+from switchyard.broker.keys import GROUP, PartitionKeys
+from switchyard.broker.schemas import (
+    ChatResult,
+    EmbedResult,
+    ErrorInfo,
+    JobOutcome,
+    JobState,
+    now_ms,
+)
+from switchyard.broker.scripts import ScriptCall, Scripts, grouped
+from switchyard.broker.streams import StreamEntry
+from switchyard.workers.puller import Pulled
 
 __all__ = [
     "Finish", "Finished", "Ledger", "dead_letters", "expire_call", "failure", "outcomes",

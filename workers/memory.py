@@ -18,18 +18,14 @@ import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pydantic import ByteSize
+from switchyard.broker.units import format_size
 
 __all__ = ["Budget", "FixedBudget", "MemoryProbe", "MemoryReading", "NvmlProbe", "TorchProbe",
-           "choose_probe", "format_size"]
+           "choose_probe"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CPU_BUDGET = 2 << 30
-
-
-def format_size(size: float) -> str:
-    return ByteSize(int(size)).human_readable(separator=" ")
 
 
 @dataclass(frozen=True)

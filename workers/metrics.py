@@ -24,8 +24,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from broker.schemas import ChatResult
-from workers.memory import MemoryReading
+from switchyard.broker.schemas import ChatResult
+from switchyard.workers.memory import MemoryReading
 
 __all__ = ["WorkerMetrics"]
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from broker.config import ENGINE_KINDS, SwitchyardConfig
-from broker.errors import EntryDecodeError
-from broker.keys import GROUP, PartitionKeys
-from broker.schemas import PRIORITIES, JobEnvelope, Priority, decode_envelope
-from broker.streams import StreamEntry, parse_stream_reply
-from workers.scheduler import PriorityScheduler
+from switchyard.broker.config import ENGINE_KINDS, SwitchyardConfig
+from switchyard.broker.errors import EntryDecodeError
+from switchyard.broker.keys import GROUP, PartitionKeys
+from switchyard.broker.schemas import PRIORITIES, JobEnvelope, Priority, decode_envelope
+from switchyard.broker.streams import StreamEntry, parse_stream_reply
+from switchyard.workers.scheduler import PriorityScheduler
 
 __all__ = ["Pulled", "Puller"]
 

@@ -10,9 +10,9 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from broker.config import ProviderConfig
-from broker.keys import Keys
-from broker.scripts import Scripts
+from switchyard.broker.config import ProviderConfig
+from switchyard.broker.keys import Keys
+from switchyard.broker.scripts import Scripts
 
 __all__ = ["RateLimits", "announced_pause"]
 

@@ -21,27 +21,27 @@ from typing import ParamSpec, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from broker.config import SwitchyardConfig
-from broker.keys import Keys
-from broker.retry import Backoff, until_done
-from broker.schemas import (
+from switchyard.broker.config import SwitchyardConfig
+from switchyard.broker.keys import Keys
+from switchyard.broker.retry import Backoff, until_done
+from switchyard.broker.schemas import (
     ServedBy,
     now_ms,
 )
-from broker.scripts import Scripts
-from broker.streams import ensure_groups, forget_consumer
-from workers.deltas import DeltaPublisher
-from workers.engines.base import Engine, EngineOutput
-from workers.errors import UnknownPool
-from workers.execute import Crashed, Executor
-from workers.heartbeat import Heartbeat, describe
-from workers.ledger import Ledger, dead_letters, outcomes
-from workers.memory import Budget, FixedBudget, MemoryProbe, choose_probe
-from workers.metrics import WorkerMetrics
-from workers.puller import Pulled, Puller
-from workers.sizing import BatchSizer
-from workers.spend import record_spend
-from workers.spill import Spiller
+from switchyard.broker.scripts import Scripts
+from switchyard.broker.streams import ensure_groups, forget_consumer
+from switchyard.workers.deltas import DeltaPublisher
+from switchyard.workers.engines.base import Engine, EngineOutput
+from switchyard.workers.errors import UnknownPool
+from switchyard.workers.execute import Crashed, Executor
+from switchyard.workers.heartbeat import Heartbeat, describe
+from switchyard.workers.ledger import Ledger, dead_letters, outcomes
+from switchyard.workers.memory import Budget, FixedBudget, MemoryProbe, choose_probe
+from switchyard.workers.metrics import WorkerMetrics
+from switchyard.workers.puller import Pulled, Puller
+from switchyard.workers.sizing import BatchSizer
+from switchyard.workers.spend import record_spend
+from switchyard.workers.spill import Spiller
 
 __all__ = ["Worker", "WorkerStats", "consumer_name"]
 

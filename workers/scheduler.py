@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from broker.schemas import PRIORITIES, Priority
+from switchyard.broker.schemas import PRIORITIES, Priority
 
 __all__ = ["PriorityScheduler"]
 

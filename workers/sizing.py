@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from broker.config import PoolConfig
-from broker.schemas import JobEnvelope, JobState
-from workers.engines.base import Engine
-from workers.ledger import Finish, failure
-from workers.memory import Budget, MemoryReading, format_size
-from workers.puller import Pulled
+from switchyard.broker.config import PoolConfig
+from switchyard.broker.schemas import JobEnvelope, JobState
+from switchyard.broker.units import format_size
+from switchyard.workers.engines.base import Engine
+from switchyard.workers.ledger import Finish, failure
+from switchyard.workers.memory import Budget, MemoryReading
+from switchyard.workers.puller import Pulled
 
 __all__ = ["BatchSizer"]
 

@@ -9,11 +9,11 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-from broker.keys import Keys
-from broker.schemas import ChatResult, EmbedResult
-from workers.engines.base import EngineOutput
-from workers.metrics import WorkerMetrics
-from workers.puller import Pulled
+from switchyard.broker.keys import Keys
+from switchyard.broker.schemas import ChatResult, EmbedResult
+from switchyard.workers.engines.base import EngineOutput
+from switchyard.workers.metrics import WorkerMetrics
+from switchyard.workers.puller import Pulled
 
 __all__ = ["record_spend"]
 

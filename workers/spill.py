@@ -20,14 +20,14 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from broker.calls import StreamPolicy, cancel_call, enqueue_call
-from broker.config import DEFAULT_TENANT, SwitchyardConfig
-from broker.errors import EntryDecodeError
-from broker.keys import GROUP, JobIdSource, Keys, PartitionKeys
-from broker.schemas import PRIORITIES, decode_envelope, now_ms
-from broker.scripts import Scripts
-from broker.streams import StreamEntry, last_delivered, parse_stream_reply
-from workers.periodic import every
+from switchyard.broker.calls import StreamPolicy, cancel_call, enqueue_call
+from switchyard.broker.config import DEFAULT_TENANT, SwitchyardConfig
+from switchyard.broker.errors import EntryDecodeError
+from switchyard.broker.keys import GROUP, JobIdSource, Keys, PartitionKeys
+from switchyard.broker.schemas import PRIORITIES, decode_envelope, now_ms
+from switchyard.broker.scripts import Scripts
+from switchyard.broker.streams import StreamEntry, last_delivered, parse_stream_reply
+from switchyard.workers.periodic import every
 
 __all__ = ["Spiller"]
 

@@ -33,11 +33,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from broker.config import SwitchyardConfig
-from broker.keys import GROUP, Keys, PartitionKeys, PoolKeys
-from broker.schemas import now_ms
-from broker.scripts import Scripts
-from broker.streams import (
+from switchyard.broker.config import SwitchyardConfig
+from switchyard.broker.keys import GROUP, Keys, PartitionKeys, PoolKeys
+from switchyard.broker.schemas import now_ms
+from switchyard.broker.scripts import Scripts
+from switchyard.broker.streams import (
     StreamEntry,
     deadline_of,
     last_delivered,
@@ -46,8 +46,8 @@ from broker.streams import (
     pending_of,
     read_entries,
 )
-from workers.ledger import expire_call, requeue_call
-from workers.periodic import every
+from switchyard.workers.ledger import expire_call, requeue_call
+from switchyard.workers.periodic import every
 
 __all__ = ["Watchdog", "WatchdogStats"]
 

@@ -23,13 +23,13 @@ from dataclasses import asdict, dataclass
 
 import httpx
 
-from broker.config import SwitchyardConfig
-from dispatcher.client import AsyncClient
-from dispatcher.errors import JobError
-from ops.bench.common import bench_env, closed_loop, percentile
-from ops.processes import WorkerProcess
-from ops.redis_server import free_port
-from workers.supervisor import stop_process
+from switchyard.broker.config import SwitchyardConfig
+from switchyard.dispatcher.client import AsyncClient
+from switchyard.dispatcher.errors import JobError
+from switchyard.ops.bench.common import bench_env, closed_loop, percentile
+from switchyard.ops.processes import WorkerProcess
+from switchyard.ops.redis_server import free_port
+from switchyard.workers.supervisor import stop_process
 
 __all__ = ["BridgeBenchOptions", "BridgeReport", "run_bridge_bench"]
 
@@ -88,7 +88,7 @@ class _Fake:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ops", "fake-provider", "--port", str(self.port),
+            [sys.executable, "-m", "switchyard.ops", "fake-provider", "--port", str(self.port),
              "--latency-ms", str(latency_ms)], stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while True:

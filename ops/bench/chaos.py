@@ -37,18 +37,19 @@ from typing import cast
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from broker.config import SwitchyardConfig
-from broker.errors import BrokerUnavailable
-from broker.keys import GROUP, Keys
-from broker.schemas import PRIORITIES, JobOutcome, Priority
-from broker.settings import RedisSettings
-from broker.streams import pending_of, read_entries
-from dispatcher.client import AsyncClient
-from dispatcher.errors import AdmissionRejected
-from ops.bench.common import percentile
-from ops.processes import WorkerProcess, watchdog_command
-from ops.redis_server import RedisServer
-from workers.supervisor import stop_process
+from switchyard.broker.config import SwitchyardConfig
+from switchyard.broker.errors import BrokerUnavailable
+from switchyard.broker.keys import GROUP, Keys
+from switchyard.broker.schemas import PRIORITIES, JobOutcome, Priority
+from switchyard.broker.settings import RedisSettings
+from switchyard.broker.streams import pending_of, read_entries
+from switchyard.dispatcher.client import AsyncClient
+from switchyard.dispatcher.errors import AdmissionRejected
+from switchyard.ops.bench.common import percentile
+from switchyard.ops.processes import WorkerProcess
+from switchyard.ops.redis_server import RedisServer
+from switchyard.workers.cli import watchdog_command
+from switchyard.workers.supervisor import stop_process
 
 __all__ = ["ChaosOptions", "ChaosReport", "check", "render", "run_chaos_bench"]
 
@@ -173,7 +174,7 @@ class _Chaos:
 
     def _watchdog(self, n: int) -> subprocess.Popen[bytes]:
         with self.path.with_name(f"watchdog-{n}.log").open("ab") as out:
-            return subprocess.Popen(watchdog_command(self.server.url, self.path),
+            return subprocess.Popen(watchdog_command(config=self.path, redis_url=self.server.url),
                                     stdout=out, stderr=subprocess.STDOUT)
 
     async def run(self) -> ChaosReport:

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from ops.bench import bridge, chaos, embed, generate, overload, queue
+from switchyard.ops.bench import bridge, chaos, embed, generate, overload, queue
 
 __all__ = ["add_parser"]
 

@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from broker.config import SwitchyardConfig
-from ops.redis_server import RedisServer
+from switchyard.broker.config import SwitchyardConfig
+from switchyard.ops.redis_server import RedisServer
 
 __all__ = ["BenchEnv", "bench_env", "closed_loop", "percentile"]
 

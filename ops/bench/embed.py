@@ -9,10 +9,10 @@ import json
 import time
 from dataclasses import asdict, dataclass
 
-from broker.config import SwitchyardConfig
-from dispatcher.client import AsyncClient
-from ops.bench.common import bench_env
-from ops.processes import WorkerProcess
+from switchyard.broker.config import SwitchyardConfig
+from switchyard.dispatcher.client import AsyncClient
+from switchyard.ops.bench.common import bench_env
+from switchyard.ops.processes import WorkerProcess
 
 __all__ = ["EmbedBenchOptions", "EmbedRow", "run_embed_bench"]
 
@@ -63,7 +63,7 @@ class EmbedRow:
 def bare_loop(texts: list[str], batch: int, model: str, device: str) -> tuple[float, float]:
     """Jobs/s of the model alone, batches of ``batch`` texts: in arrival order, and sorted
     by token count."""
-    from workers.engines.embed import EmbedEngine
+    from switchyard.workers.engines.embed import EmbedEngine
 
     engine = EmbedEngine(model, device)
     engine.embed_texts(texts[:batch])

@@ -18,10 +18,10 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from broker.config import SwitchyardConfig
-from dispatcher.client import AsyncClient
-from ops.bench.common import bench_env, closed_loop, percentile
-from ops.processes import WorkerProcess
+from switchyard.broker.config import SwitchyardConfig
+from switchyard.dispatcher.client import AsyncClient
+from switchyard.ops.bench.common import bench_env, closed_loop, percentile
+from switchyard.ops.processes import WorkerProcess
 
 __all__ = ["GenerateBenchOptions", "GenerateRow", "run_generate_bench"]
 
@@ -132,7 +132,7 @@ def continuous_batching(model: Any, tokenizer: Any, texts: list[str], max_tokens
 
 
 def run_generate_bench(options: GenerateBenchOptions) -> tuple[list[GenerateRow], float | None]:
-    from workers.engines.generate import GenerateEngine
+    from switchyard.workers.engines.generate import GenerateEngine
 
     texts = prompts(options.requests)
     toml = CONFIG.format(model=options.model, device=options.device,

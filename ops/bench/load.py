@@ -10,10 +10,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from broker.schemas import Priority
-from dispatcher.client import AsyncClient
-from dispatcher.errors import AdmissionRejected, JobError, ResultTimeout
-from ops.bench.common import percentile
+from switchyard.broker.schemas import Priority
+from switchyard.dispatcher.client import AsyncClient
+from switchyard.dispatcher.errors import AdmissionRejected, JobError, ResultTimeout
+from switchyard.ops.bench.common import percentile
 
 __all__ = ["Flow", "Sample", "Stats", "offer", "summarize"]
 

@@ -18,13 +18,13 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from broker.config import SwitchyardConfig
-from broker.schemas import EmbedResult
-from dispatcher.client import AsyncClient
-from dispatcher.jobs import AsyncJob
-from ops.bench.common import bench_env
-from ops.bench.load import Flow, Stats, offer, summarize
-from ops.processes import WorkerProcess
+from switchyard.broker.config import SwitchyardConfig
+from switchyard.broker.schemas import EmbedResult
+from switchyard.dispatcher.client import AsyncClient
+from switchyard.dispatcher.jobs import AsyncJob
+from switchyard.ops.bench.common import bench_env
+from switchyard.ops.bench.load import Flow, Stats, offer, summarize
+from switchyard.ops.processes import WorkerProcess
 
 __all__ = ["OverloadOptions", "OverloadReport", "render", "run_overload_bench"]
 
@@ -145,7 +145,7 @@ def run_overload_bench(options: OverloadOptions) -> OverloadReport:
                                            env.redis_url, capacity, load, options))
     plot = None
     if options.plot is not None:
-        from ops.bench.plot import plot_overload
+        from switchyard.ops.bench.plot import plot_overload
 
         plot = str(plot_overload(rows, capacity, TARGETS["interactive"], options.plot))
     return OverloadReport(round(nominal, 1), round(capacity, 1), rows, plot)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ops.bench.overload import Row
+    from switchyard.ops.bench.overload import Row
 
 __all__ = ["plot_overload"]
 

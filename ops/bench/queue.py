@@ -13,13 +13,13 @@ import json
 import time
 from dataclasses import asdict, dataclass
 
-from broker.config import SwitchyardConfig
-from broker.schemas import EmbedResult
-from dispatcher.client import AsyncClient
-from dispatcher.jobs import AsyncJob
-from ops.bench.common import bench_env, percentile
-from ops.bench.raw import open_loop, raw_ceiling, raw_latency
-from ops.processes import WorkerProcess
+from switchyard.broker.config import SwitchyardConfig
+from switchyard.broker.schemas import EmbedResult
+from switchyard.dispatcher.client import AsyncClient
+from switchyard.dispatcher.jobs import AsyncJob
+from switchyard.ops.bench.common import bench_env, percentile
+from switchyard.ops.bench.raw import open_loop, raw_ceiling, raw_latency
+from switchyard.ops.processes import WorkerProcess
 
 __all__ = ["QueueBenchOptions", "QueueReport", "run_queue_bench"]
 

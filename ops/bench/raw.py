@@ -88,7 +88,7 @@ async def raw_latency(url: str, rate: float, seconds: float, payload: str) -> li
     r = aioredis.Redis.from_url(url, decode_responses=True)
     await r.delete(_Q, _R)
     await r.xgroup_create(_Q, _G, id="0", mkstream=True)
-    code = ("import asyncio, sys; from ops.bench.raw import raw_consumer; "
+    code = ("import asyncio, sys; from switchyard.ops.bench.raw import raw_consumer; "
             "asyncio.run(raw_consumer(sys.argv[1]))")
     consumer = subprocess.Popen([sys.executable, "-c", code, url])  # noqa: ASYNC220
     waiters: dict[str, asyncio.Future[None]] = {}

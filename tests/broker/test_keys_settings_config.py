@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from broker import (
+from switchyard.broker import (
     ConfigError,
     JobId,
     JobIdError,
@@ -16,10 +16,10 @@ from broker import (
     RedisSettingsError,
     load_config,
 )
-from broker.errors import EntryDecodeError
-from broker.keys import JobIdSource
-from broker.schemas import decode_envelope
-from broker.settings import DEFAULT_PORT
+from switchyard.broker.errors import EntryDecodeError
+from switchyard.broker.keys import JobIdSource
+from switchyard.broker.schemas import decode_envelope
+from switchyard.broker.settings import DEFAULT_PORT
 
 
 def _tag(key: str) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from broker import GROUP, Keys, Scripts, ensure_groups, parse_stream_reply
-from broker.calls import StreamPolicy, enqueue_call
-from broker.keys import PartitionKeys
-from broker.schemas import PRIORITIES
+from switchyard.broker import GROUP, Keys, Scripts, ensure_groups, parse_stream_reply
+from switchyard.broker.calls import StreamPolicy, enqueue_call
+from switchyard.broker.keys import PartitionKeys
+from switchyard.broker.schemas import PRIORITIES
 
 
 def _policy(keys: PartitionKeys, cap: int) -> StreamPolicy:
@@ -120,7 +120,7 @@ async def test_spill_forward_moves_only_undelivered_queued_jobs(
 
 
 async def test_caps_follow_the_measured_drain_rate(aredis: aioredis.Redis, prefix: str) -> None:
-    from broker.schemas import now_ms
+    from switchyard.broker.schemas import now_ms
 
     keys = Keys(prefix).partition("p", 0)
     scripts = Scripts(aredis)

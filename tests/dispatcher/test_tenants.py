@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from broker import Keys, SwitchyardConfig, ensure_groups
-from dispatcher import AdmissionRejected, AsyncClient, InvalidRequest
+from switchyard.broker import Keys, SwitchyardConfig, ensure_groups
+from switchyard.dispatcher import AdmissionRejected, AsyncClient, InvalidRequest
+from switchyard.workers.engines.echo import EchoEngine
 from tests.conftest import StartWorker, make_config
-from workers.engines.echo import EchoEngine
 
 USER = [{"role": "user", "content": "hi"}]
 

@@ -3,7 +3,7 @@ restarted, and still every admitted job ends once."""
 
 from __future__ import annotations
 
-from ops.bench.chaos import ChaosOptions, check, render, run_chaos_bench
+from switchyard.ops.bench.chaos import ChaosOptions, check, render, run_chaos_bench
 
 
 def test_a_short_chaos_run_loses_nothing_and_answers_once() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.redis_server import free_port
+from switchyard.ops.redis_server import free_port
 
 CONFIG = """
 [redis]
@@ -29,8 +29,8 @@ pool = "echo"
 
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ops", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "switchyard.ops", *args], capture_output=True,
+                          text=True, timeout=timeout)
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def config_file(tmp_path: Path, redis_url: str, prefix: str) -> Path:
 
 def test_submit_status_and_worker(config_file: Path, tmp_path: Path) -> None:
     log = (tmp_path / "worker.log").open("w")
-    worker = subprocess.Popen([sys.executable, "-m", "ops", "worker", "--pool", "echo",
+    worker = subprocess.Popen([sys.executable, "-m", "switchyard.ops", "worker", "--pool", "echo",
                                "--config", str(config_file)], stdout=log, stderr=log)
     try:
         out = _run("submit", "embed", "--model", "echo", "--config", str(config_file), "hi")
@@ -79,19 +79,29 @@ def test_unreachable_redis_is_one_line(tmp_path: Path) -> None:
 
 
 def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path, prefix: str) -> None:
+    up_serves_a_job([sys.executable, "-m", "switchyard.ops"], tmp_path, prefix)
+
+
+def up_serves_a_job(switchyard: list[str], tmp_path: Path, prefix: str) -> None:
+    """`switchyard up` (``switchyard`` is the command line that runs it) serves an echo job
+    submitted with the same command, then stops everything on Ctrl-C."""
     port = free_port()
     config = tmp_path / "up.toml"
     config.write_text(CONFIG.format(url=f"redis://127.0.0.1:{port}/0", prefix=prefix))
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*switchyard, *args, "--config", str(config)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60, env=env)
+
     # A relative state folder, as `make up` uses (.switchyard under the working directory).
-    up = subprocess.Popen([sys.executable, "-m", "ops", "up", "--config", str(config),
-                           "--state-dir", "state"], stdout=subprocess.PIPE, cwd=tmp_path,
-                          stderr=subprocess.STDOUT, text=True, env=env)
+    up = subprocess.Popen([*switchyard, "up", "--config", str(config), "--state-dir", "state"],
+                          stdout=subprocess.PIPE, cwd=tmp_path, stderr=subprocess.STDOUT,
+                          text=True, env=env)
     try:
         deadline = time.monotonic() + 60
         while True:
-            out = _run("submit", "embed", "--model", "echo", "--config", str(config),
-                       "--timeout", "5", "ping")
+            out = run("submit", "embed", "--model", "echo", "--timeout", "5", "ping")
             if out.returncode == 0 or time.monotonic() > deadline:
                 break
             time.sleep(0.3)
@@ -102,7 +112,8 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path, prefix: str) -> N
     finally:
         up.send_signal(signal.SIGINT)
         code = up.wait(60)
-    assert code == 0, up.stdout.read() if up.stdout else ""
-    assert "stopped" in (up.stdout.read() if up.stdout else "")
+    output = up.stdout.read() if up.stdout else ""
+    assert code == 0, output
+    assert "stopped" in output and "exited" not in output, output  # no child crashed
     # Redis is gone with it:
-    assert _run("status", "--config", str(config)).returncode != 0
+    assert run("status").returncode != 0

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from broker import GROUP, Keys, ensure_groups, load_config
-from dispatcher import AsyncClient, JobFailed
-from ops.cli import main
+from switchyard.broker import GROUP, Keys, ensure_groups, load_config
+from switchyard.dispatcher import AsyncClient, JobFailed
+from switchyard.ops.cli import main
+from switchyard.workers.watchdog import Watchdog
 from tests.conftest import StartWorker
-from workers.watchdog import Watchdog
 
 
 async def _dlq(argv: list[str]) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.bench.overload import OverloadOptions, check, render, run_overload_bench
+from switchyard.ops.bench.overload import OverloadOptions, check, render, run_overload_bench
 
 
 @pytest.mark.slow

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from broker import Keys, SwitchyardConfig
-from dispatcher import AsyncClient, JobFailed
-from ops.fake_provider import FakeProfile, FakeProvider
+from switchyard.broker import Keys, SwitchyardConfig
+from switchyard.dispatcher import AsyncClient, JobFailed
+from switchyard.ops.fake_provider import FakeProfile, FakeProvider
+from switchyard.workers import build_engine
+from switchyard.workers.engines.bridge import BridgeEngine
 from tests.conftest import StartWorker
-from workers import build_engine
-from workers.engines.bridge import BridgeEngine
 
 USER = [{"role": "user", "content": "tell me about queues"}]
 
@@ -70,7 +70,7 @@ async def test_a_failing_primary_fails_over_and_its_breaker_opens(
     assert {r.served_by.provider for r in results if r.served_by} == {"p1"}
     assert all(r.cost_usd == pytest.approx((r.usage.input_tokens + 2 * 4) / 1e6)
                for r in results)
-    from ops.status import spend
+    from switchyard.ops.status import spend
 
     spent = await spend(aredis, config)  # recorded just after each outcome went out
     for _ in range(100):
@@ -190,7 +190,7 @@ async def test_embeddings_through_a_provider(
 def test_rate_limit_headers_announce_pauses() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from workers.ratelimit import announced_pause
+    from switchyard.workers.ratelimit import announced_pause
 
     assert announced_pause({"x-ratelimit-remaining-requests": "0",
                             "x-ratelimit-reset-requests": "1m30s"}) == 90
@@ -244,9 +244,9 @@ async def test_a_provider_announcing_no_requests_left_is_paused_before_any_429(
 async def test_adapters_send_each_provider_its_own_request_shape(
     fakes: list[FakeProvider], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from broker.config import ProviderConfig
-    from broker.schemas import ChatMessage
-    from workers.providers import build_provider
+    from switchyard.broker.config import ProviderConfig
+    from switchyard.broker.schemas import ChatMessage
+    from switchyard.workers.providers import build_provider
 
     monkeypatch.setenv("SY_KEY_A", "sk-a")
     monkeypatch.setenv("SY_KEY_B", "sk-b")
@@ -300,9 +300,9 @@ async def test_weights_share_first_attempts(
 async def test_breakers_send_successes_in_bulk_and_failures_at_once(
     prefix: str, aredis: aioredis.Redis,
 ) -> None:
-    from broker import Scripts
-    from broker.config import BridgeConfig
-    from workers.breaker import Breakers
+    from switchyard.broker import Scripts
+    from switchyard.broker.config import BridgeConfig
+    from switchyard.workers.breaker import Breakers
 
     scripts = Scripts(aredis)
     calls: list[str] = []

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from dispatcher import AsyncClient, InvalidRequest, JobFailed
+from switchyard.dispatcher import AsyncClient, InvalidRequest, JobFailed
+from switchyard.workers.engines.generate import GenerateEngine
+from switchyard.workers.engines.tiny_llama import BUILTIN
 from tests.conftest import StartWorker, make_config
-from workers.engines.generate import GenerateEngine
-from workers.engines.tiny_llama import BUILTIN
 
 QUESTIONS = ["what is a queue?", "hi", "tell me about redis streams and consumer groups", "?"]
 
@@ -116,7 +116,7 @@ async def test_echo_chat_streams_and_kinds_are_checked(
 
 
 async def test_stream_times_out_with_no_worker(prefix: str, redis_url: str) -> None:
-    from dispatcher import ResultTimeout
+    from switchyard.dispatcher import ResultTimeout
 
     config = make_config(prefix)
     async with AsyncClient(config, redis_url=redis_url) as client:

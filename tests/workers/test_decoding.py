@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from workers.engines.decoding import Prompt, decode_batch
-from workers.engines.detok import TextTail
-from workers.engines.tiny_llama import build_tiny_llama
+from switchyard.workers.engines.decoding import Prompt, decode_batch
+from switchyard.workers.engines.detok import TextTail
+from switchyard.workers.engines.tiny_llama import build_tiny_llama
 
 TEXTS = ["hello", "the quick brown fox jumps over", "a", "switchyard routes work to gpus"]
 
@@ -81,7 +81,7 @@ def test_text_tail_holds_back_incomplete_utf8_and_possible_stop_prefixes() -> No
 def test_requests_join_a_running_batch_and_decode_as_if_alone(tiny: tuple[Any, Any]) -> None:
     import time
 
-    from workers.engines.joining import DecodeLoop
+    from switchyard.workers.engines.joining import DecodeLoop
 
     model, tokenizer = tiny
     loop = DecodeLoop(model, tokenizer, "cpu", lambda work: work())

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from broker.schemas import EmbedRequest, JobEnvelope
-from dispatcher import AsyncClient
+from switchyard.broker.schemas import EmbedRequest, JobEnvelope
+from switchyard.dispatcher import AsyncClient
+from switchyard.workers.engines.embed import EmbedEngine
 from tests.conftest import StartWorker, make_config
-from workers.engines.embed import EmbedEngine
 
 TEXTS = [
     "Switchyard routes inference work through Redis streams.",

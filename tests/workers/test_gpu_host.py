@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher import AsyncClient
-from ops.redis_server import free_port
-from ops.status import collect, render
+from switchyard.dispatcher import AsyncClient
+from switchyard.ops.redis_server import free_port
+from switchyard.ops.status import collect, render
+from switchyard.workers.cli import WorkerOptions, child_command, gpu_devices
+from switchyard.workers.engines.generate import GenerateEngine
+from switchyard.workers.engines.tiny_llama import BUILTIN
+from switchyard.workers.errors import EngineUnavailable
+from switchyard.workers.memory import FixedBudget
+from switchyard.workers.supervisor import Supervisor
 from tests.conftest import StartWorker, make_config
-from workers.cli import WorkerOptions, child_command, gpu_devices
-from workers.engines.generate import GenerateEngine
-from workers.engines.tiny_llama import BUILTIN
-from workers.errors import EngineUnavailable
-from workers.memory import FixedBudget
-from workers.supervisor import Supervisor
 
 
 def _fetch(url: str) -> str:
@@ -58,16 +58,17 @@ def test_device_all_means_one_worker_per_visible_gpu() -> None:
     assert args[args.index("--memory-budget") + 1] == str(2 << 30)
 
 
+@pytest.mark.parametrize("entry", ["switchyard.ops", "switchyard.workers"])
 @pytest.mark.parametrize(("flags", "message"), [
     (["--device", "all"], "no CUDA devices are visible"),
     (["--memory-budget", "lots"], "is not a size"),
 ])
-def test_worker_cli_errors_are_one_line(flags: list[str], message: str) -> None:
+def test_worker_cli_errors_are_one_line(entry: str, flags: list[str], message: str) -> None:
     import torch
 
     if flags[1] == "all" and torch.cuda.is_available():
         pytest.skip("this host has GPUs")
-    out = subprocess.run([sys.executable, "-m", "ops", "worker", "--pool", "echo", *flags],
+    out = subprocess.run([sys.executable, "-m", entry, "worker", "--pool", "echo", *flags],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1

@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 
-from broker import JobEnvelope, ServedBy
-from dispatcher import AsyncClient, JobFailed
+from switchyard.broker import JobEnvelope, ServedBy
+from switchyard.dispatcher import AsyncClient, JobFailed
+from switchyard.workers import EchoEngine, EngineOutput
+from switchyard.workers.engines.base import Emit
+from switchyard.workers.engines.generate import GenerateEngine
+from switchyard.workers.engines.tiny_llama import BUILTIN
+from switchyard.workers.errors import OutOfMemory
+from switchyard.workers.memory import Budget, FixedBudget, MemoryReading, choose_probe
 from tests.conftest import StartWorker, make_config
-from workers import EchoEngine, EngineOutput
-from workers.engines.base import Emit
-from workers.engines.generate import GenerateEngine
-from workers.engines.tiny_llama import BUILTIN
-from workers.errors import OutOfMemory
-from workers.memory import Budget, FixedBudget, MemoryReading, choose_probe
 
 TOKEN_BYTES = 1_000
 
@@ -167,7 +167,7 @@ def test_budget_is_free_memory_times_target_less_margin() -> None:
 
 
 def test_probe_falls_back_without_nvidia_libraries(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="workers.memory"):
+    with caplog.at_level(logging.INFO, logger="switchyard.workers.memory"):
         probe = choose_probe("cuda:0")
     import torch
 

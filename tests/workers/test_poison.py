@@ -9,14 +9,14 @@ from collections.abc import Sequence
 import pytest
 import redis.asyncio as aioredis
 
-from broker import GROUP, Keys
-from broker.config import SwitchyardConfig
-from broker.keys import JobIdSource
-from broker.schemas import EmbedRequest, JobEnvelope, ServedBy, now_ms
-from dispatcher import AsyncClient, JobFailed
+from switchyard.broker import GROUP, Keys
+from switchyard.broker.config import SwitchyardConfig
+from switchyard.broker.keys import JobIdSource
+from switchyard.broker.schemas import EmbedRequest, JobEnvelope, ServedBy, now_ms
+from switchyard.dispatcher import AsyncClient, JobFailed
+from switchyard.workers.engines.base import Emit, EngineOutput
+from switchyard.workers.engines.echo import EchoEngine
 from tests.conftest import StartWorker, make_config
-from workers.engines.base import Emit, EngineOutput
-from workers.engines.echo import EchoEngine
 
 
 class CrashesOnPoison(EchoEngine):

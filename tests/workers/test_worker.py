@@ -8,11 +8,11 @@ from collections.abc import Sequence
 import pytest
 import redis.asyncio as aioredis
 
-from broker import GROUP, JobEnvelope, Keys, RedisSettings, ServedBy, SwitchyardConfig
-from dispatcher import AsyncClient, JobFailed
+from switchyard.broker import GROUP, JobEnvelope, Keys, RedisSettings, ServedBy, SwitchyardConfig
+from switchyard.dispatcher import AsyncClient, JobFailed
+from switchyard.workers import EchoEngine, EngineOutput, Worker
+from switchyard.workers.engines.base import Emit
 from tests.conftest import StartWorker, make_config
-from workers import EchoEngine, EngineOutput, Worker
-from workers.engines.base import Emit
 
 
 class RecordingEngine(EchoEngine):

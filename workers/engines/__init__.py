@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from broker.config import PoolConfig, SwitchyardConfig
-from workers.engines.base import Engine, EngineOutput
-from workers.engines.echo import EchoEngine
-from workers.errors import EngineUnavailable
+from switchyard.broker.config import PoolConfig, SwitchyardConfig
+from switchyard.workers.engines.base import Engine, EngineOutput
+from switchyard.workers.engines.echo import EchoEngine
+from switchyard.workers.errors import EngineUnavailable
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -25,15 +25,15 @@ def build_engine(pool: PoolConfig, device: str | None = None, *,
     if pool.engine == "bridge":
         if config is None or redis is None:
             raise EngineUnavailable("a bridge engine needs the configuration and Redis")
-        from broker.keys import Keys
-        from broker.scripts import Scripts
-        from workers.engines.bridge import BridgeEngine
+        from switchyard.broker.keys import Keys
+        from switchyard.broker.scripts import Scripts
+        from switchyard.workers.engines.bridge import BridgeEngine
 
         return BridgeEngine(pool, config.providers, Scripts(redis), Keys(config.redis.prefix))
     if pool.engine == "generate":
-        from workers.engines.generate import GenerateEngine
+        from switchyard.workers.engines.generate import GenerateEngine
 
         return GenerateEngine(pool.model, device or pool.device, pool.max_input_tokens)
-    from workers.engines.embed import EmbedEngine
+    from switchyard.workers.engines.embed import EmbedEngine
 
     return EmbedEngine(pool.model, device or pool.device, pool.max_input_tokens)

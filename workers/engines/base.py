@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from broker.schemas import ChatResult, EmbedResult, ErrorInfo, JobEnvelope, ServedBy
+from switchyard.broker.schemas import ChatResult, EmbedResult, ErrorInfo, JobEnvelope, ServedBy
 
 __all__ = ["Emit", "Engine", "EngineOutput"]
 

@@ -27,9 +27,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from broker.config import PoolConfig, ProviderConfig, TargetConfig
-from broker.keys import Keys
-from broker.schemas import (
+from switchyard.broker.config import PoolConfig, ProviderConfig, TargetConfig
+from switchyard.broker.keys import Keys
+from switchyard.broker.schemas import (
     ChatRequest,
     ChatResult,
     EmbedRequest,
@@ -39,11 +39,11 @@ from broker.schemas import (
     ServedBy,
     Usage,
 )
-from broker.scripts import Scripts
-from workers.breaker import Breakers, RetryBudget
-from workers.engines.base import Emit, EngineOutput
-from workers.providers import ProviderError, build_provider
-from workers.ratelimit import RateLimits
+from switchyard.broker.scripts import Scripts
+from switchyard.workers.breaker import Breakers, RetryBudget
+from switchyard.workers.engines.base import Emit, EngineOutput
+from switchyard.workers.providers import ProviderError, build_provider
+from switchyard.workers.ratelimit import RateLimits
 
 __all__ = ["BridgeEngine"]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from workers.errors import OutOfMemory
+from switchyard.workers.errors import OutOfMemory
 
 __all__ = ["activation_estimate", "guard_oom", "kv_bytes_per_token", "measure_activation"]
 

@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.engines.base import Emit
-from workers.engines.detok import TextTail
+from switchyard.workers.engines.base import Emit
+from switchyard.workers.engines.detok import TextTail
 
 __all__ = ["Batch", "Decoded", "Prompt", "Row", "decode_batch", "make_rows"]
 

@@ -11,8 +11,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from broker.schemas import ChatRequest, ChatResult, EmbedResult, JobEnvelope, ServedBy, Usage
-from workers.engines.base import Emit, EngineOutput
+from switchyard.broker.schemas import (
+    ChatRequest,
+    ChatResult,
+    EmbedResult,
+    JobEnvelope,
+    ServedBy,
+    Usage,
+)
+from switchyard.workers.engines.base import Emit, EngineOutput
 
 __all__ = ["EchoEngine"]
 

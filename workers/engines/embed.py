@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from broker.schemas import EmbedRequest, EmbedResult, JobEnvelope, ServedBy, Usage
-from workers.engines.base import Emit, EngineOutput
-from workers.engines.costs import activation_estimate, guard_oom, measure_activation
-from workers.errors import EngineUnavailable
+from switchyard.broker.schemas import EmbedRequest, EmbedResult, JobEnvelope, ServedBy, Usage
+from switchyard.workers.engines.base import Emit, EngineOutput
+from switchyard.workers.engines.costs import activation_estimate, guard_oom, measure_activation
+from switchyard.workers.errors import EngineUnavailable
 
 if TYPE_CHECKING:
     import torch

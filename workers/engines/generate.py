@@ -3,7 +3,7 @@
 The model is a local folder (weights and tokenizer) or ``builtin:tiny-llama``. Chat
 messages go through the tokenizer's chat template where it has one (plain
 ``role: content`` lines otherwise). Requests are decoded by one running batch
-(:class:`workers.engines.joining.DecodeLoop`): left-padded, KV-cached, each job with its
+(:class:`switchyard.workers.engines.joining.DecodeLoop`): left-padded, KV-cached, each job with its
 own sampling parameters and seed, text streamed as it settles; a worker's new batch joins
 the running one at its next step (continuous batching), so the worker keeps pulling
 while generation runs. The worker packs batches of similar total length (prompt +
@@ -18,20 +18,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from broker.schemas import ChatMessage, ChatRequest, ChatResult, ErrorInfo, JobEnvelope, ServedBy
-from broker.schemas import Usage as UsageInfo
-from workers.engines.base import Emit, EngineOutput
-from workers.engines.costs import (
+from switchyard.broker.schemas import (
+    ChatMessage,
+    ChatRequest,
+    ChatResult,
+    ErrorInfo,
+    JobEnvelope,
+    ServedBy,
+)
+from switchyard.broker.schemas import Usage as UsageInfo
+from switchyard.workers.engines.base import Emit, EngineOutput
+from switchyard.workers.engines.costs import (
     activation_estimate,
     guard_oom,
     kv_bytes_per_token,
     measure_activation,
 )
-from workers.engines.decoding import Decoded, Prompt
-from workers.engines.embed import pick_device
-from workers.engines.joining import DecodeLoop
-from workers.engines.tiny_llama import BUILTIN, build_tiny_llama
-from workers.errors import EngineUnavailable
+from switchyard.workers.engines.decoding import Decoded, Prompt
+from switchyard.workers.engines.embed import pick_device
+from switchyard.workers.engines.joining import DecodeLoop
+from switchyard.workers.engines.tiny_llama import BUILTIN, build_tiny_llama
+from switchyard.workers.errors import EngineUnavailable
 
 __all__ = ["GenerateEngine"]
 

@@ -20,8 +20,8 @@ from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
-from workers.engines.base import Emit
-from workers.engines.decoding import Batch, Decoded, Prompt, Row, make_rows
+from switchyard.workers.engines.base import Emit
+from switchyard.workers.engines.decoding import Batch, Decoded, Prompt, Row, make_rows
 
 __all__ = ["DecodeLoop"]
 

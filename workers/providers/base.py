@@ -25,10 +25,10 @@ from typing import Any, Protocol
 
 import httpx
 
-from broker.config import ProviderConfig
-from broker.schemas import ChatMessage
-from workers.errors import WorkerError
-from workers.ratelimit import announced_pause
+from switchyard.broker.config import ProviderConfig
+from switchyard.broker.schemas import ChatMessage
+from switchyard.workers.errors import WorkerError
+from switchyard.workers.ratelimit import announced_pause
 
 __all__ = ["Completion", "Provider", "ProviderError", "StreamParser", "build_provider",
            "sse_events", "stream_chat"]
@@ -150,10 +150,10 @@ def _error_text(body: str) -> str:
 
 def build_provider(name: str, config: ProviderConfig) -> Provider:
     if config.kind == "anthropic":
-        from workers.providers.anthropic import AnthropicProvider
+        from switchyard.workers.providers.anthropic import AnthropicProvider
 
         return AnthropicProvider(name, config)
-    from workers.providers.openai import OpenAIProvider
+    from switchyard.workers.providers.openai import OpenAIProvider
 
     return OpenAIProvider(name, config)
 

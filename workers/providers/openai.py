@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 
-from broker.config import ProviderConfig
-from broker.schemas import ChatMessage
-from workers.providers.base import (
+from switchyard.broker.config import ProviderConfig
+from switchyard.broker.schemas import ChatMessage
+from switchyard.workers.providers.base import (
     Completion,
     OnText,
     ProviderError,
