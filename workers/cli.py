@@ -56,9 +56,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--memory-budget", help="fixed memory budget per batch, e.g. 2GiB")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     p.set_defaults(handler=lambda ns: serve(WorkerOptions(
-        ns.pool, ns.config, ns.device, ns.redis_url,
-        None if ns.memory_budget is None else parse_size(ns.memory_budget,
-                                                         what="--memory-budget"),
+        ns.pool, ns.config, ns.device, ns.redis_url, _budget(ns.memory_budget),
         ns.metrics_port)))
     w = sub.add_parser("watchdog", help="re-queue the work of dead or hung workers "
                        "(several may run at once)")
@@ -99,6 +97,10 @@ def _command(name: str, *flags: tuple[str, object]) -> list[str]:
         if value is not None:
             args += [flag, str(value)]
     return args
+
+
+def _budget(text: str | None) -> int | None:
+    return None if text is None else parse_size(text, what="--memory-budget")
 
 
 def watch(config_path: str | None, redis_url: str | None) -> int:

@@ -20,6 +20,7 @@ from switchyard.broker.errors import EntryDecodeError
 from switchyard.broker.keys import JobIdSource
 from switchyard.broker.schemas import decode_envelope
 from switchyard.broker.settings import DEFAULT_PORT
+from switchyard.broker.units import format_size, parse_size
 
 
 def _tag(key: str) -> str:
@@ -155,3 +156,11 @@ def test_the_readme_config_example_is_valid(tmp_path: Path) -> None:
     assert config.pools["tiny-llama"].engine == "generate"
     assert config.models["tiny-llama"].kind == "chat"
     assert config.pools["minilm"].memory_budget == 2 << 30
+
+
+def test_sizes_parse_and_print() -> None:
+    assert parse_size("2GiB") == 2 << 30 and parse_size("512MiB") == 512 << 20
+    assert parse_size("1048576") == 1 << 20
+    assert format_size(2 << 30) == "2.0 GiB" and format_size(1536) == "1.5 KiB"
+    with pytest.raises(ConfigError, match=r"--memory-budget 'lots' is not a size"):
+        parse_size("lots", what="--memory-budget")
