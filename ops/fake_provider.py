@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import random
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["PROFILES", "FakeProfile", "FakeProvider", "add_parser"]
+__all__ = ["PROFILES", "FakeProfile", "FakeProvider", "add_parser", "command"]
 
 
 @dataclass(frozen=True)
@@ -279,6 +280,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--profile", default="healthy", choices=sorted(PROFILES))
     p.add_argument("--latency-ms", type=float, help="overrides the profile's latency")
     p.set_defaults(handler=lambda ns: serve(ns.port, ns.profile, ns.latency_ms, ns.host))
+
+
+def command(port: int, *, latency_ms: float | None = None) -> list[str]:
+    """The command line of a fake provider in its own process, on 127.0.0.1:``port``."""
+    args = [sys.executable, "-m", "switchyard.ops", "fake-provider", "--port", str(port)]
+    return args if latency_ms is None else [*args, "--latency-ms", str(latency_ms)]
 
 
 def serve(port: int, profile: str, latency_ms: float | None, host: str = "127.0.0.1") -> int:

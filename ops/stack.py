@@ -8,13 +8,13 @@ restarted with backoff.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from switchyard.broker.config import SwitchyardConfig, load_config
 from switchyard.broker.errors import ConfigError
+from switchyard.ops import fake_provider
 from switchyard.ops.redis_server import RedisServer
 from switchyard.workers.cli import watchdog_command, worker_command
 from switchyard.workers.supervisor import Supervisor, stop_signals
@@ -44,10 +44,9 @@ def up(options: UpOptions) -> int:
             server.start()
         for name, provider in config.providers.items():
             if provider.local_fake:  # stands in for an external API: see README
-                port = str(urlsplit(provider.base_url).port or 80)
-                supervisor.start(f"fake provider {name}", [
-                    sys.executable, "-m", "switchyard.ops", "fake-provider", "--port", port],
-                    options.state_dir / "logs" / f"fake-provider-{name}.log")
+                port = urlsplit(provider.base_url).port or 80
+                supervisor.start(f"fake provider {name}", fake_provider.command(port),
+                                 options.state_dir / "logs" / f"fake-provider-{name}.log")
         for pool in config.pools:
             supervisor.start(f"worker for pool {pool}",
                              worker_command(pool, config=options.config, redis_url=url),

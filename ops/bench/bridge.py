@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -26,6 +25,7 @@ import httpx
 from switchyard.broker.config import SwitchyardConfig
 from switchyard.dispatcher.client import AsyncClient
 from switchyard.dispatcher.errors import JobError
+from switchyard.ops import fake_provider
 from switchyard.ops.bench.common import bench_env, closed_loop, percentile
 from switchyard.ops.processes import WorkerProcess
 from switchyard.ops.redis_server import free_port
@@ -87,9 +87,8 @@ class _Fake:
     def __init__(self, latency_ms: float) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "switchyard.ops", "fake-provider", "--port", str(self.port),
-             "--latency-ms", str(latency_ms)], stdout=subprocess.DEVNULL)
+        self.process = subprocess.Popen(fake_provider.command(self.port, latency_ms=latency_ms),
+                                        stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while True:
             try:

@@ -72,15 +72,13 @@ __all__ = [
     "load_config",
 ]
 
-_FROM_BROKER = frozenset({"BrokerUnavailable", "ChatResult", "DurabilityUnavailable",
-                          "EmbedResult", "SwitchyardConfig", "SwitchyardError", "load_config"})
-
-
 def __getattr__(name: str) -> object:
-    if name not in __all__:
-        raise AttributeError(f"module 'switchyard' has no attribute {name!r}")
-    home = "switchyard.broker" if name in _FROM_BROKER else "switchyard.dispatcher"
-    return getattr(importlib.import_module(home), name)
+    if name in __all__:  # each name is in its own package's __all__
+        for home in ("switchyard.dispatcher", "switchyard.broker"):
+            module = importlib.import_module(home)
+            if name in module.__all__:
+                return getattr(module, name)
+    raise AttributeError(f"module 'switchyard' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
