@@ -11,7 +11,8 @@ from switchyard.broker.keys import GROUP
 from switchyard.broker.schemas import ErrorInfo, JobOutcome, JobState, now_ms
 from switchyard.broker.scripts import ScriptCall
 
-__all__ = ["EnqueueJob", "StreamPolicy", "TenantQuota", "cancel_call", "enqueue_call"]
+__all__ = ["EnqueueJob", "StreamPolicy", "TenantQuota", "cancel_call", "enqueue_call",
+           "settle_call"]
 
 EnqueueJob = tuple[str, str | None, str, str, int, int]
 """(job hash key, idempotency key or None, job id, envelope JSON, tokens, deadline ms)."""
@@ -53,16 +54,18 @@ class StreamPolicy:
 
 
 def enqueue_call(policy: StreamPolicy, reply: str, jobs: Sequence[EnqueueJob], *,
-                 idempotency_ttl_ms: int = 0, spill_ms: int = 0) -> ScriptCall:
+                 idempotency_ttl_ms: int = 0, spill_ms: int = 0,
+                 owner: str | None = None) -> ScriptCall:
     """One ``enqueue`` call for jobs of one stream (and tenant) sharing one reply stream.
-    With ``idempotency_ttl_ms`` every job carries an idempotency key."""
+    With ``idempotency_ttl_ms`` every job carries an idempotency key. ``owner``: the
+    tenant that submitted them, written into each job's record."""
     p, t = policy, policy.tenant
     keys = [p.stream, p.drain]
     args: list[str | int | float] = [
         p.cap, p.job_ttl_ms, reply, idempotency_ttl_ms, spill_ms, p.wait_target_ms,
         p.cap_floor, p.shed_ms, p.age_gate_ms if p.wait_target_ms else 0,
         *((t.name, t.weight, t.rps, t.bucket, t.tpm, t.max_concurrent, t.share_at)
-          if t is not None else ("", 0, 0, 0, 0, 0, 0))]
+          if t is not None else ("", 0, 0, 0, 0, 0, 0)), owner or ""]
     for job_key, idempotency_key, job_id, payload, tokens, deadline_ms in jobs:
         keys.append(job_key)
         if idempotency_ttl_ms:
@@ -75,6 +78,15 @@ def enqueue_call(policy: StreamPolicy, reply: str, jobs: Sequence[EnqueueJob], *
     if t is not None:
         keys += t.keys
     return ("enqueue", keys, args)
+
+
+def settle_call(idempotency_key: str, job_id: str, *, fill_ttl_ms: int = 0,
+                reserved: bool = True) -> ScriptCall:
+    """Fill a reserved idempotency key with its admitted job (``fill_ttl_ms``), or drop
+    it: a reservation (``reserved``) or a key whose job is gone (see ``lua/settle.lua``)."""
+    return ("settle", [idempotency_key],
+            ["fill" if fill_ttl_ms else "drop", job_id, fill_ttl_ms,
+             "reserved" if reserved else "plain"])
 
 
 def cancel_call(job_key: str, stream: str, reply: str, tenant_jobs: str, job_id: str,

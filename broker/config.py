@@ -31,6 +31,7 @@ __all__ = [
     "CapsConfig",
     "DefaultDeadlines",
     "JobsConfig",
+    "LimitsConfig",
     "ModelConfig",
     "PoolConfig",
     "ProviderConfig",
@@ -55,13 +56,19 @@ _ENV_PREFIX = "SWITCHYARD_"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+MAX_SECONDS = 10 * 366 * 86_400.0
+"""The longest any Seconds or deadline may be (ten years): past it Redis cannot take the
+milliseconds, and nothing should live that long in a queue anyway."""
+Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
 
 
 class RedisConfig(_Strict):
     url: str = DEFAULT_REDIS_URL
     prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")] = "sy"
-    timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    timeout_s: Seconds = 5.0
     """How long an enqueue waits for Redis before it raises ``BrokerUnavailable`` (never
     past the job's own deadline)."""
 
@@ -77,9 +84,9 @@ class CapsConfig(_Strict):
 class _PerPriority(_Strict):
     """Optional seconds per priority (unset: the feature is off for that priority)."""
 
-    interactive: Annotated[float, Field(gt=0)] | None = None
-    standard: Annotated[float, Field(gt=0)] | None = None
-    batch: Annotated[float, Field(gt=0)] | None = None
+    interactive: Seconds | None = None
+    standard: Seconds | None = None
+    batch: Seconds | None = None
 
     def ms(self, priority: str) -> int:
         """The priority's value in milliseconds, 0 when unset."""
@@ -115,13 +122,13 @@ class TenantConfig(_Strict):
 
     rps: Annotated[float, Field(ge=0)] = 0.0
     """Requests per second (a token bucket) ..."""
-    burst_s: Annotated[float, Field(gt=0)] = 1.0
+    burst_s: Seconds = 1.0
     """... holding this many seconds' worth (at least one request)."""
     tpm: Annotated[int, Field(ge=0)] = 0
     """Tokens per minute (input estimate + max_tokens), a bucket holding one minute's."""
     max_concurrent: Annotated[int, Field(ge=0)] = 0
     """Jobs admitted and not yet ended (queued or running)."""
-    weight: Annotated[float, Field(gt=0)] = 1.0
+    weight: Seconds = 1.0
     """Share of a contended priority stream, against the weights of the tenants seen on
     the pool in the last few seconds (see ``PoolConfig.fair_share_at``)."""
 
@@ -133,13 +140,13 @@ class ProviderConfig(_Strict):
     kind: Literal["openai", "anthropic", "openai-compatible"]
     base_url: str
     api_key_env: str | None = None
-    connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    connect_timeout_s: Seconds = 5.0
     max_connections: Annotated[int, Field(ge=1)] = 200
     rpm: Annotated[int, Field(ge=0)] = 0
     """Requests per minute across every bridge (0: no limit of ours) ..."""
     tpm: Annotated[int, Field(ge=0)] = 0
     """... and tokens per minute (prompt estimate + max_tokens)."""
-    burst_s: Annotated[float, Field(gt=0)] = 10.0
+    burst_s: Seconds = 10.0
     """The buckets hold this many seconds' worth."""
     local_fake: bool = False
     """`switchyard up` starts `switchyard fake-provider` on this base_url's port."""
@@ -158,9 +165,9 @@ class TargetConfig(_Strict):
     """USD per million input tokens."""
     price_out: Annotated[float, Field(ge=0)] = 0.0
     """USD per million output tokens."""
-    timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    timeout_s: Seconds = 60.0
     """Longest wait for one attempt (first byte to last)."""
-    first_token_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    first_token_timeout_s: Seconds = 10.0
     """Longest wait for response headers (and, streaming, the first token)."""
 
 
@@ -174,13 +181,13 @@ class BridgeConfig(_Strict):
     load by more than this."""
     backoff_s: Annotated[float, Field(ge=0)] = 0.2
     """Base of the full-jitter exponential backoff before retrying the same target."""
-    breaker_window_s: Annotated[float, Field(gt=0)] = 30.0
+    breaker_window_s: Seconds = 30.0
     breaker_min_calls: Annotated[int, Field(ge=1)] = 10
     breaker_failure_rate: Annotated[float, Field(gt=0, le=1)] = 0.5
     breaker_consecutive: Annotated[int, Field(ge=1)] = 5
-    breaker_open_s: Annotated[float, Field(gt=0)] = 5.0
+    breaker_open_s: Seconds = 5.0
     """How long a breaker stays open after its first trip; doubles per trip in a row."""
-    breaker_max_open_s: Annotated[float, Field(gt=0)] = 300.0
+    breaker_max_open_s: Seconds = 300.0
 
 
 class PoolConfig(_Strict):
@@ -224,7 +231,7 @@ class PoolConfig(_Strict):
     """With ``[tenants]`` configured: once a priority stream is this full (of its cap),
     a tenant with at least its weighted share of the cap in flight is refused
     (``tenant_quota``), so a heavy tenant is slowed to its share. 0: never."""
-    wait_limit_s: Annotated[float, Field(gt=0)] | None = None
+    wait_limit_s: Seconds | None = None
     """A job queued here longer than this, not yet taken by a worker, moves to its
     model's ``overflow`` pool (the bridge serving that pool moves it)."""
     targets: list[TargetConfig] = []
@@ -252,28 +259,46 @@ class ModelConfig(_Strict):
 class DefaultDeadlines(_Strict):
     """Seconds a job may take, start to finish, when its caller gives no deadline."""
 
-    interactive: Annotated[float, Field(gt=0)] = 60.0
-    standard: Annotated[float, Field(gt=0)] = 600.0
-    batch: Annotated[float, Field(gt=0)] = 86_400.0
+    interactive: Seconds = 60.0
+    standard: Seconds = 600.0
+    batch: Seconds = 86_400.0
 
 
 class JobsConfig(_Strict):
     deadline_s: DefaultDeadlines = DefaultDeadlines()
     """Every job has a deadline: its caller's, or its priority's default."""
-    result_ttl_s: Annotated[float, Field(gt=0)] = 3_600.0
-    job_ttl_s: Annotated[float, Field(gt=0)] = 86_400.0
-    idempotency_ttl_s: Annotated[float, Field(gt=0)] = 86_400.0
-    reply_ttl_s: Annotated[float, Field(gt=0)] = 3_600.0
+    result_ttl_s: Seconds = 3_600.0
+    job_ttl_s: Seconds = 86_400.0
+    idempotency_ttl_s: Seconds = 86_400.0
+    """A key whose job's record has expired (its result outlived) no longer holds: the
+    next submission with it is admitted as a new job."""
+    reply_ttl_s: Seconds = 3_600.0
     reply_maxlen: Annotated[int, Field(ge=1_000)] = 1_000_000
     dead_letter_maxlen: Annotated[int, Field(ge=100)] = 100_000
-    idle_retry_after_s: Annotated[float, Field(gt=0)] = 1.0
+    idle_retry_after_s: Seconds = 1.0
     """Retry-After when a full stream has shown no drain in the last few seconds."""
+
+
+class LimitsConfig(_Strict):
+    """What one request may carry, checked by the enqueue API before anything is sent
+    (``InvalidRequest`` past them): bounded input at the boundary, so no request can
+    fill Redis or stall a worker that tokenises it."""
+
+    max_request_bytes: ByteSize = ByteSize(4 * 1024 * 1024)
+    """UTF-8 bytes of a request's text: its inputs, or its messages and stop strings."""
+    max_texts: Annotated[int, Field(ge=1, le=100_000)] = 2048
+    """Texts in one embedding request (OpenAI's limit)."""
+    max_stop: Annotated[int, Field(ge=0, le=64)] = 4
+    """Stop strings in one chat request (OpenAI's limit) ..."""
+    max_stop_chars: Annotated[int, Field(ge=1, le=100_000)] = 256
+    """... each at most this many characters."""
 
 
 class WorkerConfig(_Strict):
     block_ms: Annotated[int, Field(ge=10, le=10_000)] = 500
-    heartbeat_s: Annotated[float, Field(gt=0)] = 2.0
-    heartbeat_ttl_s: Annotated[float, Field(gt=0)] = 10.0
+    heartbeat_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    heartbeat_ttl_s: Annotated[float, Field(gt=0, le=86_400)] = 10.0
+    """Must exceed ``heartbeat_s`` (else a live worker looks dead between beats)."""
     stream_interval_ms: Annotated[float, Field(ge=0, le=1000)] = 20.0
     """Streamed text is written to callers at most this often (per worker)."""
     clock_skew_s: Annotated[float, Field(ge=0)] = 5.0
@@ -281,17 +306,24 @@ class WorkerConfig(_Strict):
     by the worker's clock runs only once ``start`` has said, on the Redis clock, that its
     deadline has not passed: expired work is never run."""
 
+    @model_validator(mode="after")
+    def _beats_within_ttl(self) -> WorkerConfig:
+        if self.heartbeat_ttl_s <= self.heartbeat_s:
+            raise ValueError(f"heartbeat_ttl_s ({self.heartbeat_ttl_s:g}) must be longer than "
+                             f"heartbeat_s ({self.heartbeat_s:g})")
+        return self
+
 
 class WatchdogConfig(_Strict):
-    interval_s: Annotated[float, Field(gt=0)] = 1.0
+    interval_s: Seconds = 1.0
     """How often a watchdog looks for dead consumers and hung entries."""
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
     """Deliveries a job gets; when the worker running the last one dies, the job fails
     (``attempts_exhausted``) and its entry goes to the dead-letter stream."""
-    reclaim_idle_s: Annotated[float, Field(gt=0)] = 600.0
+    reclaim_idle_s: Seconds = 600.0
     """An entry pending this long on a consumer that still beats (hung, not dead) is
     taken back and re-queued: set it above the longest job's run time."""
-    dead_letter_max_age_s: Annotated[float, Field(gt=0)] = 7 * 86_400.0
+    dead_letter_max_age_s: Seconds = 7 * 86_400.0
     """Dead letters older than this are trimmed (``switchyard dlq`` manages younger ones)."""
 
 
@@ -320,11 +352,36 @@ class SwitchyardConfig(_Strict):
     jobs: JobsConfig = JobsConfig()
     worker: WorkerConfig = WorkerConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
+    limits: LimitsConfig = LimitsConfig()
     pools: dict[str, PoolConfig] = Field(default_factory=_default_pools)
     models: dict[str, ModelConfig] = Field(default_factory=_default_models)
     providers: dict[str, ProviderConfig] = Field(default_factory=_default_providers)
     tenants: dict[str, TenantConfig] = {}
     """Quotas by tenant name; none configured: tenants are not tracked at all."""
+    unknown_tenants: Literal["default", "reject"] = "default"
+    """``[tenants] unknown``: what a tenant name that is not configured gets. ``default``:
+    the one ``default`` bucket, shared by every such name (so new names buy nothing);
+    ``reject``: ``InvalidRequest``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tenants_unknown(cls, data: Any) -> Any:
+        """``[tenants] unknown = ...`` is a setting, not a tenant."""
+        tenants = data.get("tenants") if isinstance(data, dict) else None
+        if isinstance(tenants, dict) and "unknown" in tenants:
+            tenants = dict(tenants)
+            data = {**data, "tenants": tenants, "unknown_tenants": tenants.pop("unknown")}
+        return data
+
+    def tracked_tenant(self, tenant: str | None) -> str | None:
+        """The name a job's tenant is counted under (buckets, keys, metric labels): itself
+        when configured, else ``default``; None when ``[tenants] unknown = "reject"``
+        refuses it. Unconfigured names never make state of their own."""
+        if tenant is None:
+            return DEFAULT_TENANT
+        if tenant in self.tenants:
+            return tenant
+        return DEFAULT_TENANT if self.unknown_tenants == "default" else None
 
     @model_validator(mode="after")
     def _check_names(self) -> SwitchyardConfig:
@@ -366,10 +423,16 @@ def load_config(
     if path is not None:
         try:
             data = tomllib.loads(Path(path).read_text("utf-8"))
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file not found: {path}") from exc
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path} is a directory, not a config file") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text (UTF-8) TOML file") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read it: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     _apply_env(data, env)
     try:
         return SwitchyardConfig.model_validate(data)

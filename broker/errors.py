@@ -5,6 +5,8 @@
     └── BrokerError                 anything at the Redis boundary
         ├── RedisSettingsError      a Redis URL that cannot be used
         ├── BrokerUnavailable       Redis did not answer
+        │   └── RedisOutOfMemory    Redis refused a write: it is at ``maxmemory``
+        ├── UnsafeEvictionPolicy    Redis may evict keys (maxmemory-policy not noeviction)
         ├── DurabilityUnavailable   a durable enqueue the server cannot confirm on disk
         ├── JobIdError              a job id that does not name a pool and partition
         └── EntryDecodeError        a stream entry that does not decode or validate
@@ -22,8 +24,11 @@ __all__ = [
     "DurabilityUnavailable",
     "EntryDecodeError",
     "JobIdError",
+    "RedisOutOfMemory",
     "RedisSettingsError",
     "SwitchyardError",
+    "UnsafeEvictionPolicy",
+    "redis_failure",
 ]
 
 
@@ -45,6 +50,24 @@ class RedisSettingsError(BrokerError):
 
 class BrokerUnavailable(BrokerError):
     """Redis could not be reached, or dropped the connection."""
+
+
+class RedisOutOfMemory(BrokerUnavailable):
+    """Redis is at its ``maxmemory`` and refused to admit the job (nothing was written);
+    work already admitted still finishes. Retry later, or give Redis more memory."""
+
+
+def redis_failure(where: str, exc: BaseException) -> BrokerUnavailable:
+    """A Redis client error as the typed error callers see (``where``: the server, shown
+    without its password)."""
+    if "OOM command not allowed" in str(exc):
+        return RedisOutOfMemory(f"Redis at {where} is out of memory (maxmemory): {exc}")
+    return BrokerUnavailable(f"Redis at {where}: {exc}")
+
+
+class UnsafeEvictionPolicy(BrokerError):
+    """Redis runs a ``maxmemory-policy`` other than ``noeviction``: it could evict job
+    records, so roles refuse to start on it."""
 
 
 class DurabilityUnavailable(BrokerError):

@@ -20,10 +20,12 @@ class JobRecord:
     reply: str | None
     worker: str | None
     forward: str | None = None
-    tenant: str | None = None
-    """The tenant the job is tracked under (only where tenants are configured)."""
     """Set when the job was spilled to a provider pool: the id of the job that now
     carries it (its state here reads ``queued``; the copy's record tells the rest)."""
+    tenant: str | None = None
+    """The tenant the job is counted under (only where tenants are configured)."""
+    owner: str | None = None
+    """The tenant that submitted it (None: none was named)."""
 
     @property
     def ended(self) -> bool:
@@ -32,9 +34,9 @@ class JobRecord:
 
 async def read_job(redis: aioredis.Redis, keys: PartitionKeys, job_id: str) -> JobRecord | None:
     """The job's record, or None once it expired (or never existed)."""
-    state, outcome, stream, reply, worker, forward, tenant = await redis.hmget(
-        keys.job(job_id), ["state", "outcome", "stream", "reply", "worker", "forward", "tenant"]
-    )
+    state, outcome, stream, reply, worker, forward, tenant, owner = await redis.hmget(
+        keys.job(job_id),
+        ["state", "outcome", "stream", "reply", "worker", "forward", "tenant", "owner"])
     if state is None:
         return None
     return JobRecord(
@@ -45,4 +47,5 @@ async def read_job(redis: aioredis.Redis, keys: PartitionKeys, job_id: str) -> J
         reply=None if reply is None else str(reply),
         worker=None if worker is None else str(worker),
         tenant=None if tenant is None else str(tenant),
+        owner=None if owner is None else str(owner),
     )

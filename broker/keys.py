@@ -10,13 +10,16 @@ of one partition lands on one Redis Cluster slot)::
     sy:{pool.N}:dead                dead-letter stream
     sy:{pool.N}:drain:<priority>    drain-rate window of one priority stream (hash)
     sy:{pool.N}:job:<job id>        job record: state, outcome, stream entry (hash, TTL)
-    sy:{pool.N}:idem:<key>          idempotency key -> job id (string, TTL)
+    sy:{pool.N}:idem:<tenant>:<key> idempotency key of one tenant ('-': none) -> job id
+                                    (string, TTL); on the route's primary pool's
+                                    partition whichever pool the job went to
     sy:{pool.N}:reply:<client id>   reply stream of one client instance (TTL, trimmed)
     sy:{pool.N}:tenant:<name>:jobs:<priority>
                                     a tenant's jobs in flight in one priority stream
                                     (zset: job id -> deadline ms)
     sy:{pool.N}:tenant:<name>:quota a tenant's request and token buckets (hash)
-    sy:{pool.N}:tenants             tenants seen lately: name -> 'weight|last seen ms' (hash)
+    sy:{pool.N}:tenants:seen        tenants seen lately: name -> last seen ms (zset)
+    sy:{pool.N}:tenants:weight      their weights: name -> weight, '~sum' -> the total (hash)
     sy:{pool}:workers               live workers of a pool (zset: consumer -> last beat ms)
     sy:{pool}:worker:<consumer>     a worker's heartbeat and description (hash, TTL)
 
@@ -160,8 +163,9 @@ class PartitionKeys:
         """Whether a reply stream is one of this partition's."""
         return stream.startswith(self.base + ":reply:")
 
-    def idempotency(self, key: str) -> str:
-        return f"{self.base}:idem:{key}"
+    def idempotency(self, tenant: str | None, key: str) -> str:
+        """A tenant's idempotency key: tenants never share one (a tenant name has no ':')."""
+        return f"{self.base}:idem:{tenant or '-'}:{key}"
 
     def reply(self, client_id: str) -> str:
         return f"{self.base}:reply:{client_id}"
@@ -173,8 +177,12 @@ class PartitionKeys:
         return f"{self.base}:tenant:{tenant}:quota"
 
     @property
-    def tenants(self) -> str:
-        return f"{self.base}:tenants"
+    def tenants_seen(self) -> str:
+        return f"{self.base}:tenants:seen"
+
+    @property
+    def tenant_weights(self) -> str:
+        return f"{self.base}:tenants:weight"
 
 
 @dataclass(frozen=True)

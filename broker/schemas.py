@@ -20,6 +20,7 @@ __all__ = [
     "MAX_STOP",
     "PRIORITIES",
     "SCHEMA_VERSION",
+    "SEED_RANGE",
     "TERMINAL_STATES",
     "ChatMessage",
     "ChatRequest",
@@ -69,8 +70,11 @@ class EmbedRequest(_Wire):
     input: Annotated[list[str], Field(min_length=1)]
 
 
-MAX_STOP = 4
-"""At most this many stop strings per chat request (as OpenAI allows)."""
+MAX_STOP = 64
+"""Stop strings a chat request may carry at most on the wire (the enqueue API holds them
+to ``[limits] max_stop``, 4 by default, as OpenAI does)."""
+SEED_RANGE = (-(2**63), 2**63 - 1)
+"""A seed is a signed 64-bit integer (OpenAI's range; torch takes every one)."""
 
 
 class ChatMessage(_Wire):
@@ -88,7 +92,7 @@ class ChatRequest(_Wire):
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     stop: Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=MAX_STOP)] = []
-    seed: int | None = None
+    seed: Annotated[int, Field(ge=SEED_RANGE[0], le=SEED_RANGE[1])] | None = None
     stream: bool = False
 
 

@@ -6,6 +6,13 @@ stream per call (:func:`grouped` splits work that way), so a burst costs a few c
 not a few per job. Pipelines send ``EVALSHA`` directly (redis-py's pipelined
 scripts cost an extra ``SCRIPT EXISTS`` round trip on every execute); a ``NOSCRIPT``
 reply, after a Redis restart say, loads the scripts and re-sends only the failed calls.
+
+Under ``maxmemory``, admission (``enqueue``, ``reserve``, ``replay``) is refused while
+everything that finishes admitted work still runs. On Redis 7 each script says so in a
+shebang (``#!lua``: deny-oom; ``#!lua flags=allow-oom``: allowed), added here once the
+server's version is known; Redis 6.2 has no shebang, and decides at a script's first
+write, so admission scripts write a deny-oom command first and the others a harmless
+write that is not (``XACK`` of id ``0-0``, ``PEXPIRE``).
 """
 
 from __future__ import annotations
@@ -17,24 +24,27 @@ from typing import Literal, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from switchyard.broker.durability import waitaof_failure
 
-__all__ = ["ScriptCall", "ScriptName", "Scripts", "grouped"]
+__all__ = ["ADMISSION", "ScriptCall", "ScriptName", "Scripts", "grouped", "source"]
 
 T = TypeVar("T")
 
 ScriptName = Literal["enqueue", "start", "complete", "release", "cancel", "breaker_allow",
                      "breaker_record", "ratelimit_take", "ratelimit_observe", "spill_forward",
-                     "requeue", "expire", "replay"]
+                     "requeue", "expire", "replay", "reserve", "settle", "groups", "beat", "forget"]
 _NAMES: tuple[ScriptName, ...] = ("enqueue", "start", "complete", "release", "cancel",
                                   "breaker_allow", "breaker_record", "ratelimit_take",
                                   "ratelimit_observe", "spill_forward", "requeue", "expire",
-                                  "replay")
+                                  "replay", "reserve", "settle", "groups", "beat", "forget")
 
 ScriptCall = tuple[ScriptName, Sequence[str], Sequence[str | int | float]]
 """(script, KEYS, ARGV)."""
+
+ADMISSION: frozenset[ScriptName] = frozenset({"enqueue", "reserve", "replay"})
+"""Scripts refused over ``maxmemory``; every other one runs there (``allow-oom``)."""
 
 
 def grouped(items: Iterable[T], key: Callable[[T], str], size: int) -> list[list[T]]:
@@ -45,39 +55,57 @@ def grouped(items: Iterable[T], key: Callable[[T], str], size: int) -> list[list
     return [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
 
 
-def _source(name: str) -> str:
-    return resources.files("switchyard.broker").joinpath("lua", f"{name}.lua").read_text("utf-8")
+def source(name: ScriptName, shebang: bool) -> str:
+    """A script's text; with ``shebang`` (Redis 7+), headed by its flags."""
+    text = resources.files("switchyard.broker").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    if not shebang:
+        return text
+    return ("#!lua\n" if name in ADMISSION else "#!lua flags=allow-oom\n") + text
 
 
 class Scripts:
-    """All of Switchyard's scripts, bound to one Redis client."""
+    """All of Switchyard's scripts, bound to one Redis client. ``shebang``: whether the
+    server takes script flags (Redis 7+); None: asked of the server (``INFO server``) on
+    first use."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, *, shebang: bool | None = None) -> None:
         self._redis = redis
-        self._scripts: dict[ScriptName, AsyncScript] = {
-            name: redis.register_script(_source(name)) for name in _NAMES
-        }
+        self._shebang = shebang
+        self._bound: dict[ScriptName, AsyncScript] | None = None
+
+    async def _scripts(self) -> dict[ScriptName, AsyncScript]:
+        if self._bound is None:
+            if self._shebang is None:
+                self._shebang = await _takes_flags(self._redis)
+            shebang = self._shebang
+            self._bound = {name: self._redis.register_script(source(name, shebang))
+                           for name in _NAMES}
+        return self._bound
 
     async def load(self) -> None:
         """Load every script into the server's script cache (idempotent)."""
-        for script in self._scripts.values():
+        for script in (await self._scripts()).values():
             await self._redis.script_load(script.script)
 
     async def call(
         self, name: ScriptName, keys: Sequence[str], args: Sequence[str | int | float]
     ) -> object:
-        return await self._scripts[name](keys=list(keys), args=list(args))
+        script = (await self._scripts())[name]
+        return await script(keys=list(keys), args=list(args))
 
     async def pipeline(self, calls: Sequence[ScriptCall]) -> list[object]:
         """Run many script calls in one round trip; results in call order."""
         results, _ = await self.pipeline_fsynced(calls, None)
         return results
 
-    async def pipeline_fsynced(self, calls: Sequence[ScriptCall], waitaof_ms: int | None
+    async def pipeline_fsynced(self, calls: Sequence[ScriptCall], waitaof_ms: int | None,
+                               *, raise_errors: bool = True
                                ) -> tuple[list[object], str | None]:
         """:meth:`pipeline`, each round trip followed (with ``waitaof_ms``) by ``WAITAOF 1
         0 waitaof_ms`` on its connection. Returns the results, and why the fsync was not
-        confirmed (None when it was, or not asked for)."""
+        confirmed (None when it was, or not asked for). A call that failed raises its
+        error, or with ``raise_errors=False`` leaves it in its place among the results
+        (so each caller gets only its own)."""
         if not calls:
             return [], None
         results, failure = await self._send(calls, waitaof_ms)
@@ -89,18 +117,30 @@ class Scripts:
             for i, result in zip(retry, again, strict=True):
                 results[i] = result
         for result in results:
-            if isinstance(result, Exception):
+            if raise_errors and isinstance(result, Exception):
                 raise result
         return results, failure
 
     async def _send(self, calls: Sequence[ScriptCall], waitaof_ms: int | None
                     ) -> tuple[list[object], str | None]:
+        scripts = await self._scripts()
         pipe: Pipeline = self._redis.pipeline(transaction=False)
         for name, keys, args in calls:
-            pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+            pipe.evalsha(scripts[name].sha, len(keys), *keys, *args)
         if waitaof_ms is not None:  # same connection: covers exactly these writes
             pipe.execute_command("WAITAOF", 1, 0, waitaof_ms)
         replies = list(await pipe.execute(raise_on_error=False))
         if waitaof_ms is None:
             return replies, None
         return replies[:-1], waitaof_failure(replies[-1])
+
+
+async def _takes_flags(redis: aioredis.Redis) -> bool:
+    """Whether the server is Redis 7 or later (scripts may carry a shebang). A server that
+    will not say is treated as 6.2: the scripts work either way (see the module doc)."""
+    try:
+        info = await redis.info("server")
+    except ResponseError:  # INFO refused (an ACL user without it)
+        return False
+    major = str(info.get("redis_version", "0")).partition(".")[0]
+    return major.isdigit() and int(major) >= 7

@@ -13,7 +13,7 @@ from redis.exceptions import DataError
 
 from switchyard.broker.errors import RedisSettingsError
 
-__all__ = ["RedisSettings"]
+__all__ = ["RedisSettings", "redact_url"]
 
 _SCHEMES = ("redis", "rediss", "unix")
 DEFAULT_PORT = 6379
@@ -32,29 +32,39 @@ class RedisSettings:
 
     @classmethod
     def from_url(cls, url: str) -> RedisSettings:
+        shown = redact_url(url)
+        try:
+            return cls._parse(url, shown)
+        except ValueError as exc:  # urlsplit's own (a bad IPv6 host, say)
+            raise RedisSettingsError(f"invalid Redis URL {shown!r}: {exc}") from None
+
+    @classmethod
+    def _parse(cls, url: str, shown: str) -> RedisSettings:
         parts = urlsplit(url)
         if parts.scheme not in _SCHEMES:
             raise RedisSettingsError(
-                f"unsupported Redis URL scheme {parts.scheme!r} in {url!r}: "
+                f"unsupported Redis URL scheme {parts.scheme!r} in {shown!r}: "
                 f"use one of {', '.join(s + '://' for s in _SCHEMES)}"
             )
-        db = _db_of(url, parts.path if parts.scheme != "unix" else "", parts.query)
+        db = _db_of(shown, parts.path if parts.scheme != "unix" else "", parts.query)
         if parts.scheme == "unix":
             if not parts.path:
-                raise RedisSettingsError(f"unix:// URL {url!r} names no socket path")
+                raise RedisSettingsError(f"unix:// URL {shown!r} names no socket path")
             return cls(url, parts.scheme, None, None, parts.path, db)
         try:
             port = parts.port or DEFAULT_PORT
-        except ValueError as exc:
-            raise RedisSettingsError(f"invalid port in Redis URL {url!r}") from exc
+        except ValueError:
+            raise RedisSettingsError(f"invalid port in Redis URL {shown!r}") from None
         if not parts.hostname:
-            raise RedisSettingsError(f"Redis URL {url!r} names no host")
+            raise RedisSettingsError(f"Redis URL {shown!r} names no host")
         return cls(url, parts.scheme, parts.hostname, port, None, db)
 
     def connect(self, *, max_connections: int = 64, connect_timeout_s: float = 5.0,
-                socket_timeout_s: float = 30.0) -> aioredis.Redis:
+                socket_timeout_s: float = 30.0, pool_timeout_s: float = 30.0
+                ) -> aioredis.Redis:
         """An asyncio client; responses decoded as UTF-8 text. Its pool makes callers wait
-        for a free connection rather than fail when all ``max_connections`` are busy.
+        for a free connection when all ``max_connections`` are busy, for at most
+        ``pool_timeout_s`` (then ``redis.exceptions.ConnectionError``).
 
         A server that does not accept a connection within ``connect_timeout_s``, or stops
         answering one for ``socket_timeout_s`` (longer than any blocking read Switchyard
@@ -64,7 +74,7 @@ class RedisSettings:
             self.url,
             decode_responses=True,
             max_connections=max_connections,
-            timeout=None,
+            timeout=pool_timeout_s,
             health_check_interval=30,
             socket_connect_timeout=connect_timeout_s,
             socket_timeout=socket_timeout_s,
@@ -78,6 +88,17 @@ class RedisSettings:
         if self.scheme == "unix":
             return f"unix://{self.path}"
         return f"{self.scheme}://{self.host}:{self.port}/{self.db}"
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password (and user) replaced by ``***``, for messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, tail = rest.partition("/")
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    return f"{scheme}://{netloc}{slash}{tail}"
 
 
 def _db_of(url: str, path: str, query: str) -> int:

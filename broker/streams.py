@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from switchyard.broker.keys import GROUP, PartitionKeys
+from switchyard.broker.scripts import Scripts
 
 __all__ = ["AutoClaim", "PendingEntry", "StreamEntry", "deadline_of", "ensure_groups",
            "forget_consumer", "last_delivered", "parse_autoclaim", "parse_stream_reply",
@@ -73,25 +74,21 @@ def _fields(raw: object) -> dict[str, str]:
 
 
 async def ensure_groups(redis: aioredis.Redis, partitions: Iterable[PartitionKeys]) -> None:
-    """Create the consumer group on every priority stream; safe to call any number of times."""
+    """Create the consumer group on every priority stream; safe to call any number of
+    times, and over maxmemory (``lua/groups.lua``)."""
+    scripts = Scripts(redis)
     for keys in partitions:
-        for stream in keys.streams():
-            try:
-                await redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+        await scripts.call("groups", keys.streams(), [GROUP])
 
 
 async def forget_consumer(redis: aioredis.Redis, partitions: Sequence[PartitionKeys],
                           consumer: str) -> None:
-    """Remove a consumer from its groups, but only where it holds nothing pending."""
+    """Remove a consumer from its groups, but only where it holds nothing pending (checked
+    and removed atomically, ``lua/forget.lua``)."""
+    scripts = Scripts(redis)
     for keys in partitions:
         for stream in keys.streams():
-            pending = await redis.xpending_range(stream, GROUP, min="-", max="+", count=1,
-                                                 consumername=consumer)
-            if not pending:
-                await redis.xgroup_delconsumer(stream, GROUP, consumer)
+            await scripts.call("forget", [stream], [GROUP, consumer])
 
 
 async def last_delivered(redis: aioredis.Redis, stream: str, group: str) -> str | None:

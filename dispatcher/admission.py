@@ -9,6 +9,7 @@ __all__ = [
     "Aged",
     "Duplicate",
     "Rejected",
+    "Reserved",
     "Shed",
     "Spilled",
     "TenantRefused",
@@ -36,6 +37,15 @@ class Admitted:  # not frozen: built per job, and frozen dataclasses are slow to
 class Duplicate:
     job_id: str
     """The job already admitted under the same idempotency key."""
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """The idempotency key is held by a submission still being admitted on another pool
+    (see ``broker/lua/reserve.lua``)."""
+
+    job_id: str
+    age_ms: int
 
 
 @dataclass(frozen=True)
@@ -83,7 +93,7 @@ class TenantRefused:
     """Seconds until the quota allows the job (None: not known)."""
 
 
-Verdict = Admitted | Duplicate | Rejected | Spilled | Shed | Aged | TenantRefused
+Verdict = Admitted | Duplicate | Reserved | Rejected | Spilled | Shed | Aged | TenantRefused
 
 
 def parse_admission(reply: object) -> Verdict:
@@ -96,6 +106,8 @@ def parse_admission(reply: object) -> Verdict:
         return Admitted(str(reply[1]), str(reply[2]), int(reply[3]), rate)
     if verdict == "duplicate":
         return Duplicate(str(reply[1]))
+    if verdict == "reserved":
+        return Reserved(str(reply[1]), int(reply[2]))
     if verdict == "rejected":
         rate = drain_rate(float(reply[2]), int(reply[3]), int(reply[4]), int(reply[5]))
         return Rejected(int(reply[1]), rate, int(reply[6]) if len(reply) > 6 else None)

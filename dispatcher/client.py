@@ -10,16 +10,18 @@ import random
 import secrets
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import replace
-from typing import Self, get_args
+from typing import Self, TypeVar, get_args
 
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from switchyard.broker.calls import settle_call
 from switchyard.broker.config import ModelConfig, PoolConfig, SwitchyardConfig, load_config
 from switchyard.broker.durability import DurabilityProbe
-from switchyard.broker.errors import BrokerUnavailable
+from switchyard.broker.errors import BrokerUnavailable, redis_failure
+from switchyard.broker.jobs import read_job
 from switchyard.broker.keys import TENANT_NAME, JobIdSource, Keys, PartitionKeys
 from switchyard.broker.schemas import (
     ChatMessage,
@@ -38,6 +40,7 @@ from switchyard.dispatcher.admission import (
     Aged,
     Duplicate,
     Rejected,
+    Reserved,
     Shed,
     Spilled,
     TenantRefused,
@@ -47,17 +50,28 @@ from switchyard.dispatcher.admission import (
 )
 from switchyard.dispatcher.errors import AdmissionRejected, InvalidRequest, UnknownModel
 from switchyard.dispatcher.jobs import AnyResult, AsyncJob, R
+from switchyard.dispatcher.limits import check_chat, check_embed, utf8_size
 from switchyard.dispatcher.policies import Policies
 from switchyard.dispatcher.replies import ReplyRouter
 from switchyard.dispatcher.submitter import Enqueue, Submission, Submitter
 
 __all__ = ["AsyncClient"]
 
+T = TypeVar("T")
 _PRIORITIES = frozenset(get_args(Priority))
 MAX_DEADLINE_S = 366 * 86_400
 """The longest deadline a job may ask for (a year)."""
 DEFAULT_BATCH_RETRIES = 3
 """Admission retries of a ``batch`` job when the caller does not say."""
+
+
+class _StaleKey(Exception):
+    """An idempotency key that names a job no longer in Redis (or a reservation whose
+    submitter is gone): cleared, then the admit is tried again."""
+
+    def __init__(self, job_id: str, *, reserved: bool) -> None:
+        super().__init__(job_id)
+        self.job_id, self.reserved = job_id, reserved
 
 
 class AsyncClient:
@@ -72,7 +86,8 @@ class AsyncClient:
     ) -> None:
         self.config = config if config is not None else load_config()
         self.settings = RedisSettings.from_url(redis_url or self.config.redis.url)
-        self.redis = self.settings.connect()
+        timeout = self.config.redis.timeout_s
+        self.redis = self.settings.connect(connect_timeout_s=timeout, pool_timeout_s=timeout)
         self.keys = Keys(self.config.redis.prefix)
         self.scripts = Scripts(self.redis)
         self.client_id = secrets.token_hex(8)
@@ -101,10 +116,13 @@ class AsyncClient:
                 await asyncio.wait_for(step(), limit)
         await self.redis.aclose()
 
-    def job(self, job_id: str) -> AsyncJob[AnyResult]:
-        """A handle on any job by id, from any process (raises JobIdError if malformed)."""
+    def job(self, job_id: str, *, tenant: str | None = None) -> AsyncJob[AnyResult]:
+        """A handle on any job by id, from any process (raises JobIdError if malformed).
+        With ``tenant``, only that tenant's jobs are found: the handle's calls raise
+        ``JobNotFound`` for another's. ``tenant=None`` is a trusted caller (see the
+        README's trust model): it sees every job."""
         self.keys.of_job(job_id)
-        return AsyncJob(self, job_id, (EmbedResult, ChatResult))
+        return AsyncJob(self, job_id, (EmbedResult, ChatResult), tenant=tenant)
 
     async def embed(
         self,
@@ -125,6 +143,7 @@ class AsyncClient:
             isinstance(t, str) for t in texts
         ):
             raise InvalidRequest("embed input must be a string or a non-empty list of strings")
+        check_embed(texts, self.config.limits)
         # Checked above, so built without a second validation pass (this is the hot path).
         request = EmbedRequest.model_construct(kind="embed", input=list(texts))
         job = Submission(model, request, priority, deadline_s, idempotency_key, tenant, durable)
@@ -171,6 +190,7 @@ class AsyncClient:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise InvalidRequest(f"chat request: {where}: {first['msg']}") from None
+        check_chat(request, self.config.limits)
         job = Submission(model, request, priority, deadline_s, idempotency_key, tenant, durable)
         return await self._submit(job, ChatResult, max_retries)
 
@@ -178,6 +198,9 @@ class AsyncClient:
                       max_retries: int | None) -> AsyncJob[R]:
         """Admit the job, retrying rejections (see :meth:`chat`)."""
         _check(job, max_retries)
+        if job.tenant is not None and self.config.tracked_tenant(job.tenant) is None:
+            raise InvalidRequest(f"unknown tenant {job.tenant!r} ([tenants] unknown = "
+                                 f'"reject")')
         retries = max_retries if max_retries is not None else (
             DEFAULT_BATCH_RETRIES if job.priority == "batch" else 0)
         if job.deadline_s is None:  # its priority's default
@@ -194,7 +217,10 @@ class AsyncClient:
                     raise
                 await asyncio.sleep(wait)
                 if job.deadline_s is not None:  # the deadline stays where it was
-                    job = replace(job, deadline_s=job.deadline_s - (time.monotonic() - started))
+                    left = job.deadline_s - (time.monotonic() - started)
+                    if left <= 0:  # the sleep ran past it: this rejection is the answer
+                        raise
+                    job = replace(job, deadline_s=left)
                     started = time.monotonic()
         raise AssertionError("unreachable")
 
@@ -206,37 +232,95 @@ class AsyncClient:
         limit = self.config.redis.timeout_s
         if job.deadline_s is not None:
             limit = min(limit, job.deadline_s)
+        return await self.bounded(self._admit(job, kind), limit)
+
+    async def bounded(self, op: Awaitable[T], limit: float | None = None) -> T:
+        """``op``, a Redis call, failing with ``BrokerUnavailable`` when Redis errs or has
+        not answered within ``limit`` (default ``[redis] timeout_s``)."""
+        limit = self.config.redis.timeout_s if limit is None else limit
         try:
-            return await asyncio.wait_for(self._admit(job, kind), limit)
+            return await asyncio.wait_for(op, limit)
         except TimeoutError:
             raise BrokerUnavailable(f"Redis at {self.settings.display()} did not answer "
                                     f"within {limit:g} s") from None
         except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(f"Redis at {self.settings.display()}: {exc}") from exc
+            raise redis_failure(self.settings.display(), exc) from exc
 
     async def _admit(self, job: Submission, kind: type[R]) -> AsyncJob[R]:
         """Admit the job on the model's pool; with an ``overflow`` pool in its route, on the
         overflow instead when the pool has no live worker, is full, or predicts a wait
         past the job's deadline. Where no pool is left, reject: ``pool_full`` or
-        ``deadline_unmeetable``."""
-        model, priority, deadline_s = job.model, job.priority, job.deadline_s
-        route = self._route(model, job.request.kind)
+        ``deadline_unmeetable``.
 
+        An idempotency key lives on the route's primary pool's partition whichever pool
+        admits the job, so a retry finds it wherever the first attempt went; a key whose
+        job is gone (expired) is cleared and the job admitted again."""
+        route = self._route(job.model, job.request.kind)
+        home = self._partition(route.pool, self.config.pools[route.pool], job.idempotency_key)
+        key = (None if job.idempotency_key is None
+               else home.idempotency(job.tenant, job.idempotency_key))
+        for _ in range(3):
+            try:
+                return await self._admit_on(route, job, kind, key)
+            except _StaleKey as stale:
+                assert key is not None
+                await self.scripts.call(*settle_call(key, stale.job_id, reserved=stale.reserved))
+        raise BrokerUnavailable(f"idempotency key {job.idempotency_key!r} keeps changing hands")
+
+    async def _admit_on(self, route: ModelConfig, job: Submission, kind: type[R],
+                        key: str | None) -> AsyncJob[R]:
         pools = [route.pool]
         if route.overflow is not None:
             pools = [*([route.pool] if await self._alive(route.pool) else []), route.overflow]
-        spill_ms = int(deadline_s * 1000) if deadline_s is not None else 0
+        spill_ms = int(job.deadline_s * 1000) if job.deadline_s is not None else 0
         if not self.config.pools[route.pool].admission_control:
             spill_ms = 0
         for pool_name in pools:
-            verdict, handle = await self._enqueue(pool_name, job, kind, spill_ms)
+            if key is not None and pool_name != route.pool:
+                verdict, handle = await self._reserve_and_enqueue(pool_name, job, kind, key)
+            else:
+                verdict, handle = await self._enqueue(pool_name, job, kind, spill_ms, key)
             if handle is not None:
                 return handle
             # A tenant over its quota is not let through to a costlier pool.
             if pool_name == pools[-1] or isinstance(verdict, TenantRefused):
-                assert not isinstance(verdict, Admitted | Duplicate)
-                raise self._rejection(model, pool_name, priority, verdict, deadline_s)
+                assert not isinstance(verdict, Admitted | Duplicate | Reserved)
+                raise self._rejection(job.model, pool_name, job.priority, verdict,
+                                      job.deadline_s)
         raise AssertionError("no pool to admit on")
+
+    async def _reserve_and_enqueue(self, pool_name: str, job: Submission, kind: type[R],
+                                   key: str) -> tuple[Verdict, AsyncJob[R] | None]:
+        """Admit on a pool other than the key's home: reserve the key there first (another
+        hash slot, so not in the same script), then fill it, or drop it if not admitted."""
+        job_id = self._job_ids.new(pool_name, self._index(pool_name, job.idempotency_key))
+        ttl_ms = int(self.config.jobs.idempotency_ttl_s * 1000)
+        reply = await self.scripts.call("reserve", [key], [job_id, ttl_ms])
+        if reply != ["held"]:  # the key names a job already
+            held = parse_admission(reply)
+            return held, await self._existing(held, kind, job.tenant)
+        try:
+            verdict, handle = await self._enqueue(pool_name, job, kind, 0, None, job_id)
+        except BaseException:
+            with contextlib.suppress(RedisError, OSError):  # a retry finds the reservation
+                await self.scripts.call(*settle_call(key, job_id))
+            raise
+        await self.scripts.call(*settle_call(key, job_id, fill_ttl_ms=ttl_ms if handle else 0))
+        return verdict, handle
+
+    async def _existing(self, verdict: Verdict, kind: type[R],
+                        tenant: str | None) -> AsyncJob[R]:
+        """The job an idempotency key already names; ``_StaleKey`` when it is gone."""
+        assert isinstance(verdict, Duplicate | Reserved)
+        record = await read_job(self.redis, self.keys.of_job(verdict.job_id), verdict.job_id)
+        if record is not None:
+            return AsyncJob(self, verdict.job_id, kind, tenant=tenant)
+        if isinstance(verdict, Reserved):
+            if verdict.age_ms < 2_000 * self.config.redis.timeout_s:
+                raise BrokerUnavailable("another submission with this idempotency key is "
+                                        "being admitted; retry")
+            raise _StaleKey(verdict.job_id, reserved=True)
+        raise _StaleKey(verdict.job_id, reserved=False)
 
     def _rejection(self, model: str, pool_name: str, priority: Priority,
                    verdict: Rejected | Spilled | Shed | Aged | TenantRefused,
@@ -269,16 +353,17 @@ class AsyncClient:
 
     async def _enqueue(
         self, pool_name: str, job: Submission, kind: type[R], spill_ms: int,
+        idempotency_key: str | None, job_id: str | None = None,
     ) -> tuple[Verdict, AsyncJob[R] | None]:
         """One admission attempt on one pool: (verdict, the job's handle if admitted)."""
         fsync = job.durable and await self._durability.mode() == "waitaof"
         pool = self.config.pools[pool_name]
         keys = self._partition(pool_name, pool, job.idempotency_key)
-        job_id = self._job_ids.new(pool_name, keys.partition)
+        job_id = job_id or self._job_ids.new(pool_name, keys.partition)
         created = now_ms()
         envelope = JobEnvelope.model_construct(
             v=1, attempts=0, id=job_id, model=job.model, priority=job.priority,
-            created_ms=created, tenant=job.tenant,
+            created_ms=created, tenant=self._counted_as(job.tenant),
             deadline_ms=None if job.deadline_s is None else created + int(job.deadline_s * 1000),
             request=job.request,
         )
@@ -292,11 +377,10 @@ class AsyncClient:
         policy = self._policies.get(pool_name, keys, job.priority, job.tenant)
         entry = Enqueue(
             policy=policy, reply=reply_stream, job_key=keys.job(job_id),
-            idempotency_key=keys.idempotency(job.idempotency_key or "-"),
-            job_id=job_id, payload=envelope.model_dump_json(),
-            idempotency_ttl_ms=int(jobs.idempotency_ttl_s * 1000) if job.idempotency_key else 0,
+            idempotency_key=idempotency_key, job_id=job_id, payload=envelope.model_dump_json(),
+            idempotency_ttl_ms=int(jobs.idempotency_ttl_s * 1000) if idempotency_key else 0,
             spill_ms=spill_ms, tokens=_tokens(job.request) if policy.tenant else 0,
-            deadline_ms=envelope.deadline_ms or 0, fsync=fsync)
+            deadline_ms=envelope.deadline_ms or 0, owner=job.tenant, fsync=fsync)
         if policy.tenant and policy.tenant.tpm and entry.tokens > policy.tenant.tpm:
             self.replies.forget(job_id)
             raise InvalidRequest(f"the request needs about {entry.tokens} tokens, more than "
@@ -311,10 +395,10 @@ class AsyncClient:
             return verdict, AsyncJob(self, job_id, kind, position=verdict.position,
                                      estimated_start_s=0.0 if verdict.position == 0 else start,
                                      waiter=waiter, deltas=deltas,
-                                     deadline_ms=envelope.deadline_ms)
+                                     deadline_ms=envelope.deadline_ms, tenant=job.tenant)
         self.replies.forget(job_id)
-        if isinstance(verdict, Duplicate):
-            return verdict, AsyncJob(self, verdict.job_id, kind)
+        if isinstance(verdict, Duplicate | Reserved):
+            return verdict, await self._existing(verdict, kind, job.tenant)
         return verdict, None
 
     async def _alive(self, pool_name: str) -> bool:
@@ -337,16 +421,26 @@ class AsyncClient:
             raise InvalidRequest(f"model {model!r} serves {route.kind} requests, not {kind}")
         return route
 
+    def _counted_as(self, tenant: str | None) -> str | None:
+        """The tenant name a job's envelope carries: the one its quotas, keys and metric
+        labels use (an unconfigured name is ``default``); the submitter itself is kept in
+        the job record (``owner``)."""
+        return None if tenant is None else self.config.tracked_tenant(tenant)
+
+    def _index(self, pool_name: str, idempotency_key: str | None) -> int:
+        """The partition a job goes to: the same key always lands on the same one (to be
+        found again); other jobs take turns."""
+        count = self.config.pools[pool_name].partitions
+        if count == 1:
+            return 0
+        if idempotency_key is not None:
+            return zlib.crc32(idempotency_key.encode()) % count
+        return next(self._round_robin) % count
+
     def _partition(
         self, pool_name: str, pool: PoolConfig, idempotency_key: str | None
     ) -> PartitionKeys:
-        if pool.partitions == 1:
-            index = 0
-        elif idempotency_key is not None:
-            # The same key must always land on the same partition to be found again.
-            index = zlib.crc32(idempotency_key.encode()) % pool.partitions
-        else:
-            index = next(self._round_robin) % pool.partitions
+        index = self._index(pool_name, idempotency_key)
         keys = self._partitions.get((pool_name, index))
         if keys is None:
             keys = self._partitions[pool_name, index] = self.keys.partition(pool_name, index)
@@ -366,6 +460,8 @@ def _check(job: Submission, max_retries: object) -> None:
     key = job.idempotency_key
     if key is not None and not (isinstance(key, str) and 0 < len(key) <= 256):
         raise InvalidRequest("idempotency_key must be a string of 1 to 256 characters")
+    if key is not None:
+        utf8_size(key, "idempotency_key")
     if job.tenant is not None and not (isinstance(job.tenant, str)
                                        and TENANT_NAME.match(job.tenant)):
         raise InvalidRequest("tenant must be 1 to 128 letters, digits or _.@- "

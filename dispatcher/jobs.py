@@ -51,8 +51,8 @@ class AsyncJob(Generic[R_co]):
     ``async for delta in job`` (or :meth:`stream`) yields a chat job's text as it is
     generated; the deltas joined are the final result's text."""
 
-    __slots__ = ("_client", "_deltas", "_kind", "_waiter", "deadline_ms", "estimated_start_s",
-                 "id", "position")
+    __slots__ = ("_client", "_deltas", "_kind", "_tenant", "_waiter", "deadline_ms",
+                 "estimated_start_s", "id", "position")
 
     def __init__(
         self,
@@ -65,8 +65,11 @@ class AsyncJob(Generic[R_co]):
         waiter: asyncio.Future[str] | None = None,
         deltas: Deltas | None = None,
         deadline_ms: int | None = None,
+        tenant: str | None = None,
     ) -> None:
         self._client = client
+        self._tenant = tenant
+        """Only this tenant's job is found (None: any, a trusted caller)."""
         self._kind: type | tuple[type, ...] = kind
         self._waiter = waiter
         self._deltas = deltas
@@ -162,9 +165,12 @@ class AsyncJob(Generic[R_co]):
         forwarded to when it spilled to a provider pool."""
         client = self._client
         job_id = self.id
-        for _ in range(4):  # a copy is never spilled again; the bound is only a guard
-            record = await read_job(client.redis, client.keys.of_job(job_id), job_id)
-            if record is None:
+        for hop in range(4):  # a copy is never spilled again; the bound is only a guard
+            record = await client.bounded(
+                read_job(client.redis, client.keys.of_job(job_id), job_id))
+            # The job's own record names its owner; a copy is reached only through it.
+            if record is None or (hop == 0 and self._tenant is not None
+                                  and record.owner != self._tenant):
                 raise JobNotFound(f"no record of job {job_id} (never existed, or expired)")
             if record.forward is None:
                 return job_id, record
@@ -183,4 +189,4 @@ class AsyncJob(Generic[R_co]):
                                                              partition.priority_of(record.stream)),
                                        job_id,
                                        client.config.jobs)
-        return await client.scripts.call(name, keys, args) == "cancelled"
+        return await client.bounded(client.scripts.call(name, keys, args)) == "cancelled"

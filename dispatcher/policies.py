@@ -22,6 +22,7 @@ class Policies:
 
     def get(self, pool_name: str, keys: PartitionKeys, priority: Priority,
             tenant: str | None) -> StreamPolicy:
+        tenant = self._config.tracked_tenant(tenant)  # unconfigured names share one policy
         cache_key = (keys.base, priority, tenant)
         policy = self._cache.get(cache_key)
         if policy is None:
@@ -53,14 +54,14 @@ class Policies:
         tenants = self._config.tenants
         if not tenants:
             return None
-        name = tenant or DEFAULT_TENANT
-        quota = tenants.get(name) or tenants.get(DEFAULT_TENANT) or TenantConfig()
+        name = self._config.tracked_tenant(tenant) or DEFAULT_TENANT  # refused earlier
+        quota = tenants.get(name) or TenantConfig()
         n = pool.partitions
         return TenantQuota(
             name=name,
             keys=(keys.tenant_jobs(name, priority),
                   *(keys.tenant_jobs(name, p) for p in PRIORITIES if p != priority),
-                  keys.tenant_quota(name), keys.tenants),
+                  keys.tenant_quota(name), keys.tenants_seen, keys.tenant_weights),
             weight=quota.weight, rps=quota.rps / n,
             bucket=max(1.0, quota.rps * quota.burst_s / n), tpm=quota.tpm / n,
             max_concurrent=math.ceil(quota.max_concurrent / n), share_at=pool.fair_share_at)

@@ -33,7 +33,7 @@ class Enqueue:
     policy: StreamPolicy
     reply: str
     job_key: str
-    idempotency_key: str
+    idempotency_key: str | None
     job_id: str
     payload: str
     idempotency_ttl_ms: int
@@ -41,6 +41,8 @@ class Enqueue:
     """Not admitted ('spill') when the stream's predicted wait exceeds this (0: never)."""
     tokens: int = 0
     deadline_ms: int = 0
+    owner: str | None = None
+    """The tenant that submitted it (recorded in the job hash)."""
     fsync: bool = False
     """Durable: sent in a round trip of its own that ends with WAITAOF (Redis 7.2+)."""
 
@@ -100,14 +102,22 @@ class Submitter:
         groups = grouped(batch, _group_key, PER_CALL)
         try:
             replies, failure = await self._scripts.pipeline_fsynced(
-                [_call(g) for g in groups], self._waitaof_ms if fsync else None)
-        except Exception as exc:  # every caller gets the failure
+                [_call(g) for g in groups], self._waitaof_ms if fsync else None,
+                raise_errors=False)
+        except Exception as exc:  # the round trip failed: every caller gets the failure
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
         for group, reply in zip(groups, replies, strict=True):
-            assert isinstance(reply, list)
+            # One call's error (a bad entry, say) is its own callers', no one else's.
+            if isinstance(reply, Exception) or not isinstance(reply, list):
+                error = reply if isinstance(reply, Exception) else TypeError(
+                    f"unexpected enqueue reply: {reply!r}")
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
             for (job, future), one in zip(group, reply, strict=True):
                 if future.done():
                     continue
@@ -125,9 +135,10 @@ class Submitter:
 
 def _group_key(pending: _Pending) -> str:
     """Jobs share a call when they share a stream policy, a reply stream, idempotency TTL
-    and spill threshold."""
+    spill threshold and owner."""
     job = pending[0]
-    return f"{id(job.policy)}\n{job.reply}\n{job.idempotency_ttl_ms}\n{job.spill_ms}"
+    return (f"{id(job.policy)}\n{job.reply}\n{job.idempotency_ttl_ms}\n{job.spill_ms}\n"
+            f"{job.owner}")
 
 
 def _call(group: Sequence[_Pending]) -> ScriptCall:
@@ -136,4 +147,4 @@ def _call(group: Sequence[_Pending]) -> ScriptCall:
         first.policy, first.reply,
         [(job.job_key, job.idempotency_key, job.job_id, job.payload, job.tokens,
           job.deadline_ms) for job, _ in group],
-        idempotency_ttl_ms=first.idempotency_ttl_ms, spill_ms=first.spill_ms)
+        idempotency_ttl_ms=first.idempotency_ttl_ms, spill_ms=first.spill_ms, owner=first.owner)

@@ -51,6 +51,9 @@ class FakeProfile:
     """With ``error_status``: only the first this-many requests fail (0: all may)."""
     headers: dict[str, str] = field(default_factory=dict)
     """Extra response headers (rate-limit headers, say) on every answer."""
+    echo_auth: bool = False
+    """Error bodies repeat the request's credentials (as some proxies do): what the
+    bridge must scrub before it stores, logs or returns any provider text."""
 
 
 PROFILES = {
@@ -199,6 +202,9 @@ class _Handler(BaseHTTPRequestHandler):
         if profile.retry_after_s is not None:
             headers["retry-after"] = str(profile.retry_after_s)
         message = {401: "invalid api key", 429: "rate limited"}.get(status, "upstream error")
+        if profile.echo_auth:
+            message += (f" (request had Authorization: {self.headers.get('Authorization')}; "
+                        f"x-api-key={self.headers.get('x-api-key')})")
         self._json(status, {"error": {"message": message, "type": "fake_error",
                                       "code": profile.error_code or None}}, headers)
 

@@ -45,6 +45,19 @@ class WorkerOptions:
     redis_url: str | None = None
     memory_budget: int | None = None
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    """Where metrics listen: loopback unless told (a container sets ``0.0.0.0``)."""
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port number."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number (1 to 65535): {text!r}")
+    return value
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,10 +67,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--device", help="auto | cpu | cuda:N | all (one worker per visible GPU)")
     p.add_argument("--redis-url", help="overrides [redis] url")
     p.add_argument("--memory-budget", help="fixed memory budget per batch, e.g. 2GiB")
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.add_argument("--metrics-port", type=_port, help="serve Prometheus metrics on this port")
+    p.add_argument("--metrics-host", default="127.0.0.1",
+                   help="address metrics listen on (default 127.0.0.1; 0.0.0.0 in a container)")
     p.set_defaults(handler=lambda ns: serve(WorkerOptions(
         ns.pool, ns.config, ns.device, ns.redis_url, _budget(ns.memory_budget),
-        ns.metrics_port)))
+        ns.metrics_port, ns.metrics_host)))
     w = sub.add_parser("watchdog", help="re-queue the work of dead or hung workers "
                        "(several may run at once)")
     w.add_argument("--config", help="TOML config file (default: $SWITCHYARD_CONFIG, builtin)")
@@ -77,12 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def worker_command(pool: str, *, config: str | Path | None = None,
                    redis_url: str | None = None, device: str | None = None,
-                   memory_budget: int | None = None,
-                   metrics_port: int | None = None) -> list[str]:
+                   memory_budget: int | None = None, metrics_port: int | None = None,
+                   metrics_host: str | None = None) -> list[str]:
     """The command line of one worker process, for a supervisor to start."""
     return _command("worker", ("--pool", pool), ("--device", device), ("--config", config),
                     ("--redis-url", redis_url), ("--memory-budget", memory_budget),
-                    ("--metrics-port", metrics_port))
+                    ("--metrics-port", metrics_port), ("--metrics-host", metrics_host))
 
 
 def watchdog_command(*, config: str | Path | None = None,
@@ -153,7 +168,7 @@ def child_command(options: WorkerOptions, device: str, index: int) -> list[str]:
     return worker_command(options.pool, config=options.config, redis_url=options.redis_url,
                           device=device, memory_budget=options.memory_budget,
                           metrics_port=None if options.metrics_port is None
-                          else options.metrics_port + index)
+                          else options.metrics_port + index, metrics_host=options.metrics_host)
 
 
 def _serve_all(options: WorkerOptions, devices: list[str]) -> int:
@@ -191,10 +206,11 @@ async def _serve(options: WorkerOptions) -> int:
         probe = choose_probe(engine.device, pool.memory_budget) if engine.token_bytes else None
         worker = Worker(redis, config, options.pool, engine, probe=probe)
         if options.metrics_port is not None:
-            worker.metrics.serve(options.metrics_port)
+            worker.metrics.serve(options.metrics_port, options.metrics_host)
         log.info("worker %s serving pool %s: engine %s on %s, redis %s%s", worker.consumer,
                  options.pool, engine.name, engine.device, settings.display(),
-                 f", metrics on :{options.metrics_port}" if options.metrics_port else "")
+                 f", metrics on {options.metrics_host}:{options.metrics_port}"
+                 if options.metrics_port else "")
         try:
             stats = await worker.run(stop)
         finally:

@@ -8,13 +8,13 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from typing import Any
 
 import redis.asyncio as aioredis
 
 from switchyard.broker.config import PoolConfig
 from switchyard.broker.keys import PoolKeys
 from switchyard.broker.schemas import now_ms
+from switchyard.broker.scripts import Scripts
 from switchyard.workers.periodic import every
 
 __all__ = ["Heartbeat", "describe"]
@@ -47,6 +47,7 @@ class Heartbeat:
         refresh: Callable[[], dict[str, str]] | None = None,
     ) -> None:
         self._redis = redis
+        self._scripts = Scripts(redis)
         self._keys = keys
         self._consumer = consumer
         self.info = dict(info)
@@ -58,14 +59,9 @@ class Heartbeat:
         """Publish ``info`` (updated by ``refresh`` first, if given)."""
         if self._refresh is not None:
             self.info.update(self._refresh())
-        now = now_ms()
-        pipe = self._redis.pipeline(transaction=False)
-        fields: dict[Any, Any] = {**self.info, "beat_ms": str(now)}
-        pipe.hset(self._keys.worker(self._consumer), mapping=fields)
-        pipe.pexpire(self._keys.worker(self._consumer), self._ttl_ms)
-        pipe.zadd(self._keys.workers, {self._consumer: now})
-        pipe.zremrangebyscore(self._keys.workers, "-inf", now - 10 * self._ttl_ms)
-        await pipe.execute()
+        fields = [v for pair in self.info.items() for v in pair]
+        await self._scripts.call("beat", [self._keys.worker(self._consumer), self._keys.workers],
+                                 [self._consumer, self._ttl_ms, now_ms(), *fields])
 
     async def run(self, stop: asyncio.Event) -> None:
         await every(self._interval, stop, self.beat, "heartbeat")

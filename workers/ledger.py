@@ -98,8 +98,8 @@ class Ledger:
 
     @staticmethod
     def _tenant(pulled: Pulled) -> str:
-        """The tenant a client that tracks tenants counted the job under (whatever this
-        worker's own configuration says: a key never written costs nothing to clear)."""
+        """The tenant a client that tracks tenants counted the job under (the envelope
+        carries that name; a key never written costs nothing to clear)."""
         return (pulled.envelope.tenant or DEFAULT_TENANT) if pulled.envelope else "-"
 
     def _finish_group(self, item: Finish) -> str:

@@ -91,7 +91,7 @@ class WorkerMetrics:
         self.used.set(max(0, reading.total - reading.free))
         self.utilisation.set(-1 if reading.utilisation is None else reading.utilisation)
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         """Serve ``/metrics`` from a background thread until :meth:`close`."""
         self._server, _ = start_http_server(port, addr, registry=self.registry)
 

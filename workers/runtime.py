@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from switchyard.broker.config import SwitchyardConfig
+from switchyard.broker.eviction import check_eviction_policy
 from switchyard.broker.keys import Keys
 from switchyard.broker.retry import Backoff, until_done
 from switchyard.broker.schemas import (
@@ -144,6 +145,7 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> WorkerStats:
         """Serve until ``stop`` is set, then drain and return."""
+        await self._retry(check_eviction_policy, self._redis, "the worker's server")
         await self._retry(ensure_groups, self._redis, self._partitions)
         await self._retry(self._scripts.load)
         self._sizer.start()
@@ -216,6 +218,7 @@ class Worker:
             return []
         if bad:
             await self._retry(self._dead_letter, bad)
+        await self._cost_off_loop()
         limit = max(1, self._sizer.token_limit() - in_use)
         batch = self._puller.take(self.engine.cost, limit)
         if batch and self._sizer.bounded:  # read about as many as the budget will take
@@ -224,6 +227,15 @@ class Worker:
         if self._sizer.bounded and self._budget.last is not None:
             self.metrics.memory(self._budget.last, self._sizer.last_budget)
         return await self._refuse_oversized(batch)
+
+    async def _cost_off_loop(self) -> None:
+        """Cost the entries just read in a thread: engines tokenise to cost a job, which
+        for long inputs would hold up the event loop (and its heartbeats)."""
+        fresh = [p for b in self._puller.buffers.values() for p in b
+                 if p.cost is None and p.envelope is not None]
+        if fresh and self.engine.name in ("embed", "generate"):
+            cost = self.engine.cost
+            await asyncio.to_thread(lambda: [p.cost_by(cost) for p in fresh])
 
     async def _refuse_oversized(self, batch: list[Pulled]) -> list[Pulled]:
         """Fail the jobs that alone exceed the whole memory budget; the rest go on."""

@@ -1,6 +1,8 @@
 """What provider calls cost: each bridged result's ``cost_usd`` (from the route's price
-table) added up per provider and per tenant, in Redis (``keys.spend``, shared by every
-worker; `switchyard status` shows it) and in the worker's Prometheus counter."""
+table) added up per provider and per tenant (the name the job is counted under:
+unconfigured names are ``default``, see ``SwitchyardConfig.tracked_tenant``), in Redis
+(``keys.spend``, shared by every worker; `switchyard status` shows it) and in the
+worker's Prometheus counter."""
 
 from __future__ import annotations
 

@@ -34,6 +34,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from switchyard.broker.config import SwitchyardConfig
+from switchyard.broker.eviction import check_eviction_policy
 from switchyard.broker.keys import GROUP, Keys, PartitionKeys, PoolKeys
 from switchyard.broker.schemas import now_ms
 from switchyard.broker.scripts import Scripts
@@ -77,6 +78,7 @@ class Watchdog:
         self.stats = WatchdogStats()
 
     async def run(self, stop: asyncio.Event) -> None:
+        await check_eviction_policy(self._redis, "the watchdog's server")
         await every(self._config.watchdog.interval_s, stop, self.sweep, "watchdog sweep")
 
     async def sweep(self) -> None:
@@ -130,8 +132,8 @@ class Watchdog:
                 for_consumer = await pending_of(self._redis, stream, GROUP, consumer,
                                                 count=BATCH)
                 await self._requeue(keys, stream, [p.entry_id for p in for_consumer], why)
-            elif consumer != self.consumer:
-                await self._redis.xgroup_delconsumer(stream, GROUP, consumer)
+            elif consumer != self.consumer and await self._scripts.call(
+                    "forget", [stream], [GROUP, consumer]):  # still nothing pending
                 self.stats.consumers_removed += 1
 
     async def _hung_entries(self, keys: PartitionKeys, stream: str) -> None:

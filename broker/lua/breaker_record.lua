@@ -13,6 +13,7 @@ local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local key, outcome = KEYS[1], ARGV[1]
 local window = tonumber(ARGV[2])
+redis.call('PEXPIRE', key, tonumber(ARGV[7]) + window)  -- first write, not deny-oom
 local b = redis.call('HMGET', key, 'state', 'trips', 'consec', 'ws', 'calls', 'fails')
 local state = b[1] or 'closed'
 local trips, consec = tonumber(b[2]) or 0, tonumber(b[3]) or 0

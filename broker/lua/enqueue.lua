@@ -6,7 +6,11 @@
 -- then, with ARGV[6] or ARGV[8] > 0: the partition's 3 priority streams, highest first,
 --   and their 3 drain hashes
 -- then, with a tenant (ARGV[10] ~= ''): the tenant's jobs in flight (zsets) in this stream
---   and in the partition's two others, its buckets (hash) and the partition's tenants (hash)
+--   and in the partition's two others, its buckets (hash), the partition's tenants seen
+--   (zset: name -> last seen ms) and their weights (hash: name -> weight, '~sum' -> the
+--   sum over the zset's members)
+-- An idempotency key holds a job id, or '?' .. job id while another pool's admit has
+-- reserved it (see reserve.lua): such a job is reported 'reserved'.
 -- ARGV[1] cap (a ceiling, when ARGV[6] sizes it)   ARGV[2] job ttl ms   ARGV[3] reply stream
 -- ARGV[4] idempotency ttl ms ('0': the jobs of this call carry no idempotency keys)
 -- ARGV[5] spill ms ('0': never): a job whose predicted wait (depth / drain rate) is longer
@@ -25,24 +29,41 @@
 --   (12, 14, 15: '0' is no limit)   ARGV[16] fill of the cap past which a tenant is held
 --   to its weighted share of it ('0': never). A tenant below its share is admitted past a
 --   full cap or a shut age gate (never past ARGV[1]): the tenants over theirs are refused.
--- then per job i, from A = 17 + 4(i-1): ARGV[A] job id   ARGV[A+1] envelope JSON
+-- ARGV[17] the jobs' owner, the tenant that submitted them ('': none), kept in each job hash
+-- then per job i, from A = 18 + 4(i-1): ARGV[A] job id   ARGV[A+1] envelope JSON
 --   ARGV[A+2] tokens (for the tokens/min bucket)   ARGV[A+3] deadline ms
 -- Returns one reply per job, in order:
 --   {'admitted', job id, entry id, depth before, drain rate ('' when not measured)}
---   | {'duplicate', job id}
+--   | {'duplicate', job id} | {'reserved', job id, ms since reserved}
 --   | {'rejected', depth, last rate (with ARGV[6]: the rate the cap was sized from),
 --      window start ms, count in window, now ms, cap}
 --   | {'spill', depth, drain rate} | {'shed', backlog, total drain rate}
 --   | {'aged', depth, drain rate, oldest age ms}
 --   | {'tenant', 'rps'|'tpm'|'concurrent'|'share', retry after s ('': unknown)}
+-- Work per call is bounded whatever the data: at most 100 expired jobs and 100 stale
+-- tenants are cleared per call, and nothing reads a whole hash, set or stream.
+-- Admission honours maxmemory: on Redis 7 the script is flagged (a shebang without
+-- allow-oom); on 6.2 its first write is a deny-oom command (the HSET below), so over
+-- maxmemory it fails before writing anything. ARGV is checked before that write.
+local function ms(i)  -- ARGV[i] as a count of ms, or the call fails before any write
+  local v = tonumber(ARGV[i])
+  if not v or v < 0 or v > 3e11 or v ~= math.floor(v) then
+    error('enqueue: ARGV[' .. i .. '] is not a count of ms: ' .. tostring(ARGV[i]))
+  end
+  return v
+end
+for _, i in ipairs({2, 4, 5, 6, 8, 9}) do ms(i) end  -- times (a cap may be far larger)
+if ms(2) < 1 then error('enqueue: the job ttl must be at least 1 ms') end
+if not tonumber(ARGV[1]) or not tonumber(ARGV[7]) then error('enqueue: caps must be numbers') end
 local cap, reply, idem_ttl = tonumber(ARGV[1]), ARGV[3], ARGV[4]
 local spill, wait_target, shed = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[8])
 local gate, tenant = tonumber(ARGV[9]), ARGV[10]
 local per = idem_ttl == '0' and 1 or 2
 local pooled = shed > 0 or wait_target > 0
-local tail = (pooled and 6 or 0) + (tenant ~= '' and 5 or 0)
+local tail = (pooled and 6 or 0) + (tenant ~= '' and 6 or 0)
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('HSET', KEYS[2], 'at', now)  -- the first write, deny-oom (see above)
 local depth = redis.call('XLEN', KEYS[1])
 
 local function rate_of(key)  -- jobs/s drained in the last window; 0 if none in 5 s
@@ -108,27 +129,46 @@ if not refused and gate > 0 and wait_target > 0 then
   if age then aged = {'aged', depth, tostring(rate), age} end
 end
 
-local tjobs, tquota, tenants = KEYS[#KEYS - 4], KEYS[#KEYS - 1], KEYS[#KEYS]
+local tk = #KEYS - 5  -- the tenant's keys
+local tjobs, tquota, seen, weights = KEYS[tk], KEYS[tk + 3], KEYS[tk + 4], KEYS[tk + 5]
 local weight, rps, bucket = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
 local tpm, most, share_at = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
+local owner = ARGV[17]
 local inflight, here, share, reqs, toks = 0, 0, nil, 0, 0  -- in all streams, in this one
+
+local function active_weight()  -- the weights of the tenants seen in the last 10 s
+  local g = redis.call('HMGET', weights, tenant, '~sum')
+  local last, sum = redis.call('ZSCORE', seen, tenant), tonumber(g[2]) or 0
+  if not last or now - tonumber(last) >= 1000 or tonumber(g[1]) ~= weight then
+    sum = sum + weight - (last and tonumber(g[1]) or 0)
+    redis.call('ZADD', seen, now, tenant)
+    redis.call('HSET', weights, tenant, weight)
+  end
+  local stale = redis.call('ZRANGEBYSCORE', seen, '-inf', now - 10000, 'LIMIT', 0, 100)
+  if #stale > 0 then
+    for _, w in ipairs(redis.call('HMGET', weights, unpack(stale))) do
+      sum = sum - (tonumber(w) or 0)
+    end
+    redis.call('ZREM', seen, unpack(stale))
+    redis.call('HDEL', weights, unpack(stale))
+  end
+  if redis.call('ZCARD', seen) == 0 then sum = 0 end
+  redis.call('HSET', weights, '~sum', tostring(sum))
+  redis.call('PEXPIRE', seen, 3600000)
+  redis.call('PEXPIRE', weights, 3600000)
+  return sum
+end
+
 if tenant ~= '' then
-  for j = #KEYS - 4, #KEYS - 2 do
-    redis.call('ZREMRANGEBYSCORE', KEYS[j], '-inf', now)  -- past their deadline: ended
+  for j = tk, tk + 2 do
+    local ended = redis.call('ZRANGEBYSCORE', KEYS[j], '-inf', now, 'LIMIT', 0, 100)
+    if #ended > 0 then redis.call('ZREM', KEYS[j], unpack(ended)) end  -- past their deadline
     inflight = inflight + redis.call('ZCARD', KEYS[j])
   end
   here = redis.call('ZCARD', tjobs)
-  redis.call('HSET', tenants, tenant, weight .. '|' .. now)
-  redis.call('PEXPIRE', tenants, 3600000)
-  if share_at > 0 and (depth >= share_at * cap or aged) then
-    local all, total, stale = redis.call('HGETALL', tenants), 0, {}
-    for j = 1, #all, 2 do
-      local w, seen = string.match(all[j + 1], '^([^|]+)|(%d+)$')
-      if now - tonumber(seen) <= 10000 then total = total + tonumber(w)
-      else stale[#stale + 1] = all[j] end
-    end
-    if #stale > 0 then redis.call('HDEL', tenants, unpack(stale)) end
-    if total > weight then share = math.max(1, math.floor(cap * weight / total)) end
+  local total = active_weight()
+  if share_at > 0 and (depth >= share_at * cap or aged) and total > weight then
+    share = math.max(1, math.floor(cap * weight / total))
   end
   local q = redis.call('HMGET', tquota, 'r', 't', 'ts')
   local elapsed = (now - (tonumber(q[3]) or now)) / 1000
@@ -153,14 +193,18 @@ end
 local out, drain = {}, nil
 for i = 1, (#KEYS - 2 - tail) / per do
   local job_key, idem_key = KEYS[3 + per * (i - 1)], KEYS[4 + per * (i - 1)]
-  local a = 17 + 4 * (i - 1)
+  local a = 18 + 4 * (i - 1)
   local id, tokens = ARGV[a], tonumber(ARGV[a + 2])
   local existing = per == 2 and redis.call('GET', idem_key)
+  local reserved = existing and string.sub(existing, 1, 1) == '?'
   local quota = tenant ~= '' and not existing and not refused and over_quota(tokens)
   -- A full stream, or a shut age gate, still takes a tenant below its weighted share of
   -- it (up to the fixed ceiling): the tenants over theirs are the ones turned away.
   local below = share and here < share and depth < tonumber(ARGV[1])
-  if existing then
+  if reserved then  -- '?' .. job id .. '|' .. ms when reserved
+    local rid, at = string.match(existing, '^%?([^|]*)|(%d+)$')
+    out[i] = {'reserved', rid or '', now - (tonumber(at) or now)}
+  elseif existing then
     out[i] = {'duplicate', existing}
   elseif refused then
     out[i] = refused
@@ -179,6 +223,7 @@ for i = 1, (#KEYS - 2 - tail) / per do
   else
     local entry = redis.call('XADD', KEYS[1], '*', 'id', id, 'r', reply, 'd', ARGV[a + 1])
     redis.call('HSET', job_key, 'state', 'queued', 'entry', entry, 'stream', KEYS[1], 'reply', reply)
+    if owner ~= '' then redis.call('HSET', job_key, 'owner', owner) end
     redis.call('PEXPIRE', job_key, ARGV[2])
     if per == 2 then
       redis.call('SET', idem_key, id, 'PX', idem_ttl)

@@ -5,6 +5,17 @@
 -- ARGV[1] group   ARGV[2] result ttl ms   ARGV[3] reply ttl ms   ARGV[4] reply stream max length
 -- then per entry i: ARGV[4+2i-1] entry id   ARGV[4+2i] job id
 -- Returns one verdict per entry: 'expired' | 'ended' | 'kept' (not expired, delivered or gone)
+-- Runs over maxmemory (admitted work must finish): its first write, XACK of id 0-0, is not
+-- deny-oom (Redis 6.2 decides there), and on Redis 7 its shebang says allow-oom.
+local function ms(i)  -- ARGV[i] as a count of ms, checked before any write
+  local v = tonumber(ARGV[i])
+  if not v or v < 1 or v > 3e11 or v ~= math.floor(v) then
+    error('ARGV[' .. i .. '] is not a count of ms: ' .. tostring(ARGV[i]))
+  end
+  return v
+end
+for _, i in ipairs({2, 3, 4}) do ms(i) end
+redis.call('XACK', KEYS[1], ARGV[1], '0-0')
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local out = {}
@@ -26,9 +37,9 @@ for i = 1, (#KEYS - 1) / 2 do
       redis.call('XDEL', KEYS[1], entry)
       out[i] = 'ended'
     elseif deadline and now > deadline then
-      local outcome = '{"v":1,"id":"' .. id .. '","state":"expired","error":{"code":'
-        .. '"deadline_exceeded","message":"deadline passed while the job waited for a '
-        .. 'worker"},"finished_ms":' .. now .. '}'
+      local outcome = cjson.encode({v = 1, id = id, state = 'expired', finished_ms = now,
+        error = {code = 'deadline_exceeded',
+                 message = 'deadline passed while the job waited for a worker'}})
       if state then
         redis.call('HSET', job_key, 'state', 'expired', 'outcome', outcome, 'finished', now)
         redis.call('PEXPIRE', job_key, ARGV[2])

@@ -10,6 +10,7 @@ local pause = tonumber(ARGV[1])
 if pause <= 0 then
   return 0
 end
+redis.call('PEXPIRE', KEYS[1], math.max(600000, pause + 60000))  -- first write, not deny-oom
 local until_ms = math.max(tonumber(redis.call('HGET', KEYS[1], 'pause_until')) or 0, now + pause)
 redis.call('HSET', KEYS[1], 'pause_until', until_ms)
 redis.call('PEXPIRE', KEYS[1], math.max(600000, pause + 60000))

@@ -10,6 +10,7 @@ local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local rpm, tpm, need, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
   tonumber(ARGV[4])
+redis.call('PEXPIRE', KEYS[1], 600000)  -- first write, not deny-oom: runs over maxmemory
 local b = redis.call('HMGET', KEYS[1], 'req', 'tok', 'at', 'pause_until')
 local at = tonumber(b[3]) or now
 local pause = tonumber(b[4]) or 0

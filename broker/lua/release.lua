@@ -6,6 +6,9 @@
 -- ARGV[1] group   ARGV[2] entry id   ARGV[3] job id   ARGV[4] reply stream key
 -- ARGV[5] envelope JSON
 -- Returns the new entry id, or '' when the job had already ended (entry just removed).
+-- Runs over maxmemory (admitted work must finish): its first write, XACK of id 0-0, is not
+-- deny-oom (Redis 6.2 decides there), and on Redis 7 its shebang says allow-oom.
+redis.call('XACK', KEYS[1], ARGV[1], '0-0')
 local state = redis.call('HGET', KEYS[2], 'state')
 local ended = state == 'succeeded' or state == 'failed' or state == 'cancelled' or state == 'expired'
 local new = ''

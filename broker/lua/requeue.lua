@@ -19,14 +19,25 @@
 -- ARGV[8] dead-letter stream max length
 -- then per entry i: ARGV[8+2i-1] entry id   ARGV[8+2i] job id
 -- Returns one verdict per entry: 'requeued' | 'dead' | 'expired' | 'ended' | 'gone'
+-- Runs over maxmemory (admitted work must finish): its first write, XACK of id 0-0, is not
+-- deny-oom (Redis 6.2 decides there), and on Redis 7 its shebang says allow-oom.
+local function ms(i)  -- ARGV[i] as a count of ms, checked before any write
+  local v = tonumber(ARGV[i])
+  if not v or v < 1 or v > 3e11 or v ~= math.floor(v) then
+    error('ARGV[' .. i .. '] is not a count of ms: ' .. tostring(ARGV[i]))
+  end
+  return v
+end
+for _, i in ipairs({5, 6, 7, 8}) do ms(i) end
+redis.call('XACK', KEYS[1], ARGV[1], '0-0')
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local most = tonumber(ARGV[2])
 local out = {}
 
 local function fail(job_key, reply, id, state, final, code, message)
-  local outcome = '{"v":1,"id":"' .. id .. '","state":"' .. final .. '","error":{"code":"'
-    .. code .. '","message":"' .. message .. '"},"finished_ms":' .. now .. '}'
+  local outcome = cjson.encode({v = 1, id = id, state = final, finished_ms = now,
+    error = {code = code, message = message}})
   if state then
     redis.call('HSET', job_key, 'state', final, 'outcome', outcome, 'finished', now)
     redis.call('PEXPIRE', job_key, ARGV[5])

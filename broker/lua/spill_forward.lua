@@ -10,6 +10,9 @@
 -- then per entry i, from A = 4 + 4(i-1): ARGV[A] entry id   ARGV[A+1] job id
 --   ARGV[A+2] the copy's job id   ARGV[A+3] the copy's reply stream key
 -- Returns one verdict per entry: 'forwarded' | 'kept'
+-- Runs over maxmemory (admitted work must finish): its first write, XACK of id 0-0, is not
+-- deny-oom (Redis 6.2 decides there), and on Redis 7 its shebang says allow-oom.
+redis.call('XACK', KEYS[1], ARGV[1], '0-0')
 local last = '0-0'
 for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
   local fields = {}

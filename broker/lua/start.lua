@@ -7,6 +7,17 @@
 -- ARGV[4] result ttl ms   ARGV[5] reply ttl ms   ARGV[6] reply stream max length
 -- then per job i: ARGV[3i+4] entry id   ARGV[3i+5] job id   ARGV[3i+6] deadline ms ('0': none)
 -- Returns one verdict per job: 'run' | 'skip' (already ended) | 'expired'
+-- Runs over maxmemory (admitted work must finish): its first write, XACK of id 0-0, is not
+-- deny-oom (Redis 6.2 decides there), and on Redis 7 its shebang says allow-oom.
+local function ms(i)  -- ARGV[i] as a count of ms, checked before any write
+  local v = tonumber(ARGV[i])
+  if not v or v < 1 or v > 3e11 or v ~= math.floor(v) then
+    error('ARGV[' .. i .. '] is not a count of ms: ' .. tostring(ARGV[i]))
+  end
+  return v
+end
+for _, i in ipairs({3, 4, 5, 6}) do ms(i) end
+redis.call('XACK', KEYS[1], ARGV[1], '0-0')
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local reply = KEYS[2]
@@ -20,9 +31,8 @@ for i = 1, #KEYS - 2 do
     redis.call('XDEL', KEYS[1], entry)
     out[i] = 'skip'
   elseif deadline > 0 and now > deadline then
-    local outcome = '{"v":1,"id":"' .. id .. '","state":"expired","error":{"code":'
-      .. '"deadline_exceeded","message":"deadline passed before the job started"},'
-      .. '"finished_ms":' .. now .. '}'
+    local outcome = cjson.encode({v = 1, id = id, state = 'expired', finished_ms = now,
+      error = {code = 'deadline_exceeded', message = 'deadline passed before the job started'}})
     redis.call('HSET', job_key, 'state', 'expired', 'outcome', outcome, 'finished', now)
     redis.call('PEXPIRE', job_key, ARGV[4])
     redis.call('XADD', reply, 'MAXLEN', '~', ARGV[6], '*', 'id', id, 'o', outcome)

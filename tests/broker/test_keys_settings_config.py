@@ -33,7 +33,7 @@ def test_every_key_of_a_partition_shares_its_hash_tag() -> None:
     part = Keys("sy").partition("minilm", 3)
     job = str(JobId.new("minilm", 3))
     keys = [*part.streams(), part.dead, part.drain("batch"), part.job(job),
-            part.idempotency("k"), part.reply("client")]
+            part.idempotency(None, "k"), part.reply("client")]
     assert {_tag(k) for k in keys} == {"minilm.3"}
     assert len(set(keys)) == len(keys)
     assert Keys("sy").of_job(job) == part

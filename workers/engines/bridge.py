@@ -43,6 +43,8 @@ from switchyard.broker.scripts import Scripts
 from switchyard.workers.breaker import Breakers, RetryBudget
 from switchyard.workers.engines.base import Emit, EngineOutput
 from switchyard.workers.providers import ProviderError, build_provider
+from switchyard.workers.providers.base import api_key
+from switchyard.workers.providers.scrub import Scrubber
 from switchyard.workers.ratelimit import RateLimits
 
 __all__ = ["BridgeEngine"]
@@ -62,6 +64,7 @@ class BridgeEngine:
         self._policy = pool.bridge
         self._providers = {t.provider: build_provider(t.provider, providers[t.provider])
                            for t in pool.targets}
+        self._scrub = Scrubber(api_key(c) for c in providers.values())
         self._breakers = Breakers(scripts, keys, pool.bridge)
         self._limits = RateLimits(scripts, keys, providers)
         self.budget = RetryBudget(pool.bridge.retry_ratio)
@@ -104,6 +107,7 @@ class BridgeEngine:
                 return await self._call(target, job, served_by, lambda t: emit(index, t),
                                         deadline)
             except ProviderError as exc:
+                exc.args = (self._scrub(str(exc)),)  # before it is stored, logged or returned
                 failures.append(str(exc))
                 await self._record(target, exc)
                 if exc.after_text:

@@ -43,6 +43,13 @@ def resolve_model_path(model: str) -> Path:
     return path
 
 
+CHARS_PER_TOKEN = 101
+"""A WordPiece token of a word of at most 100 characters spans at most 101 characters of
+text, so the first ``max_input_tokens * 101`` characters of a text hold every token
+truncation keeps. (A longer word is one ``[UNK]`` whatever its length: a text whose
+words run past 100 characters may lose, after the cut, tokens truncation would keep.)"""
+
+
 class EmbedEngine:
     name = "embed"
     joins = False
@@ -61,7 +68,10 @@ class EmbedEngine:
         self._tokenizer: Any = AutoTokenizer.from_pretrained(str(path))
         self._model: Any = AutoModel.from_pretrained(str(path)).to(self.device).eval()
         self._max_tokens = max_input_tokens
+        self._max_chars = max_input_tokens * CHARS_PER_TOKEN
         self._lock = threading.Lock()
+        self._tokenizing = threading.Lock()
+        """The tokenizer's padding and truncation settings change per call: one at a time."""
         self.token_bytes = activation_estimate(self._model)
 
     async def warmup(self) -> None:
@@ -82,8 +92,15 @@ class EmbedEngine:
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text as the model will see them (special tokens in, truncated)."""
-        ids = self._tokenizer(list(texts), truncation=True, max_length=self._max_tokens)
+        with self._tokenizing:
+            ids = self._tokenizer(self._clipped(texts), truncation=True,
+                                  max_length=self._max_tokens)
         return [len(row) for row in ids["input_ids"]]
+
+    def _clipped(self, texts: Sequence[str]) -> list[str]:
+        """Texts cut to ``max_input_tokens * CHARS_PER_TOKEN`` characters before they are
+        tokenised (the tokens kept are the same), so a huge text costs no more time."""
+        return [t[:self._max_chars] for t in texts]
 
     async def run(self, jobs: Sequence[JobEnvelope], served_by: ServedBy,
                   emit: Emit) -> list[EngineOutput]:
@@ -109,10 +126,11 @@ class EmbedEngine:
     def embed_texts(self, texts: Sequence[str]) -> tuple[list[list[float]], list[int]]:
         """Embed texts in one padded forward pass: (unit vectors, tokens per text)."""
         torch = self._torch
-        batch = self._tokenizer(
-            list(texts), padding=True, truncation=True,
-            max_length=self._max_tokens, return_tensors="pt",
-        ).to(self.device)
+        with self._tokenizing:
+            batch = self._tokenizer(
+                self._clipped(texts), padding=True, truncation=True,
+                max_length=self._max_tokens, return_tensors="pt",
+            ).to(self.device)
         with self._lock, torch.inference_mode():
             hidden = self._model(**batch).last_hidden_state
             pooled = _mean_pool(hidden, batch["attention_mask"])

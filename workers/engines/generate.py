@@ -102,13 +102,16 @@ class GenerateEngine:
         outputs: list[EngineOutput | None] = [None] * len(jobs)
         prompts: list[Prompt] = []
         rows: list[int] = []
-        for i, job in enumerate(jobs):
+        # Tokenised off the event loop: a long prompt would hold up heartbeats.
+        all_ids = await asyncio.to_thread(lambda: [
+            self.prompt_ids(j.request.messages) if isinstance(j.request, ChatRequest) else []
+            for j in jobs])
+        for i, (job, ids) in enumerate(zip(jobs, all_ids, strict=True)):
             request = job.request
             if not isinstance(request, ChatRequest):
                 outputs[i] = ErrorInfo(code="bad_request", message="the generate engine serves "
                                        "chat requests only")
                 continue
-            ids = self.prompt_ids(request.messages)
             problem = self._too_long(len(ids), request.max_tokens)
             if problem:
                 outputs[i] = ErrorInfo(code="context_length_exceeded", message=problem)

@@ -28,6 +28,7 @@ import httpx
 from switchyard.broker.config import ProviderConfig
 from switchyard.broker.schemas import ChatMessage
 from switchyard.workers.errors import WorkerError
+from switchyard.workers.providers.scrub import scrub_patterns
 from switchyard.workers.ratelimit import announced_pause
 
 __all__ = ["Completion", "Provider", "ProviderError", "StreamParser", "build_provider",
@@ -53,7 +54,7 @@ class ProviderError(WorkerError):
     def __init__(self, message: str, *, status: int | None = None, retry_elsewhere: bool,
                  retry_after: float | None = None, after_text: bool = False,
                  bad_key: bool = False) -> None:
-        super().__init__(message)
+        super().__init__(scrub_patterns(message))
         self.status = status
         self.retry_elsewhere = retry_elsewhere
         self.retry_after = retry_after
