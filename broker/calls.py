@@ -12,10 +12,11 @@ from switchyard.broker.schemas import ErrorInfo, JobOutcome, JobState, now_ms
 from switchyard.broker.scripts import ScriptCall
 
 __all__ = ["EnqueueJob", "StreamPolicy", "TenantQuota", "cancel_call", "enqueue_call",
-           "settle_call"]
+           "lapse_call", "settle_call"]
 
 EnqueueJob = tuple[str, str | None, str, str, int, int]
-"""(job hash key, idempotency key or None, job id, envelope JSON, tokens, deadline ms)."""
+"""(job hash key, idempotency key or None, job id, envelope JSON, tokens, deadline in ms
+from admission, 0: none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +48,8 @@ class StreamPolicy:
     cap_floor: int = 0
     shed_ms: int = 0
     pool_keys: tuple[str, ...] = ()
-    """With ``shed_ms`` or ``wait_target_ms``: the partition's 3 priority streams and their
-    3 drain hashes."""
+    """The partition's 3 priority streams and their 3 drain hashes (with admission
+    control: the prediction, ``shed_ms`` and ``wait_target_ms`` read them)."""
     age_gate_ms: int = 0
     tenant: TenantQuota | None = None
 
@@ -65,7 +66,8 @@ def enqueue_call(policy: StreamPolicy, reply: str, jobs: Sequence[EnqueueJob], *
         p.cap, p.job_ttl_ms, reply, idempotency_ttl_ms, spill_ms, p.wait_target_ms,
         p.cap_floor, p.shed_ms, p.age_gate_ms if p.wait_target_ms else 0,
         *((t.name, t.weight, t.rps, t.bucket, t.tpm, t.max_concurrent, t.share_at)
-          if t is not None else ("", 0, 0, 0, 0, 0, 0)), owner or ""]
+          if t is not None else ("", 0, 0, 0, 0, 0, 0)), owner or "",
+        "1" if p.pool_keys else "0"]
     for job_key, idempotency_key, job_id, payload, tokens, deadline_ms in jobs:
         keys.append(job_key)
         if idempotency_ttl_ms:
@@ -74,7 +76,7 @@ def enqueue_call(policy: StreamPolicy, reply: str, jobs: Sequence[EnqueueJob], *
         args += [job_id, payload, tokens, deadline_ms]
     if p.shed_ms or p.wait_target_ms:
         assert len(p.pool_keys) == 6, "shed_ms and wait_target_ms need the pool's keys"
-        keys += p.pool_keys
+    keys += p.pool_keys
     if t is not None:
         keys += t.keys
     return ("enqueue", keys, args)
@@ -87,6 +89,14 @@ def settle_call(idempotency_key: str, job_id: str, *, fill_ttl_ms: int = 0,
     return ("settle", [idempotency_key],
             ["fill" if fill_ttl_ms else "drop", job_id, fill_ttl_ms,
              "reserved" if reserved else "plain"])
+
+
+def lapse_call(job_key: str, stream: str, reply: str, tenant_jobs: str, job_id: str,
+               jobs: JobsConfig) -> ScriptCall:
+    """At a job's start deadline: expire it unless a worker started it (``lua/lapse.lua``)."""
+    return ("lapse", [job_key, stream, reply, tenant_jobs],
+            [GROUP, job_id, int(jobs.result_ttl_s * 1000), int(jobs.reply_ttl_s * 1000),
+             jobs.reply_maxlen])
 
 
 def cancel_call(job_key: str, stream: str, reply: str, tenant_jobs: str, job_id: str,

@@ -44,10 +44,20 @@ __all__ = [
     "WatchdogConfig",
     "WorkerConfig",
     "load_config",
+    "redis_url",
+    "stack_url_file",
 ]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6399/0"
 """Where `switchyard up` starts its private Redis unless told otherwise."""
+
+STATE_DIR_ENV = "SWITCHYARD_STATE_DIR"
+DEFAULT_STATE_DIR = ".switchyard"
+"""`switchyard up`'s state folder (relative to the working directory) unless
+``$SWITCHYARD_STATE_DIR`` says otherwise."""
+STACK_URL_FILE = "redis.url"
+"""In the state folder: the URL (with its generated password) of the Redis `switchyard up`
+runs, mode 0600, while it runs."""
 
 DEFAULT_TENANT = "default"
 """The tenant of jobs that name none; its quota also applies to tenants not configured."""
@@ -204,8 +214,12 @@ class PoolConfig(_Strict):
     pack_window: Annotated[int, Field(ge=1, le=16)] = 8
     """A worker holds up to this many batches' worth of entries per priority and packs
     each batch from them by length (the oldest job always goes first)."""
-    lower_share: Annotated[float, Field(ge=0.0, le=0.5)] = 0.2
-    """Share of slots lower priorities get while higher ones have work waiting."""
+    lower_share: Annotated[float, Field(ge=0.0, le=0.5)] = 0.0
+    """Share of slots lower priorities get while higher ones have work waiting. 0 (the
+    default): strict priority, so lower priorities never make higher ones miss their
+    deadlines; nothing starves, because admission refuses a lower priority whose
+    predicted start (behind the higher ones) would miss its deadline. Set it to
+    guarantee lower priorities a share at the higher ones' expense."""
     delay_ms: Annotated[float, Field(ge=0.0)] = 0.0
     """echo: how long each batch takes."""
     memory_budget: ByteSize | None = None
@@ -215,6 +229,10 @@ class PoolConfig(_Strict):
     """Share of free GPU memory a batch may use ..."""
     memory_margin: ByteSize = ByteSize(256 << 20)
     """... less this safety margin."""
+    deadline_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.3
+    """A job is admitted only if its predicted start is within this share of its
+    deadline (else ``deadline_unmeetable``, or its route's overflow pool): the margin
+    that keeps admitted jobs from expiring when the prediction is off."""
     admission_control: bool = True
     """false: only the fixed ``caps`` apply (no sized caps, shedding, age gate, deadline
     check or tenant quotas): a baseline to compare with, not for production."""
@@ -301,10 +319,6 @@ class WorkerConfig(_Strict):
     """Must exceed ``heartbeat_s`` (else a live worker looks dead between beats)."""
     stream_interval_ms: Annotated[float, Field(ge=0, le=1000)] = 20.0
     """Streamed text is written to callers at most this often (per worker)."""
-    clock_skew_s: Annotated[float, Field(ge=0)] = 5.0
-    """How far hosts' clocks may disagree. A job whose deadline is less than this away
-    by the worker's clock runs only once ``start`` has said, on the Redis clock, that its
-    deadline has not passed: expired work is never run."""
 
     @model_validator(mode="after")
     def _beats_within_ttl(self) -> WorkerConfig:
@@ -411,6 +425,28 @@ class SwitchyardConfig(_Strict):
                     raise ValueError(f"pool {name!r} targets unknown provider "
                                      f"{target.provider!r}")
         return self
+
+
+def stack_url_file(environ: Mapping[str, str] | None = None) -> Path:
+    """Where `switchyard up` writes its Redis URL."""
+    env = os.environ if environ is None else environ
+    return Path(env.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR) / STACK_URL_FILE
+
+
+def redis_url(config: SwitchyardConfig, override: str | None = None,
+              environ: Mapping[str, str] | None = None) -> str:
+    """Where to reach Redis: ``override`` (``--redis-url``); else the configured ``[redis]
+    url`` (file or ``SWITCHYARD_REDIS__URL``); else, where the configuration names none,
+    the URL a running `switchyard up` wrote to its state folder; else the default."""
+    if override:
+        return override
+    if "url" in config.redis.model_fields_set:
+        return config.redis.url
+    try:
+        written = stack_url_file(environ).read_text("utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return config.redis.url
+    return written or config.redis.url
 
 
 def load_config(

@@ -26,6 +26,8 @@ class JobRecord:
     """The tenant the job is counted under (only where tenants are configured)."""
     owner: str | None = None
     """The tenant that submitted it (None: none was named)."""
+    deadline_ms: int | None = None
+    """Its start deadline (epoch ms, Redis clock), when it has one."""
 
     @property
     def ended(self) -> bool:
@@ -34,9 +36,9 @@ class JobRecord:
 
 async def read_job(redis: aioredis.Redis, keys: PartitionKeys, job_id: str) -> JobRecord | None:
     """The job's record, or None once it expired (or never existed)."""
-    state, outcome, stream, reply, worker, forward, tenant, owner = await redis.hmget(
-        keys.job(job_id),
-        ["state", "outcome", "stream", "reply", "worker", "forward", "tenant", "owner"])
+    state, outcome, stream, reply, worker, forward, tenant, owner, deadline = await redis.hmget(
+        keys.job(job_id), ["state", "outcome", "stream", "reply", "worker", "forward", "tenant",
+                           "owner", "deadline"])
     if state is None:
         return None
     return JobRecord(
@@ -48,4 +50,5 @@ async def read_job(redis: aioredis.Redis, keys: PartitionKeys, job_id: str) -> J
         worker=None if worker is None else str(worker),
         tenant=None if tenant is None else str(tenant),
         owner=None if owner is None else str(owner),
+        deadline_ms=None if deadline is None else int(deadline),
     )

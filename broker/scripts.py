@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, get_args
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -34,11 +34,9 @@ T = TypeVar("T")
 
 ScriptName = Literal["enqueue", "start", "complete", "release", "cancel", "breaker_allow",
                      "breaker_record", "ratelimit_take", "ratelimit_observe", "spill_forward",
-                     "requeue", "expire", "replay", "reserve", "settle", "groups", "beat", "forget"]
-_NAMES: tuple[ScriptName, ...] = ("enqueue", "start", "complete", "release", "cancel",
-                                  "breaker_allow", "breaker_record", "ratelimit_take",
-                                  "ratelimit_observe", "spill_forward", "requeue", "expire",
-                                  "replay", "reserve", "settle", "groups", "beat", "forget")
+                     "requeue", "expire", "replay", "reserve", "settle", "groups", "beat",
+                     "forget", "lapse"]
+_NAMES: tuple[ScriptName, ...] = get_args(ScriptName)
 
 ScriptCall = tuple[ScriptName, Sequence[str], Sequence[str | int | float]]
 """(script, KEYS, ARGV)."""

@@ -76,6 +76,7 @@ class RedisSettings:
             max_connections=max_connections,
             timeout=pool_timeout_s,
             health_check_interval=30,
+            driver_info=None,  # no CLIENT SETINFO: a role's ACL user need not allow CLIENT
             socket_connect_timeout=connect_timeout_s,
             socket_timeout=socket_timeout_s,
             **({} if self.scheme == "unix" else {"socket_keepalive": True}),

@@ -31,6 +31,11 @@ class Admitted:  # not frozen: built per job, and frozen dataclasses are slow to
     """Entries ahead of this one in its stream when it was admitted."""
     drain_rate: float | None = None
     """The stream's measured drain rate then (jobs/s), when it was read."""
+    deadline_ms: int | None = None
+    """The job's deadline, set at admission on the Redis clock (epoch ms)."""
+    start_ms: int | None = None
+    """Its predicted start, ms from admission (the jobs ahead of it at its priority and
+    above, over what the pool leaves this priority), when the pool's rates are known."""
 
 
 @dataclass(frozen=True)
@@ -58,11 +63,13 @@ class Rejected:
 
 @dataclass(slots=True)
 class Spilled:
-    """The pool's predicted wait would miss the job's deadline: it was not admitted
-    there, and goes to the route's overflow pool."""
+    """The pool's predicted start would miss the job's deadline (its admission share of
+    it): it was not admitted there, and goes to the route's overflow pool."""
 
     depth: int
+    """Jobs ahead of it: queued at its priority and above."""
     drain_rate: float
+    """What the pool drains of them (jobs/s)."""
 
 
 @dataclass(slots=True)
@@ -103,7 +110,9 @@ def parse_admission(reply: object) -> Verdict:
     verdict = reply[0]
     if verdict == "admitted":
         rate = float(reply[4]) if len(reply) > 4 and reply[4] else None
-        return Admitted(str(reply[1]), str(reply[2]), int(reply[3]), rate)
+        deadline = int(reply[5]) if len(reply) > 5 and reply[5] else None
+        start = int(reply[6]) if len(reply) > 6 and reply[6] else None
+        return Admitted(str(reply[1]), str(reply[2]), int(reply[3]), rate, deadline, start)
     if verdict == "duplicate":
         return Duplicate(str(reply[1]))
     if verdict == "reserved":

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from switchyard.broker.calls import settle_call
 from switchyard.broker.config import ModelConfig, PoolConfig, SwitchyardConfig, load_config
+from switchyard.broker.config import redis_url as resolve_redis_url
 from switchyard.broker.durability import DurabilityProbe
 from switchyard.broker.errors import BrokerUnavailable, redis_failure
 from switchyard.broker.jobs import read_job
@@ -85,7 +86,7 @@ class AsyncClient:
         self, config: SwitchyardConfig | None = None, *, redis_url: str | None = None
     ) -> None:
         self.config = config if config is not None else load_config()
-        self.settings = RedisSettings.from_url(redis_url or self.config.redis.url)
+        self.settings = RedisSettings.from_url(resolve_redis_url(self.config, redis_url))
         timeout = self.config.redis.timeout_s
         self.redis = self.settings.connect(connect_timeout_s=timeout, pool_timeout_s=timeout)
         self.keys = Keys(self.config.redis.prefix)
@@ -239,7 +240,8 @@ class AsyncClient:
         not answered within ``limit`` (default ``[redis] timeout_s``)."""
         limit = self.config.redis.timeout_s if limit is None else limit
         try:
-            return await asyncio.wait_for(op, limit)
+            async with asyncio.timeout(limit):  # (cheaper than wait_for: no task per call)
+                return await op
         except TimeoutError:
             raise BrokerUnavailable(f"Redis at {self.settings.display()} did not answer "
                                     f"within {limit:g} s") from None
@@ -272,9 +274,10 @@ class AsyncClient:
         pools = [route.pool]
         if route.overflow is not None:
             pools = [*([route.pool] if await self._alive(route.pool) else []), route.overflow]
-        spill_ms = int(job.deadline_s * 1000) if job.deadline_s is not None else 0
-        if not self.config.pools[route.pool].admission_control:
-            spill_ms = 0
+        pool = self.config.pools[route.pool]
+        spill_ms = 0
+        if job.deadline_s is not None and pool.admission_control:
+            spill_ms = max(1, int(job.deadline_s * 1000 * pool.deadline_share))
         for pool_name in pools:
             if key is not None and pool_name != route.pool:
                 verdict, handle = await self._reserve_and_enqueue(pool_name, job, kind, key)
@@ -342,8 +345,8 @@ class AsyncClient:
             allowed = int(rate * pool.shed_after_s.ms(priority) / 1000)
             wait = retry_after(verdict.backlog, allowed, rate, idle)
             return AdmissionRejected(model, priority, verdict.backlog, cap, rate, wait, "shed")
-        if isinstance(verdict, Spilled):  # what is ahead fits the deadline
-            allowed = int(rate * (deadline_s or 0))
+        if isinstance(verdict, Spilled):  # what is ahead fits the deadline's share
+            allowed = int(rate * (deadline_s or 0) * pool.deadline_share)
             wait = retry_after(verdict.depth, allowed, rate, idle)
             return AdmissionRejected(model, priority, verdict.depth, cap, rate, wait,
                                      "deadline_unmeetable")
@@ -380,7 +383,8 @@ class AsyncClient:
             idempotency_key=idempotency_key, job_id=job_id, payload=envelope.model_dump_json(),
             idempotency_ttl_ms=int(jobs.idempotency_ttl_s * 1000) if idempotency_key else 0,
             spill_ms=spill_ms, tokens=_tokens(job.request) if policy.tenant else 0,
-            deadline_ms=envelope.deadline_ms or 0, owner=job.tenant, fsync=fsync)
+            deadline_ms=0 if job.deadline_s is None else max(1, int(job.deadline_s * 1000)),
+            owner=job.tenant, fsync=fsync)
         if policy.tenant and policy.tenant.tpm and entry.tokens > policy.tenant.tpm:
             self.replies.forget(job_id)
             raise InvalidRequest(f"the request needs about {entry.tokens} tokens, more than "
@@ -391,11 +395,17 @@ class AsyncClient:
             self.replies.forget(job_id)
             raise
         if isinstance(verdict, Admitted):
-            start = None if not verdict.drain_rate else verdict.position / verdict.drain_rate
+            if verdict.start_ms is not None:  # the prediction, higher priorities included
+                start: float | None = verdict.start_ms / 1000
+            elif verdict.position == 0:
+                start = 0.0
+            else:
+                start = None if not verdict.drain_rate else verdict.position / verdict.drain_rate
             return verdict, AsyncJob(self, job_id, kind, position=verdict.position,
-                                     estimated_start_s=0.0 if verdict.position == 0 else start,
+                                     estimated_start_s=start,
                                      waiter=waiter, deltas=deltas,
-                                     deadline_ms=envelope.deadline_ms, tenant=job.tenant)
+                                     deadline_ms=verdict.deadline_ms, tenant=job.tenant,
+                                     deadline_s=job.deadline_s)
         self.replies.forget(job_id)
         if isinstance(verdict, Duplicate | Reserved):
             return verdict, await self._existing(verdict, kind, job.tenant)

@@ -7,9 +7,17 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
-from switchyard.broker.calls import cancel_call
+from switchyard.broker.calls import cancel_call, lapse_call
 from switchyard.broker.jobs import JobRecord, read_job
-from switchyard.broker.schemas import ChatResult, EmbedResult, ErrorInfo, JobOutcome, JobState
+from switchyard.broker.schemas import (
+    TERMINAL_STATES,
+    ChatResult,
+    EmbedResult,
+    ErrorInfo,
+    JobOutcome,
+    JobState,
+    now_ms,
+)
 from switchyard.dispatcher.errors import (
     JobCancelled,
     JobError,
@@ -51,8 +59,8 @@ class AsyncJob(Generic[R_co]):
     ``async for delta in job`` (or :meth:`stream`) yields a chat job's text as it is
     generated; the deltas joined are the final result's text."""
 
-    __slots__ = ("_client", "_deltas", "_kind", "_tenant", "_waiter", "deadline_ms",
-                 "estimated_start_s", "id", "position")
+    __slots__ = ("_client", "_deltas", "_kind", "_lapse_at", "_tenant", "_waiter",
+                 "deadline_ms", "estimated_start_s", "id", "position")
 
     def __init__(
         self,
@@ -66,9 +74,13 @@ class AsyncJob(Generic[R_co]):
         deltas: Deltas | None = None,
         deadline_ms: int | None = None,
         tenant: str | None = None,
+        deadline_s: float | None = None,
     ) -> None:
         self._client = client
         self._tenant = tenant
+        self._lapse_at = None if deadline_s is None else time.monotonic() + deadline_s
+        """When to ask Redis to expire the job if it has not started (monotonic s): its
+        start deadline, counted from admission; None once it started, or if unknown."""
         """Only this tenant's job is found (None: any, a trusted caller)."""
         self._kind: type | tuple[type, ...] = kind
         self._waiter = waiter
@@ -80,7 +92,8 @@ class AsyncJob(Generic[R_co]):
         """Seconds until a worker is expected to take it: ``position`` / the stream's
         measured drain rate (None when no rate was measured with work ahead)."""
         self.deadline_ms = deadline_ms
-        """The job's absolute deadline (epoch ms), when this handle admitted it."""
+        """The job's start deadline (epoch ms, set by Redis at admission), when this
+        handle admitted it."""
 
     def __repr__(self) -> str:
         return f"<AsyncJob {self.id}>"
@@ -89,11 +102,62 @@ class AsyncJob(Generic[R_co]):
         return (await self._record()).state
 
     async def outcome(self, timeout: float | None = None) -> JobOutcome:
-        """Wait for the job to end; its outcome, success or not."""
+        """Wait for the job to end; its outcome, success or not.
+
+        A job not started by its start deadline is not waited for: at the deadline this
+        asks Redis to expire it unless a worker has started it (atomically, on the Redis
+        clock), so the answer comes even with no watchdog running. One that started runs
+        to its end."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        if self._waiter is not None and not self._waiter.cancelled():
-            return await self._await_reply(self._waiter, timeout)
-        return await self._poll(deadline, timeout)
+        if self._waiter is None and self._lapse_at is None:
+            await self._lapse_from_record()
+        while True:
+            until = deadline
+            if self._lapse_at is not None and (until is None or self._lapse_at < until):
+                until = self._lapse_at
+            left = None if until is None else max(0.0, until - time.monotonic())
+            try:
+                if self._waiter is not None and not self._waiter.cancelled():
+                    return await self._await_reply(self._waiter, left)
+                return await self._poll(until, left)
+            except ResultTimeout:
+                if until == deadline:
+                    raise ResultTimeout(f"job {self.id} did not end within {timeout}s") from None
+            ended = await self._lapse()
+            if ended is not None:
+                return ended
+
+    async def _lapse_from_record(self) -> None:
+        """A handle that did not admit the job learns its start deadline from its record."""
+        record = await self._record()
+        if record.state is JobState.QUEUED and record.deadline_ms is not None:
+            self._lapse_at = time.monotonic() + max(0.0, (record.deadline_ms - now_ms()) / 1000)
+
+    async def _lapse(self) -> JobOutcome | None:
+        """At the start deadline: the job's outcome if Redis expired it (or it had ended),
+        else None (it started, or the deadline is not there yet by Redis's clock)."""
+        client = self._client
+        job_id, record = await self._current()
+        if record.outcome is not None:
+            return record.outcome
+        if record.state is not JobState.QUEUED or record.stream is None or record.reply is None:
+            self._lapse_at = None  # it started: it runs to its end
+            return None
+        keys = client.keys.of_job(job_id)
+        reply = await client.bounded(client.scripts.call(*lapse_call(
+            keys.job(job_id), record.stream, record.reply,
+            keys.tenant_jobs(record.tenant or "-", keys.priority_of(record.stream)), job_id,
+            client.config.jobs)))
+        assert isinstance(reply, list) and reply
+        if reply[0] == "lapsed":
+            return JobOutcome.model_validate_json(str(reply[1]))
+        if reply[0] in {s.value for s in TERMINAL_STATES}:  # it ended meanwhile
+            return (await self._current())[1].outcome
+        if reply[0] == "early":  # the clocks differ: ask again when Redis's says it is due
+            self._lapse_at = time.monotonic() + int(reply[1]) / 1000
+            return None
+        self._lapse_at = None
+        return None
 
     async def result(self, timeout: float | None = None) -> R_co:
         """The job's result, or its typed error (:class:`JobError`) raised."""
@@ -113,13 +177,22 @@ class AsyncJob(Generic[R_co]):
         deadline = None if timeout is None else time.monotonic() + timeout
         sent = ""
         while self._deltas is not None:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            until = deadline
+            if not sent and self._lapse_at is not None and (until is None
+                                                            or self._lapse_at < until):
+                until = self._lapse_at  # no text yet: it may never have started
+            left = None if until is None else max(0.0, until - time.monotonic())
             try:
                 text = await asyncio.wait_for(anext(self._deltas), left)
             except StopAsyncIteration:
                 break
             except TimeoutError:
-                raise ResultTimeout(f"job {self.id} did not end within {timeout}s") from None
+                if until == deadline:
+                    raise ResultTimeout(f"job {self.id} did not end within {timeout}s") from None
+                ended = await self._lapse()
+                if ended is not None:
+                    outcome_result(ended)  # raises its error (JobExpired)
+                continue
             sent += text
             yield text
         left = None if deadline is None else max(0.0, deadline - time.monotonic())

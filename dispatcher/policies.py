@@ -42,8 +42,7 @@ class Policies:
             stream=keys.stream(priority), drain=keys.drain(priority), cap=cap,
             job_ttl_ms=job_ttl_ms, wait_target_ms=wait_ms, cap_floor=pool.cap_floor,
             shed_ms=shed_ms,
-            pool_keys=((*keys.queues(), *(keys.drain(p) for p in PRIORITIES))
-                       if shed_ms or wait_ms else ()),
+            pool_keys=(*keys.queues(), *(keys.drain(p) for p in PRIORITIES)),
             age_gate_ms=int(pool.age_gate_s * 1000),
             tenant=self._quota(pool, keys, priority, tenant))
 

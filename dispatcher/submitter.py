@@ -1,8 +1,10 @@
 """Coalesces concurrent enqueue calls of one client into pipelined round trips.
 
-Every ``submit`` made while a round trip is in flight joins the next one, so a burst of
+Every ``submit`` made while round trips are in flight joins the next one, so a burst of
 thousands of concurrent submissions costs a handful of round trips, while a lone
-submission still goes out at once. Jobs bound for one stream share one ``enqueue`` call.
+submission still goes out at once. Up to ``IN_FLIGHT`` round trips run at once: under
+load a submission waits for one of them, not for a whole queue of them, which keeps the
+answer to a rejected call fast. Jobs bound for one stream share one ``enqueue`` call.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ __all__ = ["Enqueue", "Submission", "Submitter"]
 
 MAX_PENDING = 4_000
 PER_CALL = 500
+IN_FLIGHT = 2
+"""Round trips a client has in flight at once."""
 MAX_QUEUED = 100_000
 """Submissions waiting for a round trip, at most: past it Redis is not keeping up, and
 ``submit`` fails at once rather than queue without bound."""
@@ -68,7 +72,7 @@ class Submitter:
         self._scripts = scripts
         self._waitaof_ms = waitaof_ms
         self._queue: list[_Pending] = []
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, job: Enqueue) -> object:
         """The script's reply for this job."""
@@ -76,8 +80,10 @@ class Submitter:
             raise BrokerUnavailable(f"{len(self._queue)} submissions already wait for Redis")
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._queue.append((job, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain())
+        if len(self._tasks) < IN_FLIGHT:
+            task = asyncio.create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return await future
 
     async def _drain(self) -> None:
@@ -129,8 +135,8 @@ class Submitter:
                         f"idempotency key to find out)", job.job_id))
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 def _group_key(pending: _Pending) -> str:

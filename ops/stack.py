@@ -1,5 +1,11 @@
 """`switchyard up`: a private Redis (AOF on) plus one worker per configured pool.
 
+Where the configuration names no Redis, `up` runs one on loopback with a generated
+password, and writes its URL (mode 0600) to ``<state dir>/redis.url``, which the CLI and
+the Python client read when their configuration names no Redis either: so a second
+shell's ``switchyard submit`` finds it. The children get the URL in their environment,
+never on their command lines. The file is removed when `up` stops.
+
 Children run in their own sessions, so a Ctrl-C reaches only this supervisor, which then
 stops them in order: workers first (they drain), Redis last. A worker that dies is
 restarted with backoff.
@@ -8,14 +14,22 @@ restarted with backoff.
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from switchyard.broker.config import SwitchyardConfig, load_config
+from switchyard.broker.config import (
+    STACK_URL_FILE,
+    STATE_DIR_ENV,
+    SwitchyardConfig,
+    load_config,
+    stack_url_file,
+)
 from switchyard.broker.errors import ConfigError
+from switchyard.broker.settings import redact_url
 from switchyard.ops import fake_provider
-from switchyard.ops.redis_server import RedisServer
+from switchyard.ops.redis_server import RedisServer, write_private
 from switchyard.workers.cli import watchdog_command, worker_command
 from switchyard.workers.supervisor import Supervisor, stop_signals
 
@@ -37,11 +51,15 @@ def up(options: UpOptions) -> int:
     config = load_config(options.config)
     server = _redis_for(config, options.state_dir, options.durable)
     url = server.url if server else os.environ.get("REDIS_URL", config.redis.url)
+    env = {"SWITCHYARD_REDIS__URL": url}
+    url_file = options.state_dir / STACK_URL_FILE
     supervisor = Supervisor(say=lambda line: print(line, flush=True))
     stopping = stop_signals()
     try:
         if server is not None:
             server.start()
+            if server.password:
+                write_private(url_file, url + "\n")
         for name, provider in config.providers.items():
             if provider.local_fake:  # stands in for an external API: see README
                 port = urlsplit(provider.base_url).port or 80
@@ -49,17 +67,19 @@ def up(options: UpOptions) -> int:
                                  options.state_dir / "logs" / f"fake-provider-{name}.log")
         for pool in config.pools:
             supervisor.start(f"worker for pool {pool}",
-                             worker_command(pool, config=options.config, redis_url=url),
-                             options.state_dir / "logs" / f"worker-{pool}.log")
-        supervisor.start("watchdog", watchdog_command(config=options.config, redis_url=url),
-                         options.state_dir / "logs" / "watchdog.log")
-        _banner(config, url, options.state_dir)
+                             worker_command(pool, config=options.config),
+                             options.state_dir / "logs" / f"worker-{pool}.log", env)
+        supervisor.start("watchdog", watchdog_command(config=options.config),
+                         options.state_dir / "logs" / "watchdog.log", env)
+        _banner(config, url, options.state_dir, url_file if server and server.password
+                else None)
         supervisor.run(stopping)
         print("switchyard: stopping workers (they finish what they hold) ...", flush=True)
     finally:
         supervisor.stop()
         if server is not None:
             server.stop()
+            url_file.unlink(missing_ok=True)
     print("switchyard: stopped.", flush=True)
     return 0
 
@@ -71,17 +91,27 @@ def _redis_for(config: SwitchyardConfig, state_dir: Path, durable: bool) -> Redi
     if parts.scheme != "redis" or parts.hostname not in _LOCAL_HOSTS:
         raise ConfigError(
             f"switchyard up starts its own Redis on this host; [redis] url "
-            f"{config.redis.url!r} is not local (set REDIS_URL to use an existing server)"
-        )
+            f"{redact_url(config.redis.url)!r} is not local (set REDIS_URL to use an "
+            "existing server)")
+    # Named in the configuration: as named (its password, if any). Not named: a password
+    # of its own, which the state folder's redis.url passes on.
+    named = "url" in config.redis.model_fields_set
+    password = parts.password if named else secrets.token_urlsafe(24)
     return RedisServer(state_dir / "redis", parts.port or 6379, aof=True,
-                       appendfsync="always" if durable else "everysec")
+                       appendfsync="always" if durable else "everysec", password=password)
 
 
-def _banner(config: SwitchyardConfig, url: str, state_dir: Path) -> None:
+def _banner(config: SwitchyardConfig, url: str, state_dir: Path,
+            url_file: Path | None) -> None:
     model = next(iter(config.models), "minilm")
-    flag = "" if url == config.redis.url else f" --redis-url {url}"
-    print(f"switchyard: up. Redis at {url}; pools: {', '.join(config.pools)}; "
-          f"state and logs in {state_dir}/", flush=True)
+    flag = "" if url_file is not None or url == config.redis.url else (
+        f" --redis-url {redact_url(url)}")
+    where = f"; its URL and password in {url_file} (mode 0600)" if url_file else ""
+    print(f"switchyard: up. Redis at {redact_url(url)}{where}; pools: "
+          f"{', '.join(config.pools)}; state and logs in {state_dir}/", flush=True)
+    if url_file is not None and url_file.resolve() != stack_url_file().resolve():
+        # the CLI finds the file from this folder, or from anywhere by the variable
+        print(f"  first:   export {STATE_DIR_ENV}={state_dir.resolve()}", flush=True)
     print(f"  submit:  switchyard submit embed --model {model}{flag} \"hello\"", flush=True)
     print(f"  status:  switchyard status{flag}", flush=True)
     print("  Ctrl-C stops everything.", flush=True)

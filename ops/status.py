@@ -12,6 +12,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from switchyard.broker.config import SwitchyardConfig, load_config
+from switchyard.broker.config import redis_url as resolve_redis_url
 from switchyard.broker.keys import GROUP, Keys
 from switchyard.broker.schemas import PRIORITIES, now_ms
 from switchyard.broker.settings import RedisSettings
@@ -146,7 +147,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def status(options: StatusOptions) -> int:
     config = load_config(options.config)
-    pools, spent = asyncio.run(_collect(config, options.redis_url or config.redis.url))
+    pools, spent = asyncio.run(_collect(config, resolve_redis_url(config, options.redis_url)))
     if options.as_json:
         print(json.dumps({"pools": [asdict(p) for p in pools], "spend_usd": spent}, indent=2))
     else:

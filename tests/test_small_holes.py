@@ -63,6 +63,7 @@ async def test_replay_keeps_the_reply_stream_tenant_and_owner(
         await ensure_groups(aredis, [keys])
         job = await client.embed("echo", "x", tenant="acme")
         await aredis.xreadgroup(GROUP, "ghost", {keys.stream("standard"): ">"})
+        await aredis.hset(keys.job(job.id), "state", "running")  # started (what start does)
         await Watchdog(aredis, config).sweep()  # its only attempt's worker is gone
         with pytest.raises(JobFailed):
             await job.result(timeout=5)

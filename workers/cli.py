@@ -22,6 +22,7 @@ from pathlib import Path
 from pydantic import ByteSize
 
 from switchyard.broker.config import load_config
+from switchyard.broker.config import redis_url as resolve_redis_url
 from switchyard.broker.settings import RedisSettings
 from switchyard.broker.units import parse_size
 from switchyard.workers.engines import build_engine
@@ -130,7 +131,7 @@ async def _watch(config_path: str | None, redis_url: str | None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    redis = RedisSettings.from_url(redis_url or config.redis.url).connect()
+    redis = RedisSettings.from_url(resolve_redis_url(config, redis_url)).connect()
     try:
         watchdog = Watchdog(redis, config)
         log.info("watchdog %s: every %g s", watchdog.consumer, config.watchdog.interval_s)
@@ -198,7 +199,7 @@ async def _serve(options: WorkerOptions) -> int:
     if options.memory_budget is not None:  # the flag replaces the pool's configured budget
         pool = pool.model_copy(update={"memory_budget": ByteSize(options.memory_budget)})
         config = config.model_copy(update={"pools": {**config.pools, options.pool: pool}})
-    settings = RedisSettings.from_url(options.redis_url or config.redis.url)
+    settings = RedisSettings.from_url(resolve_redis_url(config, options.redis_url))
     redis = settings.connect()
     try:
         engine = build_engine(pool, options.device, config=config, redis=redis)

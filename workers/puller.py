@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from switchyard.broker.config import ENGINE_KINDS, SwitchyardConfig
 from switchyard.broker.errors import EntryDecodeError
 from switchyard.broker.keys import GROUP, PartitionKeys
-from switchyard.broker.schemas import PRIORITIES, JobEnvelope, Priority, decode_envelope
+from switchyard.broker.schemas import PRIORITIES, JobEnvelope, Priority, decode_envelope, now_ms
 from switchyard.broker.streams import StreamEntry, parse_stream_reply
 from switchyard.workers.scheduler import PriorityScheduler
 
@@ -52,6 +52,15 @@ class Pulled:
             assert self.envelope is not None
             self.cost = cost(self.envelope)
         return self.cost
+
+
+URGENT_MS = 1_000
+"""A buffered job this close to its start deadline (and not past it) is urgent."""
+
+
+def _urgent(pulled: Pulled, now: int) -> bool:
+    deadline = pulled.envelope.deadline_ms if pulled.envelope else None
+    return deadline is not None and 0 < deadline - now < URGENT_MS
 
 
 def _mismatch(pulled: Pulled, kinds: frozenset[str], foreign: frozenset[str]) -> str:
@@ -228,10 +237,26 @@ class Puller:
         return batch
 
     def _slots(self) -> dict[Priority, int]:
-        """How many of the batch's slots each priority gets, highest priority first."""
+        """How many of the batch's slots each priority gets, highest priority first.
+
+        Jobs of a lower priority whose start deadline is less than ``URGENT_MS`` away go
+        first, while no higher priority's job is that close to its own: a job admitted
+        under a prediction that a burst of higher-priority work then broke still starts
+        in time, taking time only from jobs that can spare it. The rest go by priority
+        (with ``lower_share``, if set)."""
         waiting = {p: len(b) for p, b in self.buffers.items()}
         slots: dict[Priority, int] = {}
-        for _ in range(self._max_batch):
+        left = self._max_batch
+        now = now_ms()
+        for priority in PRIORITIES:
+            urgent = sum(1 for p in self.buffers[priority] if _urgent(p, now))
+            if urgent and priority != PRIORITIES[0] and not slots:
+                give = min(urgent, left)
+                slots[priority], left = give, left - give
+                waiting[priority] -= give
+            if urgent:
+                break  # a higher priority with urgent jobs of its own keeps its turn
+        for _ in range(left):
             chosen = self._scheduler.choose(waiting)
             if chosen is None:
                 break

@@ -27,7 +27,6 @@ from switchyard.broker.keys import Keys
 from switchyard.broker.retry import Backoff, until_done
 from switchyard.broker.schemas import (
     ServedBy,
-    now_ms,
 )
 from switchyard.broker.scripts import Scripts
 from switchyard.broker.streams import ensure_groups, forget_consumer
@@ -53,11 +52,6 @@ MAX_RUNS = 16
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-def _expired_before(pulled: Pulled, cutoff_ms: int) -> bool:
-    deadline = pulled.envelope.deadline_ms if pulled.envelope else None
-    return deadline is not None and deadline < cutoff_ms
 
 
 def consumer_name() -> str:
@@ -253,25 +247,18 @@ class Worker:
     ) -> asyncio.Task[None] | None:
         """Start, run and finish one batch; returns the task finishing it.
 
-        Jobs whose deadline is further away than the clock-skew tolerance may run at once,
-        the start round trip overlapping the engine, and finishing does not wait for its
-        verdicts (``complete`` keeps the first outcome). The others run only if ``start``
-        (on the Redis clock) says their deadline has not passed; it ends the expired ones
-        itself. So no job runs whose deadline had passed when it was started. A batch
-        holding any such job waits for the verdicts and runs once, as a whole: one round
-        trip, rather than a second engine call.
+        The engine runs only once ``start`` has landed: a job is then marked running, so
+        if it kills this worker it has spent an attempt (the watchdog re-queues entries
+        never started without spending one). ``start`` also ends, on the Redis clock, the
+        jobs whose deadline has passed, and skips those already ended (cancelled): they
+        do not run. Finishing does not wait for the next batch (``complete`` keeps the
+        first outcome).
         """
-        starting = asyncio.create_task(self._retry(self._ledger.start, batch))
-        cutoff = now_ms() + int(self._config.worker.clock_skew_s * 1000)
-        if any(_expired_before(p, cutoff) for p in batch):
-            verdicts = await starting
-            run = [p for p in batch
-                   if not _expired_before(p, cutoff) or verdicts[id(p)] == "run"]
-            return await self._then_finish(finishing, run, await self._executor.run(run))
-        outputs = await self._executor.run(batch)
-        finishing = await self._then_finish(finishing, batch, outputs)
-        await starting
-        return finishing
+        verdicts = await self._retry(self._ledger.start, batch)
+        run = [p for p in batch if verdicts[id(p)] == "run"]
+        if not run:
+            return finishing
+        return await self._then_finish(finishing, run, await self._executor.run(run))
 
     async def _then_finish(
         self, previous: asyncio.Task[None] | None, run: Sequence[Pulled],

@@ -8,6 +8,7 @@ supervisor, which then stops them in order.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import threading
@@ -50,6 +51,9 @@ class Child:
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = field(default=0.0)
+    env: dict[str, str] | None = None
+    """Variables added to the child's environment (secrets go here, not in ``args``,
+    which any local user can read)."""
 
 
 class Supervisor:
@@ -60,8 +64,9 @@ class Supervisor:
         self._backoff = backoff_s
         self._max_backoff = max_backoff_s
 
-    def start(self, name: str, args: Sequence[str], log: Path) -> Child:
-        child = Child(name, list(args), log)
+    def start(self, name: str, args: Sequence[str], log: Path,
+              env: dict[str, str] | None = None) -> Child:
+        child = Child(name, list(args), log, env=env)
         self._spawn(child)
         self.children.append(child)
         return child
@@ -69,8 +74,9 @@ class Supervisor:
     def _spawn(self, child: Child) -> None:
         child.log.parent.mkdir(parents=True, exist_ok=True)
         with child.log.open("ab") as out:
-            child.process = subprocess.Popen(child.args, stdout=out, stderr=subprocess.STDOUT,
-                                             start_new_session=True)
+            child.process = subprocess.Popen(
+                child.args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env=None if child.env is None else {**os.environ, **child.env})
         child.next_start = 0.0
 
     def check(self) -> None:

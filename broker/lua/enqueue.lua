@@ -3,8 +3,8 @@
 -- KEYS[1] priority stream   KEYS[2] drain hash of the stream
 -- then per job i (1..n), K = 1 + idempotency: KEYS[2+K(i-1)+1] job hash
 --   [KEYS[2+K(i-1)+2] idempotency key, with idempotency]
--- then, with ARGV[6] or ARGV[8] > 0: the partition's 3 priority streams, highest first,
---   and their 3 drain hashes
+-- then, with ARGV[18] = '1': the partition's 3 priority streams, highest first, and
+--   their 3 drain hashes (ARGV[5], ARGV[6] and ARGV[8] need them)
 -- then, with a tenant (ARGV[10] ~= ''): the tenant's jobs in flight (zsets) in this stream
 --   and in the partition's two others, its buckets (hash), the partition's tenants seen
 --   (zset: name -> last seen ms) and their weights (hash: name -> weight, '~sum' -> the
@@ -13,8 +13,15 @@
 -- reserved it (see reserve.lua): such a job is reported 'reserved'.
 -- ARGV[1] cap (a ceiling, when ARGV[6] sizes it)   ARGV[2] job ttl ms   ARGV[3] reply stream
 -- ARGV[4] idempotency ttl ms ('0': the jobs of this call carry no idempotency keys)
--- ARGV[5] spill ms ('0': never): a job whose predicted wait (depth / drain rate) is longer
---   is not admitted but answered 'spill' (its route sends it to an overflow pool)
+-- ARGV[5] spill ms ('0': never): a job whose predicted start is later is not admitted
+--   but answered 'spill' (its route sends it to an overflow pool, or its caller is told
+--   'deadline_unmeetable'). The prediction: what is queued at this priority and above,
+--   over what the pool drains less what the higher priorities take (their drain rate,
+--   or their admission rate when more: a burst of theirs leaves this one nothing), and
+--   no more than this stream's own measured drain rate. Workers serve higher priorities first, so the jobs ahead of this one
+--   are those, and higher-priority work still arriving takes its share of the pool.
+--   A pool that drains but leaves nothing to this priority admits nothing while any of
+--   that is queued.
 -- ARGV[6] wait target ms ('0': the cap is fixed): the cap becomes what the stream can drain
 --   within the target, at least ARGV[7] and at most ARGV[1]. What it can drain: its own
 --   measured rate, or what the pool drains less what higher priorities take, whichever is
@@ -30,14 +37,19 @@
 --   to its weighted share of it ('0': never). A tenant below its share is admitted past a
 --   full cap or a shut age gate (never past ARGV[1]): the tenants over theirs are refused.
 -- ARGV[17] the jobs' owner, the tenant that submitted them ('': none), kept in each job hash
--- then per job i, from A = 18 + 4(i-1): ARGV[A] job id   ARGV[A+1] envelope JSON
---   ARGV[A+2] tokens (for the tokens/min bucket)   ARGV[A+3] deadline ms
+-- ARGV[18] '1' when the partition's streams and drain hashes follow the jobs' keys
+-- then per job i, from A = 19 + 4(i-1): ARGV[A] job id   ARGV[A+1] envelope JSON
+--   ARGV[A+2] tokens (for the tokens/min bucket)   ARGV[A+3] deadline, ms from now on
+--   the Redis clock ('0': none): the envelope's "deadline_ms" is set to now + this, so a
+--   client's clock skew changes nothing; the job hash keeps it as 'deadline'
 -- Returns one reply per job, in order:
---   {'admitted', job id, entry id, depth before, drain rate ('' when not measured)}
+--   {'admitted', job id, entry id, depth before, drain rate ('' when not measured),
+--    deadline ms since the epoch (Redis clock; '' for none), predicted start ms ('')}
 --   | {'duplicate', job id} | {'reserved', job id, ms since reserved}
 --   | {'rejected', depth, last rate (with ARGV[6]: the rate the cap was sized from),
 --      window start ms, count in window, now ms, cap}
---   | {'spill', depth, drain rate} | {'shed', backlog, total drain rate}
+--   | {'spill', jobs ahead, the drain rate they were predicted at}
+--   | {'shed', backlog, total drain rate}
 --   | {'aged', depth, drain rate, oldest age ms}
 --   | {'tenant', 'rps'|'tpm'|'concurrent'|'share', retry after s ('': unknown)}
 -- Work per call is bounded whatever the data: at most 100 expired jobs and 100 stale
@@ -59,17 +71,21 @@ local cap, reply, idem_ttl = tonumber(ARGV[1]), ARGV[3], ARGV[4]
 local spill, wait_target, shed = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[8])
 local gate, tenant = tonumber(ARGV[9]), ARGV[10]
 local per = idem_ttl == '0' and 1 or 2
-local pooled = shed > 0 or wait_target > 0
+local pooled = ARGV[18] == '1'
 local tail = (pooled and 6 or 0) + (tenant ~= '' and 6 or 0)
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 redis.call('HSET', KEYS[2], 'at', now)  -- the first write, deny-oom (see above)
 local depth = redis.call('XLEN', KEYS[1])
+local base_depth = depth
 
-local function rate_of(key)  -- jobs/s drained in the last window; 0 if none in 5 s
-  local d = redis.call('HMGET', key, 'rate', 'ws')
-  if now - (tonumber(d[2]) or 0) > 5000 then return 0 end
-  return tonumber(d[1]) or 0
+local function rate_of(key)  -- jobs/s drained: the last full window, else the current one
+  local d = redis.call('HMGET', key, 'rate', 'ws', 'n')  -- (from 100 ms on); 0 if idle 5 s
+  local age = now - (tonumber(d[2]) or 0)
+  if age > 5000 then return 0 end
+  local r = tonumber(d[1])
+  if r then return r end
+  return age >= 100 and (tonumber(d[3]) or 0) * 1000 / age or 0
 end
 
 local rate = rate_of(KEYS[2])
@@ -83,6 +99,37 @@ if wait_target > 0 then
   end
   rate = math.max(rate, total - higher)
   cap = math.min(cap, math.max(tonumber(ARGV[7]), math.floor(rate * wait_target / 1000)))
+end
+
+-- The predicted start of the next job here (see ARGV[5]): `ahead` grows as jobs are admitted.
+local function admitted_rate(key)  -- jobs/s admitted lately (see the end of this script)
+  local d = redis.call('HMGET', key, 'arate', 'aws', 'an')
+  local age = now - (tonumber(d[2]) or 0)
+  if age > 5000 then return 0 end
+  local r = tonumber(d[1]) or 0
+  return age >= 100 and math.max(r, (tonumber(d[3]) or 0) * 1000 / age) or r
+end
+local ahead, avail, known = depth, rate, rate > 0
+if pooled and spill > 0 then
+  local total, taken, mine = 0, 0, false
+  for j = first, first + 2 do
+    local r = rate_of(KEYS[j + 3])
+    total = total + r
+    if KEYS[j] == KEYS[1] then mine = true
+    elseif not mine then  -- a higher priority: served first, what it is sent included
+      taken = taken + math.max(r, admitted_rate(KEYS[j + 3]))
+      ahead = ahead + redis.call('XLEN', KEYS[j])
+    end
+  end
+  -- What the pool drains less what the higher priorities take (drained, or admitted
+  -- when more: a burst of theirs leaves this one nothing); no more than this stream's own
+  -- measured rate, when it has one.
+  avail, known = total - taken, total > 0
+  if rate > 0 then avail = math.min(rate, avail) end
+end
+local function too_late()
+  if spill <= 0 or ahead == 0 or not known then return false end
+  return avail <= 0 or ahead * 1000 / avail > spill
 end
 
 local function closed_by_age()  -- the oldest undelivered entry's age if the gate is shut
@@ -193,7 +240,7 @@ end
 local out, drain = {}, nil
 for i = 1, (#KEYS - 2 - tail) / per do
   local job_key, idem_key = KEYS[3 + per * (i - 1)], KEYS[4 + per * (i - 1)]
-  local a = 18 + 4 * (i - 1)
+  local a = 19 + 4 * (i - 1)
   local id, tokens = ARGV[a], tonumber(ARGV[a + 2])
   local existing = per == 2 and redis.call('GET', idem_key)
   local reserved = existing and string.sub(existing, 1, 1) == '?'
@@ -208,8 +255,8 @@ for i = 1, (#KEYS - 2 - tail) / per do
     out[i] = {'duplicate', existing}
   elseif refused then
     out[i] = refused
-  elseif spill > 0 and rate > 0 and depth * 1000 / rate > spill then
-    out[i] = {'spill', depth, tostring(rate)}
+  elseif too_late() then
+    out[i] = {'spill', ahead, tostring(avail)}
   elseif quota then
     out[i] = quota
   elseif aged and not below then
@@ -221,21 +268,43 @@ for i = 1, (#KEYS - 2 - tail) / per do
     end
     out[i] = {'rejected', depth, drain[1], drain[2], drain[3], drain[4], cap}
   else
-    local entry = redis.call('XADD', KEYS[1], '*', 'id', id, 'r', reply, 'd', ARGV[a + 1])
+    local within, payload = tonumber(ARGV[a + 3]), ARGV[a + 1]
+    local deadline = within > 0 and now + within or nil
+    if deadline then
+      payload = string.gsub(payload, '"deadline_ms":%-?%d+', '"deadline_ms":' .. deadline, 1)
+    end
+    local entry = redis.call('XADD', KEYS[1], '*', 'id', id, 'r', reply, 'd', payload)
     redis.call('HSET', job_key, 'state', 'queued', 'entry', entry, 'stream', KEYS[1], 'reply', reply)
     if owner ~= '' then redis.call('HSET', job_key, 'owner', owner) end
+    if deadline then redis.call('HSET', job_key, 'deadline', deadline) end
     redis.call('PEXPIRE', job_key, ARGV[2])
     if per == 2 then
       redis.call('SET', idem_key, id, 'PX', idem_ttl)
     end
     if tenant ~= '' then
-      local deadline = tonumber(ARGV[a + 3])
-      redis.call('ZADD', tjobs, deadline > 0 and deadline or now + ARGV[2], id)
+      redis.call('ZADD', tjobs, deadline or now + ARGV[2], id)
       redis.call('HSET', job_key, 'tenant', tenant)
       inflight, here, reqs, toks = inflight + 1, here + 1, reqs - 1, toks - tokens
     end
-    out[i] = {'admitted', id, entry, depth, rate > 0 and tostring(rate) or ''}
-    depth = depth + 1
+    local start = avail > 0 and math.floor(ahead * 1000 / avail) or nil
+    out[i] = {'admitted', id, entry, depth, rate > 0 and tostring(rate) or '',
+              deadline and tostring(deadline) or '', start and tostring(start) or ''}
+    depth, ahead = depth + 1, ahead + 1
+  end
+end
+-- The admission window (admitted jobs/s, for the predictions of lower priorities):
+-- a rate per half second, like the drain window's per second.
+if pooled then
+  local w = redis.call('HMGET', KEYS[2], 'aws', 'an')
+  local aws, an, admitted = tonumber(w[1]), tonumber(w[2]) or 0, depth - base_depth
+  if not aws or now - aws > 5000 then
+    redis.call('HSET', KEYS[2], 'aws', now, 'an', admitted)
+    redis.call('HDEL', KEYS[2], 'arate')
+  elseif now - aws >= 500 then
+    redis.call('HSET', KEYS[2], 'arate', string.format('%.3f', (an + admitted) * 1000 / (now - aws)),
+      'aws', now, 'an', 0)
+  elseif admitted > 0 then
+    redis.call('HSET', KEYS[2], 'an', an + admitted)
   end
 end
 if tenant ~= '' then

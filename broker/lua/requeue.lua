@@ -2,13 +2,19 @@
 -- still in the stream):
 --   its job already ended         -> ack and delete the entry ('ended');
 --   its deadline passed           -> the job expires where its caller sees it ('expired');
---   attempts + 1 reach the limit  -> the entry goes to the dead-letter stream and its job
+--   it had started, and attempts + 1 reach the limit
+--                                 -> the entry goes to the dead-letter stream and its job
 --                                    fails with ARGV[3] and ARGV[4] ('dead');
 --   otherwise                     -> re-added to the retry lane KEYS[3] (read before the
 --                                    priority stream: it does not queue behind jobs that
---                                    came later) with attempts + 1 (the envelope keeps its
---                                    creation time and deadline), the job record pointed
---                                    at the new entry ('requeued').
+--                                    came later), the job record pointed at the new entry
+--                                    ('requeued'); with attempts + 1 if it had started
+--                                    (the envelope keeps its creation time and deadline).
+-- Attempts count executions, not deliveries: a job has started once `start` marked it
+-- running (workers run nothing before that lands), so entries a worker held but never
+-- started (prefetched) go back as they were, however often their workers die, while a
+-- job that kills every worker running it uses up its attempts. A job whose record is gone
+-- counts as started.
 -- An entry already gone (another watchdog, or its worker, got there first) is only acked
 -- ('gone'). Safe to run from several watchdogs at once.
 -- KEYS[1] the entries' stream (priority stream or retry lane)   KEYS[2] dead-letter stream
@@ -66,14 +72,16 @@ for i = 1, (#KEYS - 3) / 2 do
       fail(job_key, reply, id, state, 'expired', 'deadline_exceeded',
         'deadline passed before the job could run again (' .. ARGV[4] .. ')')
       out[i] = 'expired'
-    elseif attempts + 1 >= most then
+    elseif state ~= 'queued' and attempts + 1 >= most then
       local message = ARGV[4] .. '; gave up after ' .. (attempts + 1) .. ' attempts'
       redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'source', KEYS[1],
         'entry', entry, 'job', id, 'r', fields['r'] or reply, 'reason', message, 'd', payload)
       fail(job_key, reply, id, state, 'failed', ARGV[3], message)
       out[i] = 'dead'
     else
-      payload = string.gsub(payload, '"attempts":%d+', '"attempts":' .. (attempts + 1), 1)
+      if state ~= 'queued' then
+        payload = string.gsub(payload, '"attempts":%d+', '"attempts":' .. (attempts + 1), 1)
+      end
       local new = redis.call('XADD', KEYS[3], '*', 'id', id, 'r', fields['r'] or reply,
         'd', payload)
       if state then

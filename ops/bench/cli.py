@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from switchyard.ops.bench import bridge, chaos, embed, generate, overload, queue
+from switchyard.ops.bench import bridge, chaos, defaults, embed, generate, overload, queue
 
 __all__ = ["add_parser"]
 
@@ -66,6 +66,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     o.add_argument("--seconds", type=float, default=10.0, help="offered load per level "
                    "(goodput is counted after the first third, at most 3 s)")
     o.add_argument("--plot", type=Path, default=Path("overload.png"))
+    o.add_argument("--defaults", action="store_true",
+                   help="the admission defaults as a new user meets them: one echo worker "
+                   "(batches of 4 in 5 ms), 2x/3x/5x, 30%% interactive, 2 s deadlines, "
+                   "median of 3 runs (the other options do not apply)")
     o.set_defaults(handler=_overload)
 
     c = kinds.add_parser("chaos", help="SIGKILL workers and a watchdog, restart Redis, under "
@@ -94,6 +98,10 @@ def _chaos(ns: argparse.Namespace) -> int:
 
 
 def _overload(ns: argparse.Namespace) -> int:
+    if ns.defaults:
+        result = defaults.run_defaults_bench(defaults.DefaultsOptions())
+        _print(defaults.render(result))
+        return _failed(defaults.check(result))
     report = overload.run_overload_bench(overload.OverloadOptions(
         ns.workers, ns.batch, ns.service_ms, tuple(float(x) for x in ns.loads.split(",")),
         ns.seconds, ns.plot))

@@ -47,7 +47,8 @@ class Sample:
 async def _one(client: AsyncClient, sample: Sample, deadline_s: float) -> None:
     t0, wall_ms = time.perf_counter(), int(time.time() * 1000)
     try:
-        job = await client.embed("echo", "x", priority=sample.priority, tenant=sample.tenant,
+        job = await client.embed("echo", "x", priority=sample.priority,
+                                 tenant=sample.tenant or None,
                                  deadline_s=deadline_s, max_retries=0)
     except AdmissionRejected as exc:
         sample.decided_ms = (time.perf_counter() - t0) * 1000

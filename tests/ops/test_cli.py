@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from switchyard.ops.redis_server import free_port
 
@@ -117,3 +118,76 @@ def up_serves_a_job(switchyard: list[str], tmp_path: Path, prefix: str) -> None:
     assert "stopped" in output and "exited" not in output, output  # no child crashed
     # Redis is gone with it:
     assert run("status").returncode != 0
+
+
+CONFIG_NO_REDIS = """
+[redis]
+prefix = "{prefix}"
+[worker]
+block_ms = 50
+[pools.echo]
+engine = "echo"
+[models.echo]
+pool = "echo"
+"""
+
+
+def test_up_runs_redis_with_a_password_that_a_second_shell_finds(
+    tmp_path: Path, prefix: str,
+) -> None:
+    """Issue 14, point 1: with no Redis configured, `up` runs one on loopback with a
+    generated password, written (0600) to .switchyard/redis.url; the CLI and the Python
+    client in another shell read it; no command line carries the password."""
+    import socket
+    from urllib.parse import urlsplit
+
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", 6399)) == 0:
+            pytest.skip("port 6399 (up's default) is taken on this host")
+    config = tmp_path / "up.toml"
+    config.write_text(CONFIG_NO_REDIS.format(prefix=prefix))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REDIS_URL", "SWITCHYARD_STATE_DIR", "SWITCHYARD_REDIS__URL")}
+    cli = [sys.executable, "-m", "switchyard.ops"]
+    up = subprocess.Popen([*cli, "up", "--config", str(config)], cwd=tmp_path, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url_file = tmp_path / ".switchyard" / "redis.url"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            out = subprocess.run([*cli, "submit", "embed", "--model", "echo", "--timeout", "5",
+                                  "--config", str(config), "ping"], cwd=tmp_path, env=env,
+                                 capture_output=True, text=True, timeout=60)
+            if out.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert out.returncode == 0, out.stderr
+        assert oct(url_file.stat().st_mode & 0o777) == "0o600"
+        parts = urlsplit(url_file.read_text().strip())
+        assert parts.hostname == "127.0.0.1" and parts.port == 6399
+        password = parts.password
+        assert password and len(password) >= 24
+        client = redis.Redis(port=6399, socket_connect_timeout=2)
+        with pytest.raises(redis.AuthenticationError):
+            client.ping()  # no password: refused
+        client.close()
+        code = ("import asyncio\nfrom switchyard import AsyncClient, load_config\n"
+                "async def main():\n"
+                f"    async with AsyncClient(load_config({str(config)!r})) as c:\n"
+                "        print((await (await c.embed('echo', 'py')).result(timeout=10)).echo)\n"
+                "asyncio.run(main())\n")
+        py = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60)
+        assert py.stdout.strip() == "['py']", py.stderr
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                assert password not in cmdline.read_text(errors="replace")
+            except OSError:
+                continue
+    finally:
+        up.send_signal(signal.SIGINT)
+        code_up = up.wait(60)
+    output = up.stdout.read() if up.stdout else ""
+    assert code_up == 0 and "exited" not in output, output
+    assert password not in output  # the banner shows it redacted
+    assert not url_file.exists()

@@ -53,6 +53,7 @@ async def test_dead_letters_are_listed_replayed_and_purged(
     async with AsyncClient(config, redis_url=redis_url) as client:
         job = await client.embed("held", "again", deadline_s=0.5)
         await aredis.xreadgroup(GROUP, "ghost", {keys.stream("standard"): ">"})
+        await aredis.hset(keys.job(job.id), "state", "running")  # started (what start does)
         await Watchdog(aredis, config).sweep()  # its only attempt's worker is gone
         with pytest.raises(JobFailed):
             await job.result(timeout=5)

@@ -26,3 +26,18 @@ def test_overload_bench_runs_and_holds_its_targets_at_twice_capacity(tmp_path: P
     assert not failures, failures
     controlled = {r.group: r.stats for r in report.rows if r.mode == "admission control"}
     assert controlled["all"].rejected > 0 and controlled["greedy"].rejected > 0
+
+
+@pytest.mark.slow
+def test_the_defaults_bench_answers_every_job_by_its_deadline() -> None:
+    """`bench overload --defaults`, short: the guarantees that hold on any machine (the
+    figures are the bench's): nothing admitted goes unanswered past its deadline, nothing
+    expires after admission in a steady load, and the worker stays busy."""
+    from switchyard.ops.bench.defaults import DefaultsOptions, render, run_defaults_bench
+
+    report = run_defaults_bench(DefaultsOptions(loads=(3.0,), seconds=4, runs=1))
+    level = report.levels[0]
+    assert level.unanswered == 0, render(report)
+    assert level.expired <= level.admitted // 100, render(report)
+    assert level.rejected and set(level.reasons) == {"deadline_unmeetable"}, render(report)
+    assert level.goodput_per_s > 0.5 * report.capacity_per_s, render(report)

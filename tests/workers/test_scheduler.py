@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -43,3 +44,35 @@ def test_a_lone_priority_gets_every_slot() -> None:
 def test_share_bounds() -> None:
     with pytest.raises(ValueError):
         PriorityScheduler(0.9)
+
+
+def _pulled(keys: Any, priority: str, deadline_ms: int, n: int) -> Any:
+    from switchyard.broker.schemas import EmbedRequest, JobEnvelope
+    from switchyard.broker.streams import StreamEntry
+    from switchyard.workers.puller import Pulled
+    job_id = f"echo.0.{n:024x}"
+    envelope = JobEnvelope(id=job_id, model="echo", priority=priority,  # type: ignore[arg-type]
+                           created_ms=0, deadline_ms=deadline_ms,
+                           request=EmbedRequest(input=["x"]))
+    entry = StreamEntry(keys.stream(priority), f"{n}-0",
+                        {"id": job_id, "r": keys.reply("c"), "d": "{}"})
+    return Pulled(entry, keys, priority, envelope)  # type: ignore[arg-type]
+
+
+def test_urgent_lower_priority_jobs_go_first_unless_a_higher_one_is_urgent() -> None:
+    """Issue 14, point 7: a batch job near its start deadline takes a slot ahead of
+    interactive jobs that can spare the time, never ahead of urgent interactive ones."""
+    from switchyard.broker.keys import Keys
+    from switchyard.broker.schemas import now_ms
+    from switchyard.workers.puller import Puller
+    keys = Keys("t").partition("echo", 0)
+    puller = Puller(None, [keys], "w", max_batch=4, max_batch_tokens=1_000,  # type: ignore[arg-type]
+                    lower_share=0.0, block_ms=10)
+    now = now_ms()
+    puller.buffers["interactive"].extend(_pulled(keys, "interactive", now + 1_900, i)
+                                         for i in range(8))
+    puller.buffers["batch"].extend([_pulled(keys, "batch", now + 400, 100),
+                                    _pulled(keys, "batch", now + 60_000, 101)])
+    assert puller._slots() == {"interactive": 3, "batch": 1}
+    puller.buffers["interactive"].appendleft(_pulled(keys, "interactive", now + 300, 50))
+    assert puller._slots() == {"interactive": 4}  # strict priority again

@@ -150,19 +150,25 @@ async def test_a_hung_worker_is_reclaimed_by_idle_time(
     assert await aredis.hget(keys.drain("standard"), "dup") == "1"
 
 
+def _two_attempts(prefix: str, aredis: aioredis.Redis
+                  ) -> tuple[SwitchyardConfig, PartitionKeys, Watchdog]:
+    """A held pool whose jobs get two attempts, its partition, and a watchdog."""
+    base = make_config(prefix, held={"engine": "echo"}).model_dump()
+    base["watchdog"] = {"max_attempts": 2}
+    config = SwitchyardConfig.model_validate(base)
+    return config, Keys(prefix).partition("held", 0), Watchdog(aredis, config)
+
+
 async def test_past_the_attempt_limit_the_job_fails_and_is_dead_lettered(
     prefix: str, redis_url: str, aredis: aioredis.Redis,
 ) -> None:
-    base = make_config(prefix, held={"engine": "echo"}).model_dump()
-    base["watchdog"] = {"max_attempts": 2}
-    config = type(make_config(prefix)).model_validate(base)
-    keys = Keys(prefix).partition("held", 0)
-    watchdog = Watchdog(aredis, config)
+    config, keys, watchdog = _two_attempts(prefix, aredis)
     async with AsyncClient(config, redis_url=redis_url) as client:
         job = await client.embed("held", "poison")
         await ensure_groups(aredis, [keys])
-        for attempt in range(2):  # a consumer takes it and dies, twice
+        for attempt in range(2):  # a consumer takes it, starts it and dies, twice
             await aredis.xreadgroup(GROUP, f"ghost{attempt}", dict.fromkeys(keys.streams(), ">"))
+            await aredis.hset(keys.job(job.id), "state", "running")  # what start does
             await watchdog.sweep()
         with pytest.raises(JobFailed) as failed:
             await job.result(timeout=10)
@@ -172,6 +178,23 @@ async def test_past_the_attempt_limit_the_job_fails_and_is_dead_lettered(
     assert len(dead) == 1 and dead[0][1]["job"] == job.id
     assert watchdog.stats.requeued == 1 and watchdog.stats.dead_lettered == 1
     assert [await aredis.xlen(s) for s in keys.streams()] == [0] * 6
+
+
+async def test_entries_never_started_spend_no_attempt(
+    prefix: str, redis_url: str, aredis: aioredis.Redis, start_worker: StartWorker,
+) -> None:
+    """Issue 14, point 10: a worker that dies holding prefetched entries (read, never
+    started) costs them nothing, however often it happens."""
+    config, keys, watchdog = _two_attempts(prefix, aredis)
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        job = await client.embed("held", "innocent")
+        await ensure_groups(aredis, [keys])
+        for attempt in range(5):  # read by a worker that dies before starting it
+            await aredis.xreadgroup(GROUP, f"ghost{attempt}", dict.fromkeys(keys.streams(), ">"))
+            await watchdog.sweep()
+        assert watchdog.stats.requeued == 5 and watchdog.stats.dead_lettered == 0
+        await start_worker(config, "held")
+        assert (await job.result(timeout=10)).echo == ["innocent"]  # type: ignore[union-attr]
 
 
 async def test_a_requeued_job_runs_before_jobs_admitted_after_it(
