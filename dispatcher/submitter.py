@@ -80,7 +80,9 @@ class Submitter:
             raise BrokerUnavailable(f"{len(self._queue)} submissions already wait for Redis")
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._queue.append((job, future))
-        if len(self._tasks) < IN_FLIGHT:
+        # A drain that found the queue empty is done at once, though its done-callback
+        # (which drops it from the set) runs later: count only the live ones.
+        if len(self._tasks) < IN_FLIGHT or sum(not t.done() for t in self._tasks) < IN_FLIGHT:
             task = asyncio.create_task(self._drain())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
