@@ -39,7 +39,8 @@ STEADY_SHARE = 0.1
 def _pool_toml(name: str, options: OverloadOptions, controlled: bool) -> str:
     lines = [f"[pools.{name}]", 'engine = "echo"', f"max_batch = {options.batch}",
              f"delay_ms = {options.service_ms}", "pack_window = 1",
-             "lower_share = 0.2",  # this scenario's (issue 5) share: the default is now 0
+             # this scenario's (issue 5) settings, where the defaults have changed since:
+             "lower_share = 0.2", "deadline_share = 1.0",
              f"cap_floor = {2 * options.workers * options.batch}",
              f"admission_control = {str(controlled).lower()}",
              f"[pools.{name}.caps]", "interactive = 1000000", "standard = 1000000",
