@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import random
 import secrets
 import time
@@ -21,7 +22,8 @@ from switchyard.broker.calls import settle_call
 from switchyard.broker.config import ModelConfig, PoolConfig, SwitchyardConfig, load_config
 from switchyard.broker.config import redis_url as resolve_redis_url
 from switchyard.broker.durability import DurabilityProbe
-from switchyard.broker.errors import BrokerUnavailable, redis_failure
+from switchyard.broker.errors import BrokerUnavailable, UnsafeEvictionPolicy, redis_failure
+from switchyard.broker.eviction import check_eviction_policy
 from switchyard.broker.jobs import read_job
 from switchyard.broker.keys import TENANT_NAME, JobIdSource, Keys, PartitionKeys
 from switchyard.broker.schemas import (
@@ -59,6 +61,7 @@ from switchyard.dispatcher.submitter import Enqueue, Submission, Submitter
 __all__ = ["AsyncClient"]
 
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
 _PRIORITIES = frozenset(get_args(Priority))
 MAX_DEADLINE_S = 366 * 86_400
 """The longest deadline a job may ask for (a year)."""
@@ -100,6 +103,7 @@ class AsyncClient:
         self._liveness: dict[str, tuple[float, bool]] = {}
         self._partitions: dict[tuple[str, int], PartitionKeys] = {}
         self._policies = Policies(self.config)
+        self._eviction_checked = False
 
     async def __aenter__(self) -> Self:
         return self
@@ -233,7 +237,17 @@ class AsyncClient:
         limit = self.config.redis.timeout_s
         if job.deadline_s is not None:
             limit = min(limit, job.deadline_s)
+        if not self._eviction_checked:
+            self._eviction_checked = True
+            await self.bounded(self._warn_if_evicting(), limit)
         return await self.bounded(self._admit(job, kind), limit)
+
+    async def _warn_if_evicting(self) -> None:
+        """A client cannot refuse to start as workers do: it says so, loudly, once."""
+        try:
+            await check_eviction_policy(self.redis, self.settings.display())
+        except UnsafeEvictionPolicy as exc:
+            _log.warning("%s", exc)
 
     async def bounded(self, op: Awaitable[T], limit: float | None = None) -> T:
         """``op``, a Redis call, failing with ``BrokerUnavailable`` when Redis errs or has

@@ -129,6 +129,7 @@ async def start_worker_at() -> AsyncIterator[Any]:
 
 async def test_roles_refuse_a_server_that_may_evict(
     prefix: str, tight_redis: tuple[RedisServer, aioredis.Redis], start_worker_at: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     server, redis = tight_redis
     await redis.config_set("maxmemory-policy", "allkeys-lru")
@@ -137,6 +138,11 @@ async def test_roles_refuse_a_server_that_may_evict(
         await start_worker_at(server.url, config)
     with pytest.raises(UnsafeEvictionPolicy):
         await Watchdog(redis, config).run(asyncio.Event())
+    async with AsyncClient(config, redis_url=server.url) as client:  # a client says so
+        with caplog.at_level("WARNING"):
+            await client.embed("echo", "x")
+            await client.embed("echo", "y")
+    assert caplog.text.count("allkeys-lru") == 1
 
 
 async def test_bad_argv_fails_before_any_write(prefix: str, aredis: aioredis.Redis) -> None:
