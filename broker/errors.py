@@ -60,7 +60,9 @@ class RedisOutOfMemory(BrokerUnavailable):
 def redis_failure(where: str, exc: BaseException) -> BrokerUnavailable:
     """A Redis client error as the typed error callers see (``where``: the server, shown
     without its password)."""
-    if "OOM command not allowed" in str(exc):
+    # redis-py raises OutOfMemoryError (the "OOM" code stripped from its text) for a
+    # command refused outright; inside a script's error text the code is kept.
+    if type(exc).__name__ == "OutOfMemoryError" or "used memory > 'maxmemory'" in str(exc):
         return RedisOutOfMemory(f"Redis at {where} is out of memory (maxmemory): {exc}")
     return BrokerUnavailable(f"Redis at {where}: {exc}")
 
