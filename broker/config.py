@@ -44,20 +44,10 @@ __all__ = [
     "WatchdogConfig",
     "WorkerConfig",
     "load_config",
-    "redis_url",
-    "stack_url_file",
 ]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6399/0"
 """Where `switchyard up` starts its private Redis unless told otherwise."""
-
-STATE_DIR_ENV = "SWITCHYARD_STATE_DIR"
-DEFAULT_STATE_DIR = ".switchyard"
-"""`switchyard up`'s state folder (relative to the working directory) unless
-``$SWITCHYARD_STATE_DIR`` says otherwise."""
-STACK_URL_FILE = "redis.url"
-"""In the state folder: the URL (with its generated password) of the Redis `switchyard up`
-runs, mode 0600, while it runs."""
 
 DEFAULT_TENANT = "default"
 """The tenant of jobs that name none; its quota also applies to tenants not configured."""
@@ -425,28 +415,6 @@ class SwitchyardConfig(_Strict):
                     raise ValueError(f"pool {name!r} targets unknown provider "
                                      f"{target.provider!r}")
         return self
-
-
-def stack_url_file(environ: Mapping[str, str] | None = None) -> Path:
-    """Where `switchyard up` writes its Redis URL."""
-    env = os.environ if environ is None else environ
-    return Path(env.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR) / STACK_URL_FILE
-
-
-def redis_url(config: SwitchyardConfig, override: str | None = None,
-              environ: Mapping[str, str] | None = None) -> str:
-    """Where to reach Redis: ``override`` (``--redis-url``); else the configured ``[redis]
-    url`` (file or ``SWITCHYARD_REDIS__URL``); else, where the configuration names none,
-    the URL a running `switchyard up` wrote to its state folder; else the default."""
-    if override:
-        return override
-    if "url" in config.redis.model_fields_set:
-        return config.redis.url
-    try:
-        written = stack_url_file(environ).read_text("utf-8").strip()
-    except (OSError, UnicodeDecodeError):
-        return config.redis.url
-    return written or config.redis.url
 
 
 def load_config(

@@ -54,8 +54,11 @@ def grouped(items: Iterable[T], key: Callable[[T], str], size: int) -> list[list
 
 
 def source(name: ScriptName, shebang: bool) -> str:
-    """A script's text; with ``shebang`` (Redis 7+), headed by its flags."""
-    text = resources.files("switchyard.broker").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    """A script's text: ``lua/_prelude.lua`` (shared argument checks), then its own; with
+    ``shebang`` (Redis 7+), headed by its flags."""
+    folder = resources.files("switchyard.broker").joinpath("lua")
+    text = folder.joinpath("_prelude.lua").read_text("utf-8") + folder.joinpath(
+        f"{name}.lua").read_text("utf-8")
     if not shebang:
         return text
     return ("#!lua\n" if name in ADMISSION else "#!lua flags=allow-oom\n") + text

@@ -13,19 +13,19 @@ import time
 import zlib
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import replace
-from typing import Self, TypeVar, get_args
+from typing import Self, TypeVar
 
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from switchyard.broker.calls import settle_call
 from switchyard.broker.config import ModelConfig, PoolConfig, SwitchyardConfig, load_config
-from switchyard.broker.config import redis_url as resolve_redis_url
 from switchyard.broker.durability import DurabilityProbe
 from switchyard.broker.errors import BrokerUnavailable, UnsafeEvictionPolicy, redis_failure
 from switchyard.broker.eviction import check_eviction_policy
 from switchyard.broker.jobs import read_job
-from switchyard.broker.keys import TENANT_NAME, JobIdSource, Keys, PartitionKeys
+from switchyard.broker.keys import JobIdSource, Keys, PartitionKeys
+from switchyard.broker.locate import redis_url as resolve_redis_url
 from switchyard.broker.schemas import (
     ChatMessage,
     ChatRequest,
@@ -53,7 +53,7 @@ from switchyard.dispatcher.admission import (
 )
 from switchyard.dispatcher.errors import AdmissionRejected, InvalidRequest, UnknownModel
 from switchyard.dispatcher.jobs import AnyResult, AsyncJob, R
-from switchyard.dispatcher.limits import check_chat, check_embed, utf8_size
+from switchyard.dispatcher.limits import check_chat, check_embed, check_options
 from switchyard.dispatcher.policies import Policies
 from switchyard.dispatcher.replies import ReplyRouter
 from switchyard.dispatcher.submitter import Enqueue, Submission, Submitter
@@ -62,9 +62,6 @@ __all__ = ["AsyncClient"]
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
-_PRIORITIES = frozenset(get_args(Priority))
-MAX_DEADLINE_S = 366 * 86_400
-"""The longest deadline a job may ask for (a year)."""
 DEFAULT_BATCH_RETRIES = 3
 """Admission retries of a ``batch`` job when the caller does not say."""
 
@@ -202,7 +199,7 @@ class AsyncClient:
     async def _submit(self, job: Submission, kind: type[R],
                       max_retries: int | None) -> AsyncJob[R]:
         """Admit the job, retrying rejections (see :meth:`chat`)."""
-        _check(job, max_retries)
+        check_options(job, max_retries)
         if job.tenant is not None and self.config.tracked_tenant(job.tenant) is None:
             raise InvalidRequest(f"unknown tenant {job.tenant!r} ([tenants] unknown = "
                                  f'"reject")')
@@ -469,33 +466,6 @@ class AsyncClient:
         if keys is None:
             keys = self._partitions[pool_name, index] = self.keys.partition(pool_name, index)
         return keys
-
-
-def _check(job: Submission, max_retries: object) -> None:
-    """The options every enqueue call takes, checked at the boundary."""
-    if not isinstance(job.priority, str) or job.priority not in _PRIORITIES:
-        raise InvalidRequest(f"priority must be interactive, standard or batch: {job.priority!r}")
-    deadline = job.deadline_s
-    if deadline is not None and not (isinstance(deadline, int | float)
-                                     and not isinstance(deadline, bool)
-                                     and 0 < deadline <= MAX_DEADLINE_S):
-        raise InvalidRequest(f"deadline_s must be a number of seconds in (0, {MAX_DEADLINE_S}]: "
-                             f"{deadline!r}")
-    key = job.idempotency_key
-    if key is not None and not (isinstance(key, str) and 0 < len(key) <= 256):
-        raise InvalidRequest("idempotency_key must be a string of 1 to 256 characters")
-    if key is not None:
-        utf8_size(key, "idempotency_key")
-    if job.tenant is not None and not (isinstance(job.tenant, str)
-                                       and TENANT_NAME.match(job.tenant)):
-        raise InvalidRequest("tenant must be 1 to 128 letters, digits or _.@- "
-                             f"(starting with a letter or digit): {job.tenant!r}")
-    if max_retries is not None and not (isinstance(max_retries, int)
-                                        and not isinstance(max_retries, bool)
-                                        and 0 <= max_retries <= 100):
-        raise InvalidRequest(f"max_retries must be an integer from 0 to 100: {max_retries!r}")
-    if not isinstance(job.durable, bool):
-        raise InvalidRequest(f"durable must be True or False: {job.durable!r}")
 
 
 def _tokens(request: EmbedRequest | ChatRequest) -> int:

@@ -5,12 +5,19 @@ before anything is sent."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import get_args
 
 from switchyard.broker.config import LimitsConfig
-from switchyard.broker.schemas import ChatRequest
+from switchyard.broker.keys import TENANT_NAME
+from switchyard.broker.schemas import ChatRequest, Priority
 from switchyard.dispatcher.errors import InvalidRequest
+from switchyard.dispatcher.submitter import Submission
 
-__all__ = ["check_chat", "check_embed", "utf8_size"]
+__all__ = ["MAX_DEADLINE_S", "check_chat", "check_embed", "check_options", "utf8_size"]
+
+MAX_DEADLINE_S = 366 * 86_400
+"""The longest deadline a job may ask for (a year)."""
+_PRIORITIES = frozenset(get_args(Priority))
 
 
 def utf8_size(text: str, what: str) -> int:
@@ -47,3 +54,30 @@ def _check_size(size: int, limits: LimitsConfig) -> None:
     if size > limits.max_request_bytes:
         raise InvalidRequest(f"the request carries {size} bytes of text; at most "
                              f"{int(limits.max_request_bytes)} ([limits] max_request_bytes)")
+
+
+def check_options(job: Submission, max_retries: object) -> None:
+    """The options every enqueue call takes, checked at the boundary."""
+    if not isinstance(job.priority, str) or job.priority not in _PRIORITIES:
+        raise InvalidRequest(f"priority must be interactive, standard or batch: {job.priority!r}")
+    deadline = job.deadline_s
+    if deadline is not None and not (isinstance(deadline, int | float)
+                                     and not isinstance(deadline, bool)
+                                     and 0 < deadline <= MAX_DEADLINE_S):
+        raise InvalidRequest(f"deadline_s must be a number of seconds in (0, {MAX_DEADLINE_S}]: "
+                             f"{deadline!r}")
+    key = job.idempotency_key
+    if key is not None and not (isinstance(key, str) and 0 < len(key) <= 256):
+        raise InvalidRequest("idempotency_key must be a string of 1 to 256 characters")
+    if key is not None:
+        utf8_size(key, "idempotency_key")
+    if job.tenant is not None and not (isinstance(job.tenant, str)
+                                       and TENANT_NAME.match(job.tenant)):
+        raise InvalidRequest("tenant must be 1 to 128 letters, digits or _.@- "
+                             f"(starting with a letter or digit): {job.tenant!r}")
+    if max_retries is not None and not (isinstance(max_retries, int)
+                                        and not isinstance(max_retries, bool)
+                                        and 0 <= max_retries <= 100):
+        raise InvalidRequest(f"max_retries must be an integer from 0 to 100: {max_retries!r}")
+    if not isinstance(job.durable, bool):
+        raise InvalidRequest(f"durable must be True or False: {job.durable!r}")

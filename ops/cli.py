@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from switchyard.broker.commands import run_command
-from switchyard.broker.config import DEFAULT_STATE_DIR, STATE_DIR_ENV
+from switchyard.broker.locate import DEFAULT_STATE_DIR, STATE_DIR_ENV
 from switchyard.dispatcher import cli as dispatcher_cli
 from switchyard.ops import acl, dlq, fake_provider
 from switchyard.ops import status as status_cli

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from switchyard.broker.config import load_config
-from switchyard.broker.config import redis_url as resolve_redis_url
 from switchyard.broker.deadletters import DeadLetter, list_dead, purge, replay
 from switchyard.broker.errors import ConfigError
 from switchyard.broker.keys import Keys, PartitionKeys
+from switchyard.broker.locate import redis_url as resolve_redis_url
 from switchyard.broker.scripts import Scripts
 from switchyard.broker.settings import RedisSettings
 

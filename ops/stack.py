@@ -19,14 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from switchyard.broker.config import (
-    STACK_URL_FILE,
-    STATE_DIR_ENV,
-    SwitchyardConfig,
-    load_config,
-    stack_url_file,
-)
+from switchyard.broker.config import SwitchyardConfig, load_config
 from switchyard.broker.errors import ConfigError
+from switchyard.broker.locate import STACK_URL_FILE, STATE_DIR_ENV, stack_url_file
 from switchyard.broker.settings import redact_url
 from switchyard.ops import fake_provider
 from switchyard.ops.redis_server import RedisServer, write_private

@@ -12,8 +12,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from switchyard.broker.config import SwitchyardConfig, load_config
-from switchyard.broker.config import redis_url as resolve_redis_url
 from switchyard.broker.keys import GROUP, Keys
+from switchyard.broker.locate import redis_url as resolve_redis_url
 from switchyard.broker.schemas import PRIORITIES, now_ms
 from switchyard.broker.settings import RedisSettings
 from switchyard.broker.units import format_size

@@ -22,7 +22,7 @@ from pathlib import Path
 from pydantic import ByteSize
 
 from switchyard.broker.config import load_config
-from switchyard.broker.config import redis_url as resolve_redis_url
+from switchyard.broker.locate import redis_url as resolve_redis_url
 from switchyard.broker.settings import RedisSettings
 from switchyard.broker.units import parse_size
 from switchyard.workers.engines import build_engine

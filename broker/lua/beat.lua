@@ -6,8 +6,7 @@
 -- ARGV[1] consumer   ARGV[2] ttl ms   ARGV[3] now ms (the worker's clock, as readers use)
 -- then field, value pairs
 -- Returns 1.
-local ttl = tonumber(ARGV[2])
-if not ttl or ttl < 1 or ttl > 3e11 then error('beat: bad ttl ' .. tostring(ARGV[2])) end
+local ttl = ms(2)
 redis.call('PEXPIRE', KEYS[1], ttl)
 local fields = {}
 for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end

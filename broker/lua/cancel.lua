@@ -8,13 +8,6 @@
 -- Returns 'cancelled', 'missing', or the state the job had already ended in.
 -- Runs over maxmemory (admitted work must finish): its first write, XACK of id 0-0 on the stream, is not
 -- deny-oom (Redis 6.2 decides there), and on Redis 7 its shebang says allow-oom.
-local function ms(i)  -- ARGV[i] as a count of ms, checked before any write
-  local v = tonumber(ARGV[i])
-  if not v or v < 1 or v > 3e11 or v ~= math.floor(v) then
-    error('ARGV[' .. i .. '] is not a count of ms: ' .. tostring(ARGV[i]))
-  end
-  return v
-end
 for _, i in ipairs({3, 4, 5}) do ms(i) end
 redis.call('XACK', KEYS[2], ARGV[1], '0-0')
 local rec = redis.call('HMGET', KEYS[1], 'state', 'entry')

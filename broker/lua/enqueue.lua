@@ -57,15 +57,8 @@
 -- Admission honours maxmemory: on Redis 7 the script is flagged (a shebang without
 -- allow-oom); on 6.2 its first write is a deny-oom command (the HSET below), so over
 -- maxmemory it fails before writing anything. ARGV is checked before that write.
-local function ms(i)  -- ARGV[i] as a count of ms, or the call fails before any write
-  local v = tonumber(ARGV[i])
-  if not v or v < 0 or v > 3e11 or v ~= math.floor(v) then
-    error('enqueue: ARGV[' .. i .. '] is not a count of ms: ' .. tostring(ARGV[i]))
-  end
-  return v
-end
-for _, i in ipairs({2, 4, 5, 6, 8, 9}) do ms(i) end  -- times (a cap may be far larger)
-if ms(2) < 1 then error('enqueue: the job ttl must be at least 1 ms') end
+ms(2)
+for _, i in ipairs({4, 5, 6, 8, 9}) do ms(i, 0) end  -- times, '0' for off (caps: any size)
 if not tonumber(ARGV[1]) or not tonumber(ARGV[7]) then error('enqueue: caps must be numbers') end
 local cap, reply, idem_ttl = tonumber(ARGV[1]), ARGV[3], ARGV[4]
 local spill, wait_target, shed = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[8])

@@ -7,13 +7,6 @@
 -- Returns one verdict per entry: 'expired' | 'ended' | 'kept' (not expired, delivered or gone)
 -- Runs over maxmemory (admitted work must finish): its first write, XACK of id 0-0, is not
 -- deny-oom (Redis 6.2 decides there), and on Redis 7 its shebang says allow-oom.
-local function ms(i)  -- ARGV[i] as a count of ms, checked before any write
-  local v = tonumber(ARGV[i])
-  if not v or v < 1 or v > 3e11 or v ~= math.floor(v) then
-    error('ARGV[' .. i .. '] is not a count of ms: ' .. tostring(ARGV[i]))
-  end
-  return v
-end
 for _, i in ipairs({2, 3, 4}) do ms(i) end
 redis.call('XACK', KEYS[1], ARGV[1], '0-0')
 local t = redis.call('TIME')

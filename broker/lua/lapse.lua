@@ -11,10 +11,7 @@
 -- ARGV[5] reply stream max length
 -- Returns {'lapsed', outcome JSON} (this call expired it) | {'early', ms until the deadline} | {state}: 'running',
 -- 'forwarded', an ended state, 'nodeadline' or 'missing'.
-for _, i in ipairs({3, 4, 5}) do
-  local v = tonumber(ARGV[i])
-  if not v or v < 1 or v > 3e11 then error('lapse: ARGV[' .. i .. '] is not a count') end
-end
+for _, i in ipairs({3, 4, 5}) do ms(i) end
 redis.call('XACK', KEYS[2], ARGV[1], '0-0')
 local rec = redis.call('HMGET', KEYS[1], 'state', 'entry', 'deadline')
 local state, entry, deadline = rec[1], rec[2], tonumber(rec[3])

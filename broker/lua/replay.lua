@@ -10,8 +10,7 @@
 if not redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])[1] then
   return ''
 end
-local ttl = tonumber(ARGV[5])
-if not ttl or ttl < 1 or ttl > 3e11 then error('replay: bad ttl ' .. tostring(ARGV[5])) end
+ms(5)
 local new = redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'r', ARGV[3], 'd', ARGV[4])
 local kept = redis.call('HMGET', KEYS[3], 'tenant', 'owner')
 redis.call('DEL', KEYS[3])

@@ -7,8 +7,7 @@
 -- ARGV[1] job id   ARGV[2] idempotency ttl ms
 -- Returns {'held'} (reserved for this job) | {'duplicate', job id} | {'reserved', job id, ms since reserved}
 --   (the last: another submission holds it)
-local ttl = tonumber(ARGV[2])
-if not ttl or ttl < 1 or ttl > 3e11 then error('reserve: bad ttl ' .. tostring(ARGV[2])) end
+local ttl = ms(2)
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local existing = redis.call('GET', KEYS[1])

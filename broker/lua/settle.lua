@@ -11,8 +11,7 @@ local held = v == ARGV[2] and 'plain' or (string.match(v, '^%?([^|]*)|%d+$') == 
   and 'reserved') or nil
 if held ~= ARGV[4] then return 0 end
 if ARGV[1] == 'fill' then
-  local ttl = tonumber(ARGV[3])
-  if not ttl or ttl < 1 or ttl > 3e11 then error('settle: bad ttl ' .. tostring(ARGV[3])) end
+  local ttl = ms(3)
   redis.call('PEXPIRE', KEYS[1], ttl)  -- first write not deny-oom: a fill runs over maxmemory
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
 else
