@@ -17,6 +17,8 @@ Other packages hang their own trees under ``SwitchyardError`` (``switchyard.disp
 
 from __future__ import annotations
 
+from redis.exceptions import OutOfMemoryError
+
 __all__ = [
     "BrokerError",
     "BrokerUnavailable",
@@ -60,9 +62,9 @@ class RedisOutOfMemory(BrokerUnavailable):
 def redis_failure(where: str, exc: BaseException) -> BrokerUnavailable:
     """A Redis client error as the typed error callers see (``where``: the server, shown
     without its password)."""
-    # redis-py raises OutOfMemoryError (the "OOM" code stripped from its text) for a
-    # command refused outright; inside a script's error text the code is kept.
-    if type(exc).__name__ == "OutOfMemoryError" or "used memory > 'maxmemory'" in str(exc):
+    # redis-py raises OutOfMemoryError for a command refused outright (the "OOM" code
+    # stripped from its text); a script that failed inside keeps it in a ResponseError.
+    if isinstance(exc, OutOfMemoryError) or "used memory > 'maxmemory'" in str(exc):
         return RedisOutOfMemory(f"Redis at {where} is out of memory (maxmemory): {exc}")
     return BrokerUnavailable(f"Redis at {where}: {exc}")
 

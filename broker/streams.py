@@ -73,19 +73,21 @@ def _fields(raw: object) -> dict[str, str]:
     raise TypeError(f"unexpected stream entry fields: {type(raw).__name__}")
 
 
-async def ensure_groups(redis: aioredis.Redis, partitions: Iterable[PartitionKeys]) -> None:
+async def ensure_groups(redis: aioredis.Redis, partitions: Iterable[PartitionKeys],
+                        scripts: Scripts | None = None) -> None:
     """Create the consumer group on every priority stream; safe to call any number of
-    times, and over maxmemory (``lua/groups.lua``)."""
-    scripts = Scripts(redis)
+    times, and over maxmemory (``lua/groups.lua``). ``scripts``: the caller's own, if it
+    has them (else a set of its own, which asks the server's version first)."""
+    scripts = scripts or Scripts(redis)
     for keys in partitions:
         await scripts.call("groups", keys.streams(), [GROUP])
 
 
 async def forget_consumer(redis: aioredis.Redis, partitions: Sequence[PartitionKeys],
-                          consumer: str) -> None:
+                          consumer: str, scripts: Scripts | None = None) -> None:
     """Remove a consumer from its groups, but only where it holds nothing pending (checked
     and removed atomically, ``lua/forget.lua``)."""
-    scripts = Scripts(redis)
+    scripts = scripts or Scripts(redis)
     for keys in partitions:
         for stream in keys.streams():
             await scripts.call("forget", [stream], [GROUP, consumer])

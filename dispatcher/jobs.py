@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AnyResult", "AsyncJob", "outcome_result"]
 
+_ENDED = frozenset(s.value for s in TERMINAL_STATES)
 AnyResult = EmbedResult | ChatResult
 R = TypeVar("R", bound=AnyResult)
 R_co = TypeVar("R_co", bound=AnyResult, covariant=True)
@@ -151,7 +152,7 @@ class AsyncJob(Generic[R_co]):
         assert isinstance(reply, list) and reply
         if reply[0] == "lapsed":
             return JobOutcome.model_validate_json(str(reply[1]))
-        if reply[0] in {s.value for s in TERMINAL_STATES}:  # it ended meanwhile
+        if reply[0] in _ENDED:  # it ended meanwhile
             return (await self._current())[1].outcome
         if reply[0] == "early":  # the clocks differ: ask again when Redis's says it is due
             self._lapse_at = time.monotonic() + int(reply[1]) / 1000

@@ -45,9 +45,10 @@ class Heartbeat:
         interval_s: float,
         ttl_s: float,
         refresh: Callable[[], dict[str, str]] | None = None,
+        scripts: Scripts | None = None,
     ) -> None:
         self._redis = redis
-        self._scripts = Scripts(redis)
+        self._scripts = scripts or Scripts(redis)
         self._keys = keys
         self._consumer = consumer
         self.info = dict(info)

@@ -115,7 +115,7 @@ class Worker:
         self._heartbeat = Heartbeat(
             redis, keys.pool(pool), self.consumer, describe(engine.name, engine.device, settings),
             interval_s=config.worker.heartbeat_s, ttl_s=config.worker.heartbeat_ttl_s,
-            refresh=self._vitals,
+            refresh=self._vitals, scripts=self._scripts,
         )
 
     def _out_of_memory(self) -> None:
@@ -140,7 +140,7 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> WorkerStats:
         """Serve until ``stop`` is set, then drain and return."""
         await self._retry(check_eviction_policy, self._redis, "the worker's server")
-        await self._retry(ensure_groups, self._redis, self._partitions)
+        await self._retry(ensure_groups, self._redis, self._partitions, self._scripts)
         await self._retry(self._scripts.load)
         self._sizer.start()
         # Beat before the first read: a watchdog that saw this consumer hold entries with
@@ -208,7 +208,7 @@ class Worker:
             log.warning("read failed: %s; retrying in %.1fs", exc, delay)
             await asyncio.sleep(delay)
             if "NOGROUP" in str(exc):
-                await self._retry(ensure_groups, self._redis, self._partitions)
+                await self._retry(ensure_groups, self._redis, self._partitions, self._scripts)
             return []
         if bad:
             await self._retry(self._dead_letter, bad)
@@ -227,7 +227,7 @@ class Worker:
         for long inputs would hold up the event loop (and its heartbeats)."""
         fresh = [p for b in self._puller.buffers.values() for p in b
                  if p.cost is None and p.envelope is not None]
-        if fresh and self.engine.name in ("embed", "generate"):
+        if fresh and self.engine.tokenises:
             cost = self.engine.cost
             await asyncio.to_thread(lambda: [p.cost_by(cost) for p in fresh])
 
@@ -315,7 +315,7 @@ class Worker:
         await beating
         try:
             await self._heartbeat.remove()
-            await forget_consumer(self._redis, self._partitions, self.consumer)
+            await forget_consumer(self._redis, self._partitions, self.consumer, self._scripts)
         except (RedisError, OSError) as exc:
             log.warning("could not deregister %s: %s", self.consumer, exc)
 

@@ -26,6 +26,9 @@ class Engine(Protocol):
     joins: bool
     """True if :meth:`run` may be called again while earlier calls run, their jobs
     joining the running batch (continuous batching): the worker then keeps pulling."""
+    tokenises: bool
+    """True if :meth:`cost` runs a tokenizer (long inputs take long): the worker then
+    costs new entries in a thread, off its event loop."""
 
     async def warmup(self) -> None:
         """Load weights and run once, so the first real batch is not the slow one."""

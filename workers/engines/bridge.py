@@ -57,6 +57,7 @@ class BridgeEngine:
     device = "providers"
     token_bytes = 0
     joins = True
+    tokenises = False
 
     def __init__(self, pool: PoolConfig, providers: dict[str, ProviderConfig],
                  scripts: Scripts, keys: Keys) -> None:

@@ -29,6 +29,7 @@ class EchoEngine:
     device = "none"
     token_bytes = 0
     joins = False
+    tokenises = False
 
     def __init__(self, delay_ms: float = 0.0) -> None:
         self._delay = delay_ms / 1000.0

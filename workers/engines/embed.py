@@ -53,6 +53,7 @@ words run past 100 characters may lose, after the cut, tokens truncation would k
 class EmbedEngine:
     name = "embed"
     joins = False
+    tokenises = True
 
     def __init__(self, model: str, device: str = "auto", max_input_tokens: int = 256) -> None:
         try:

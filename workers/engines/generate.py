@@ -46,6 +46,7 @@ __all__ = ["GenerateEngine"]
 class GenerateEngine:
     name = "generate"
     joins = True
+    tokenises = True
 
     def __init__(self, model: str, device: str = "auto", max_input_tokens: int = 1024) -> None:
         try:
