@@ -9,6 +9,8 @@ of one partition lands on one Redis Cluster slot)::
                                     before the priority stream (consumer group ``workers``)
     sy:{pool.N}:dead                dead-letter stream
     sy:{pool.N}:drain:<priority>    drain-rate window of one priority stream (hash)
+    sy:{pool.N}:held                jobs workers prefetched and have not started
+                                    (zset: job id -> ms held); see ``lua/hold.lua``
     sy:{pool.N}:job:<job id>        job record: state, outcome, stream entry (hash, TTL)
     sy:{pool.N}:idem:<tenant>:<key> idempotency key of one tenant ('-': none) -> job id
                                     (string, TTL); on the route's primary pool's
@@ -149,6 +151,10 @@ class PartitionKeys:
 
     def drain(self, priority: Priority) -> str:
         return f"{self.base}:drain:{priority}"
+
+    @property
+    def held(self) -> str:
+        return f"{self.base}:held"
 
     def job(self, job_id: str) -> str:
         return f"{self.base}:job:{job_id}"

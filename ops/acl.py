@@ -39,7 +39,7 @@ ROLES = (
     Role("client", ("enqueue", "reserve", "settle", "cancel"),
          (*_COMMON, "hmget", "zcount", "xread", "del", "config|get"),
          "the enqueue API and the gateway: admit, read results and job records, cancel"),
-    Role("worker", ("groups", "beat", "start", "complete", "requeue", "release",
+    Role("worker", ("groups", "beat", "hold", "start", "complete", "requeue", "release",
                     "spill_forward", "enqueue", "cancel", "forget", "breaker_allow",
                     "breaker_record", "ratelimit_take", "ratelimit_observe"),
          (*_COMMON, "xreadgroup", "xpending", "xrange", "hincrbyfloat", "zrem", "del",

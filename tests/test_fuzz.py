@@ -60,7 +60,7 @@ def test_the_puller_buffers_or_rejects_any_entry_without_raising(
                     max_batch_tokens=1024, lower_share=0.2, block_ms=10)
     entries = [StreamEntry(keys.stream("standard"), f"{i + 1}-0", f)
                for i, f in enumerate(fields)]
-    bad = puller._accept(entries)
+    bad = puller._accept(entries, held=True)
     assert len(bad) + puller.buffered == len(entries)
     assert all(p.error for p in bad)
 

@@ -116,7 +116,7 @@ class Ledger:
         groups = grouped(batch, lambda p: f"{p.entry.stream}\n{p.entry.reply}", PER_CALL)
         calls: list[ScriptCall] = []
         for group in groups:
-            keys = [group[0].entry.stream, group[0].entry.reply]
+            keys = [group[0].entry.stream, group[0].entry.reply, group[0].keys.held]
             args: list[str | int | float] = [
                 GROUP, self._consumer, int(jobs.job_ttl_s * 1000), int(jobs.result_ttl_s * 1000),
                 int(jobs.reply_ttl_s * 1000), jobs.reply_maxlen]
@@ -172,7 +172,8 @@ class Ledger:
         """Hand entries read but never started back (to their retry lanes)."""
         calls: list[ScriptCall] = [
             ("release",
-             [p.entry.stream, p.keys.job(p.entry.job_id), p.keys.retry_of(p.entry.stream)],
+             [p.entry.stream, p.keys.job(p.entry.job_id), p.keys.retry_of(p.entry.stream),
+              p.keys.held],
              [GROUP, p.entry.entry_id, p.entry.job_id, p.entry.reply, p.entry.payload])
             for p in held
         ]
@@ -184,7 +185,7 @@ def requeue_call(config: SwitchyardConfig, keys: PartitionKeys, stream: str,
                  why: str) -> ScriptCall:
     """The ``requeue`` call for these entries of one stream (``found``: those read)."""
     jobs = config.jobs
-    script_keys = [stream, keys.dead, keys.retry_of(stream)]
+    script_keys = [stream, keys.dead, keys.retry_of(stream), keys.held]
     args: list[str | int | float] = [
         GROUP, config.watchdog.max_attempts, code, _plain(why), int(jobs.result_ttl_s * 1000),
         int(jobs.reply_ttl_s * 1000), jobs.reply_maxlen, jobs.dead_letter_maxlen]

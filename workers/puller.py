@@ -3,6 +3,14 @@
 Entries read but not yet started stay in the buffer, still pending on this consumer in
 Redis, so nothing is lost if the worker dies; the next batch serves them first. A batch
 is bounded by ``max_batch`` jobs and ``max_batch_tokens`` padded tokens (texts x longest).
+
+When the buffer is empty the puller blocks on every stream (XREADGROUP BLOCK); otherwise
+it tops the buffer up with ``lua/hold.lua``, which reads and records the jobs as *held*
+at once. A held job is not charged an attempt if this worker
+dies before starting it, so a held job runs only once ``start`` has landed; one from the
+blocking read counts as started when read, so its ``start`` may overlap the engine (the
+light-load path costs no extra round trip). What the blocking read brought beyond the
+batch the worker runs first is held (:meth:`Puller.hold_rest`) before the next batch is taken.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from switchyard.broker.config import ENGINE_KINDS, SwitchyardConfig
 from switchyard.broker.errors import EntryDecodeError
 from switchyard.broker.keys import GROUP, PartitionKeys
 from switchyard.broker.schemas import PRIORITIES, JobEnvelope, Priority, decode_envelope, now_ms
+from switchyard.broker.scripts import ScriptCall, Scripts
 from switchyard.broker.streams import StreamEntry, parse_stream_reply
 from switchyard.workers.scheduler import PriorityScheduler
 
@@ -28,6 +37,7 @@ __all__ = ["Pulled", "Puller"]
 class Pulled:
     """A stream entry this worker holds, decoded (``envelope``) or not (``error``).
 
+    ``held``: recorded in Redis as read ahead, not started (see the module doc).
     ``owned``: the entry's job id names the partition it was read from (only then is it
     used to build keys or spliced into an outcome); ``reply_owned``: likewise its reply
     stream. ``cost``: the engine's (texts, tokens) estimate, once asked for. Treat as
@@ -39,6 +49,7 @@ class Pulled:
     priority: Priority
     envelope: JobEnvelope | None
     error: str | None = None
+    held: bool = False
     owned: bool = field(init=False)
     reply_owned: bool = field(init=False)
     cost: tuple[int, int] | None = field(init=False, default=None)
@@ -101,6 +112,8 @@ class Puller:
         partitions: Sequence[PartitionKeys],
         consumer: str,
         *,
+        scripts: Scripts | None = None,
+        hold_ttl_ms: int = 86_400_000,
         max_batch: int,
         max_batch_tokens: int,
         lower_share: float,
@@ -110,6 +123,9 @@ class Puller:
         foreign: frozenset[str] = frozenset(),
     ) -> None:
         self._redis = redis
+        self._scripts = scripts or Scripts(redis)
+        self._hold_ttl_ms = hold_ttl_ms
+        self._partitions = list(partitions)
         self._consumer = consumer
         self._max_batch = max_batch
         self._max_tokens = max_batch_tokens
@@ -133,11 +149,13 @@ class Puller:
 
     @classmethod
     def for_pool(cls, redis: aioredis.Redis, config: SwitchyardConfig, pool: str,
-                 partitions: Sequence[PartitionKeys], consumer: str) -> Puller:
+                 partitions: Sequence[PartitionKeys], consumer: str,
+                 scripts: Scripts | None = None) -> Puller:
         """The puller a worker of ``pool`` uses, as its configuration says."""
         settings = config.pools[pool]
         return cls(
-            redis, partitions, consumer, max_batch=settings.max_batch,
+            redis, partitions, consumer, scripts=scripts,
+            hold_ttl_ms=int(config.jobs.job_ttl_s * 1000), max_batch=settings.max_batch,
             max_batch_tokens=settings.max_batch_tokens, lower_share=settings.lower_share,
             block_ms=config.worker.block_ms, window=settings.max_batch * settings.pack_window,
             kinds=ENGINE_KINDS[settings.engine],
@@ -171,7 +189,8 @@ class Puller:
                             count=10_000)
         bad: list[Pulled] = []
         for reply in await pipe.execute():
-            bad.extend(self._accept(parse_stream_reply(reply)))
+            # Held or not is unknown: taken as held, they run only once started.
+            bad.extend(self._accept(parse_stream_reply(reply), held=True))
         self._uncertain = False
         return bad
 
@@ -179,28 +198,51 @@ class Puller:
         if self.buffered == 0:
             streams: dict[Any, Any] = dict.fromkeys(self._where, ">")
             reply = await self._redis.xreadgroup(
-                GROUP, self._consumer, streams, count=self.window, block=self._block_ms
-            )
-            return self._accept(parse_stream_reply(reply))
-        pipe = self._redis.pipeline(transaction=False)
+                GROUP, self._consumer, streams, count=self.window, block=self._block_ms)
+            return self._accept(parse_stream_reply(reply), held=False)
+        calls: list[ScriptCall] = []
         for priority, buffer in self.buffers.items():
             deficit = self.window - len(buffer)
             if deficit > 0:
-                wanted: dict[Any, Any] = {s: ">" for s, (_, p) in self._where.items()
-                                          if p == priority}
-                pipe.xreadgroup(GROUP, self._consumer, wanted, count=deficit)
+                calls += [self.hold_call(keys, deficit, priority) for keys in self._partitions]
         bad: list[Pulled] = []
-        for reply in await pipe.execute():
-            bad.extend(self._accept(parse_stream_reply(reply)))
+        for held in await self._scripts.pipeline(calls):
+            bad.extend(self._accept(parse_stream_reply(held), held=True))
         return bad
 
-    def _accept(self, entries: list[StreamEntry]) -> list[Pulled]:
+    def hold_call(self, keys: PartitionKeys, count: int, priority: Priority | None = None,
+                  job_ids: Sequence[str] = ()) -> ScriptCall:
+        """The ``hold`` call that reads up to ``count`` new entries per stream of
+        ``priority`` in one partition (none: reads nothing) and holds them and
+        ``job_ids``."""
+        streams = [] if priority is None else [keys.retry(priority), keys.stream(priority)]
+        return ("hold", [keys.held, *streams],
+                [GROUP, self._consumer, count, self._hold_ttl_ms, *job_ids])
+
+    async def hold_rest(self) -> None:
+        """Hold the buffered entries not held yet: what the blocking read brought beyond
+        the batch taken. Awaited before the next batch is taken (a hold landing after
+        that batch's ``start`` would mark a running job as not started)."""
+        by_partition: dict[str, list[Pulled]] = {}
+        for pulled in (p for b in self.buffers.values() for p in b if not p.held):
+            by_partition.setdefault(pulled.keys.base, []).append(pulled)
+        if not by_partition:
+            return
+        await self._scripts.pipeline([
+            self.hold_call(group[0].keys, 1, job_ids=[p.entry.job_id for p in group])
+            for group in by_partition.values()])
+        for group in by_partition.values():
+            for pulled in group:
+                pulled.held = True
+
+    def _accept(self, entries: list[StreamEntry], *, held: bool) -> list[Pulled]:
         bad = []
         for entry in entries:
             self._newest[entry.stream] = entry.entry_id  # in id order, per stream
             keys, priority = self._where[entry.stream]
             try:
-                pulled = Pulled(entry, keys, priority, decode_envelope(entry.payload))
+                pulled = Pulled(entry, keys, priority, decode_envelope(entry.payload),
+                                held=held)
             except EntryDecodeError as exc:
                 bad.append(Pulled(entry, keys, priority, None, str(exc)))
                 continue

@@ -1,8 +1,9 @@
 """The worker runtime: one consumer loop over a pool's priority streams.
 
 pull (highest priority first, with a share for lower ones, within the memory budget) ->
-start (skips jobs that were cancelled or expired) -> run the engine -> finish (outcome,
-reply, ack: one script per stream, one round trip per batch). Finishing a batch overlaps
+start (skips jobs that were cancelled or expired; overlaps the engine unless the batch
+holds a prefetched job, see ``puller``) -> run the engine -> finish (outcome, reply, ack:
+one script per stream, one round trip per batch). Finishing a batch overlaps
 running the next one; an engine that ``joins`` has several batches running at once. On
 stop it pulls no more, finishes what is running, hands unstarted entries back, returns.
 """
@@ -25,9 +26,7 @@ from switchyard.broker.config import SwitchyardConfig
 from switchyard.broker.eviction import check_eviction_policy
 from switchyard.broker.keys import Keys
 from switchyard.broker.retry import Backoff, until_done
-from switchyard.broker.schemas import (
-    ServedBy,
-)
+from switchyard.broker.schemas import ServedBy, now_ms
 from switchyard.broker.scripts import Scripts
 from switchyard.broker.streams import ensure_groups, forget_consumer
 from switchyard.workers.deltas import DeltaPublisher
@@ -38,7 +37,7 @@ from switchyard.workers.heartbeat import Heartbeat, describe
 from switchyard.workers.ledger import Ledger, dead_letters, outcomes
 from switchyard.workers.memory import Budget, FixedBudget, MemoryProbe, choose_probe
 from switchyard.workers.metrics import WorkerMetrics
-from switchyard.workers.puller import Pulled, Puller
+from switchyard.workers.puller import URGENT_MS, Pulled, Puller
 from switchyard.workers.sizing import BatchSizer
 from switchyard.workers.spend import record_spend
 from switchyard.workers.spill import Spiller
@@ -52,6 +51,11 @@ MAX_RUNS = 16
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+def _deadline(pulled: Pulled) -> int:
+    envelope = pulled.envelope
+    return envelope.deadline_ms or 2**63 if envelope else 0
 
 
 def consumer_name() -> str:
@@ -96,7 +100,8 @@ class Worker:
         self._partitions = keys.partitions(pool, settings.partitions)
         self._scripts = Scripts(redis)
         self._ledger = Ledger(self._scripts, config, self.consumer)
-        self._puller = Puller.for_pool(redis, config, pool, self._partitions, self.consumer)
+        self._puller = Puller.for_pool(redis, config, pool, self._partitions, self.consumer,
+                                       self._scripts)
         if probe is None:
             probe = (choose_probe(engine.device, settings.memory_budget) if engine.token_bytes
                      else FixedBudget(0))
@@ -220,6 +225,7 @@ class Worker:
         self._heartbeat.info["last_batch"] = str(len(batch))
         if self._sizer.bounded and self._budget.last is not None:
             self.metrics.memory(self._budget.last, self._sizer.last_budget)
+        await self._retry(self._puller.hold_rest)
         return await self._refuse_oversized(batch)
 
     async def _cost_off_loop(self) -> None:
@@ -247,18 +253,34 @@ class Worker:
     ) -> asyncio.Task[None] | None:
         """Start, run and finish one batch; returns the task finishing it.
 
-        The engine runs only once ``start`` has landed: a job is then marked running, so
-        if it kills this worker it has spent an attempt (the watchdog re-queues entries
-        never started without spending one). ``start`` also ends, on the Redis clock, the
-        jobs whose deadline has passed, and skips those already ended (cancelled): they
-        do not run. Finishing does not wait for the next batch (``complete`` keeps the
+        A job counts as started once ``start`` has landed, or, if it came from the
+        blocking read (not held), from the moment it was read; a job that kills this
+        worker while running has then always spent an attempt (the watchdog re-queues
+        held jobs never started without spending one). So a batch holding a held job
+        runs only once ``start`` has landed, as does one holding a job whose deadline is
+        under ``URGENT_MS`` away (``start`` ends, on the Redis clock, the jobs whose
+        deadline has passed, and skips those already ended: they do not run). Otherwise
+        the start round trip overlaps the engine, and only the jobs ``start`` let run are
+        finished. Finishing does not wait for the next batch (``complete`` keeps the
         first outcome).
         """
-        verdicts = await self._retry(self._ledger.start, batch)
-        run = [p for p in batch if verdicts[id(p)] == "run"]
-        if not run:
-            return finishing
-        return await self._then_finish(finishing, run, await self._executor.run(run))
+        starting = asyncio.create_task(self._retry(self._ledger.start, batch))
+        soon = now_ms() + URGENT_MS
+        if any(p.held or _deadline(p) < soon for p in batch):
+            verdicts = await starting
+            run = [p for p in batch if verdicts[id(p)] == "run"]
+            if not run:
+                return finishing
+            return await self._then_finish(finishing, run, await self._executor.run(run))
+        try:
+            outputs = await self._executor.run(batch)
+        finally:
+            verdicts = await starting
+        kept = [i for i, p in enumerate(batch) if verdicts[id(p)] == "run"]
+        if len(kept) < len(batch):  # ended meanwhile: the outcome start wrote stands
+            self._deltas.forget([p.entry.job_id for p in batch if verdicts[id(p)] != "run"])
+        return await self._then_finish(finishing, [batch[i] for i in kept],
+                                       [outputs[i] for i in kept])
 
     async def _then_finish(
         self, previous: asyncio.Task[None] | None, run: Sequence[Pulled],

@@ -10,16 +10,17 @@
 --                                    came later), the job record pointed at the new entry
 --                                    ('requeued'); with attempts + 1 if it had started
 --                                    (the envelope keeps its creation time and deadline).
--- Attempts count executions, not deliveries: a job has started once `start` marked it
--- running (workers run nothing before that lands), so entries a worker held but never
--- started (prefetched) go back as they were, however often their workers die, while a
--- job that kills every worker running it uses up its attempts. A job whose record is gone
--- counts as started.
+-- Attempts count executions, not deliveries: a job counts as started unless it is still
+-- queued and held (read ahead by `hold`, whose hold `start` ends before the worker runs
+-- it); an entry read any other way counts as started as soon as it is read. So entries a
+-- worker held but never started (prefetched) go back as they were, however often their
+-- workers die, while a job that kills every worker running it uses up its attempts. A job
+-- whose record is gone counts as started. Every entry's hold ends here.
 -- An entry already gone (another watchdog, or its worker, got there first) is only acked
 -- ('gone'). Safe to run from several watchdogs at once.
 -- KEYS[1] the entries' stream (priority stream or retry lane)   KEYS[2] dead-letter stream
--- KEYS[3] the retry lane of KEYS[1]'s priority
--- then per entry i (1..n): KEYS[2i+2] job hash   KEYS[2i+3] reply stream
+-- KEYS[3] the retry lane of KEYS[1]'s priority   KEYS[4] held jobs (zset)
+-- then per entry i (1..n): KEYS[2i+3] job hash   KEYS[2i+4] reply stream
 -- ARGV[1] group   ARGV[2] most attempts   ARGV[3] error code   ARGV[4] why (plain text)
 -- ARGV[5] result ttl ms   ARGV[6] reply ttl ms   ARGV[7] reply stream max length
 -- ARGV[8] dead-letter stream max length
@@ -45,11 +46,13 @@ local function fail(job_key, reply, id, state, final, code, message)
   redis.call('PEXPIRE', reply, ARGV[6])
 end
 
-for i = 1, (#KEYS - 3) / 2 do
-  local job_key, reply = KEYS[2 * i + 2], KEYS[2 * i + 3]
+for i = 1, (#KEYS - 4) / 2 do
+  local job_key, reply = KEYS[2 * i + 3], KEYS[2 * i + 4]
   local entry, id = ARGV[7 + 2 * i], ARGV[8 + 2 * i]
   local found = redis.call('XRANGE', KEYS[1], entry, entry)[1]
   local state = redis.call('HGET', job_key, 'state')
+  local started = state ~= 'queued' or not redis.call('ZSCORE', KEYS[4], id)
+  redis.call('ZREM', KEYS[4], id)
   if not found then
     out[i] = 'gone'
   elseif state == 'succeeded' or state == 'failed' or state == 'cancelled'
@@ -65,14 +68,14 @@ for i = 1, (#KEYS - 3) / 2 do
       fail(job_key, reply, id, state, 'expired', 'deadline_exceeded',
         'deadline passed before the job could run again (' .. ARGV[4] .. ')')
       out[i] = 'expired'
-    elseif state ~= 'queued' and attempts + 1 >= most then
+    elseif started and attempts + 1 >= most then
       local message = ARGV[4] .. '; gave up after ' .. (attempts + 1) .. ' attempts'
       redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'source', KEYS[1],
         'entry', entry, 'job', id, 'r', fields['r'] or reply, 'reason', message, 'd', payload)
       fail(job_key, reply, id, state, 'failed', ARGV[3], message)
       out[i] = 'dead'
     else
-      if state ~= 'queued' then
+      if started then
         payload = string.gsub(payload, '"attempts":%d+', '"attempts":' .. (attempts + 1), 1)
       end
       local new = redis.call('XADD', KEYS[3], '*', 'id', id, 'r', fields['r'] or reply,

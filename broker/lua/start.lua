@@ -1,8 +1,10 @@
 -- start: a worker marks the jobs it read as running, unless they already ended; a job
 -- whose deadline passed (on the Redis clock, so skew between hosts does not matter) is
 -- ended here as expired: outcome written, reply sent, entry acked and removed.
+-- It also ends their hold (see hold.lua): from here on they count as started.
 -- All jobs of one call share a stream and a reply stream.
--- KEYS[1] priority stream   KEYS[2] reply stream   then per job i (1..n): KEYS[2+i] job hash
+-- KEYS[1] priority stream   KEYS[2] reply stream   KEYS[3] held jobs (zset)
+-- then per job i (1..n): KEYS[3+i] job hash
 -- ARGV[1] group   ARGV[2] consumer   ARGV[3] job ttl ms (only if the record had vanished)
 -- ARGV[4] result ttl ms   ARGV[5] reply ttl ms   ARGV[6] reply stream max length
 -- then per job i: ARGV[3i+4] entry id   ARGV[3i+5] job id   ARGV[3i+6] deadline ms ('0': none)
@@ -15,9 +17,10 @@ local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local reply = KEYS[2]
 local out = {}
-for i = 1, #KEYS - 2 do
-  local job_key = KEYS[2 + i]
+for i = 1, #KEYS - 3 do
+  local job_key = KEYS[3 + i]
   local entry, id, deadline = ARGV[3 * i + 4], ARGV[3 * i + 5], tonumber(ARGV[3 * i + 6])
+  redis.call('ZREM', KEYS[3], id)
   local state = redis.call('HGET', job_key, 'state')
   if state == 'succeeded' or state == 'failed' or state == 'cancelled' or state == 'expired' then
     redis.call('XACK', KEYS[1], ARGV[1], entry)

