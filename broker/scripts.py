@@ -27,6 +27,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
 from switchyard.broker.durability import waitaof_failure
+from switchyard.broker.wire import Wire
 
 __all__ = ["ADMISSION", "ScriptCall", "ScriptName", "Scripts", "grouped", "source"]
 
@@ -67,10 +68,13 @@ def source(name: ScriptName, shebang: bool) -> str:
 class Scripts:
     """All of Switchyard's scripts, bound to one Redis client. ``shebang``: whether the
     server takes script flags (Redis 7+); None: asked of the server (``INFO server``) on
-    first use."""
+    first use. ``wire``: where :meth:`pipeline` sends (a lean connection to the same
+    server, see ``wire.py``; default: the client's pool)."""
 
-    def __init__(self, redis: aioredis.Redis, *, shebang: bool | None = None) -> None:
+    def __init__(self, redis: aioredis.Redis, *, shebang: bool | None = None,
+                 wire: Wire | None = None) -> None:
         self._redis = redis
+        self._wire = wire
         self._shebang = shebang
         self._bound: dict[ScriptName, AsyncScript] | None = None
 
@@ -82,6 +86,10 @@ class Scripts:
             self._bound = {name: self._redis.register_script(source(name, shebang))
                            for name in _NAMES}
         return self._bound
+
+    def sha(self, name: ScriptName) -> str | None:
+        """A script's SHA1 once the scripts are bound (None before their first use)."""
+        return None if self._bound is None else self._bound[name].sha
 
     async def load(self) -> None:
         """Load every script into the server's script cache (idempotent)."""
@@ -125,6 +133,16 @@ class Scripts:
     async def _send(self, calls: Sequence[ScriptCall], waitaof_ms: int | None
                     ) -> tuple[list[object], str | None]:
         scripts = await self._scripts()
+        if self._wire is not None:
+            commands: list[Sequence[str | int | float]] = [
+                ("EVALSHA", scripts[name].sha, len(keys), *keys, *args)
+                for name, keys, args in calls]
+            if waitaof_ms is not None:  # same connection: covers exactly these writes
+                commands.append(("WAITAOF", 1, 0, waitaof_ms))
+            replies = await self._wire.calls(commands)
+            if waitaof_ms is None:
+                return replies, None
+            return replies[:-1], waitaof_failure(replies[-1])
         pipe: Pipeline = self._redis.pipeline(transaction=False)
         for name, keys, args in calls:
             pipe.evalsha(scripts[name].sha, len(keys), *keys, *args)

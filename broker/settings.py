@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import hiredis
+import redis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import DataError
@@ -71,18 +72,27 @@ class RedisSettings:
         makes), raises a ``redis.exceptions.TimeoutError``, so no role hangs on a host
         that vanished; every role retries with backoff."""
         pool = aioredis.BlockingConnectionPool.from_url(
-            self.url,
-            decode_responses=True,
-            max_connections=max_connections,
-            timeout=pool_timeout_s,
-            health_check_interval=30,
-            driver_info=None,  # no CLIENT SETINFO: a role's ACL user need not allow CLIENT
-            socket_connect_timeout=connect_timeout_s,
-            socket_timeout=socket_timeout_s,
-            **({} if self.scheme == "unix" else {"socket_keepalive": True}),
-        )
+            self.url, max_connections=max_connections, timeout=pool_timeout_s,
+            **self._options(connect_timeout_s, socket_timeout_s))
         pool.connection_class = _PACKED.get(pool.connection_class, pool.connection_class)
         return aioredis.Redis(connection_pool=pool)
+
+    def connect_sync(self, *, connect_timeout_s: float = 5.0, socket_timeout_s: float = 30.0
+                     ) -> redis.Redis:
+        """A synchronous client on one connection, with the same options as
+        :meth:`connect`: for one thread (the sync client keeps one per calling thread; a
+        single connection skips the pool's per-command checks)."""
+        pool = redis.ConnectionPool.from_url(
+            self.url, max_connections=1, **self._options(connect_timeout_s, socket_timeout_s))
+        pool.connection_class = _PACKED_SYNC.get(pool.connection_class, pool.connection_class)
+        return redis.Redis(connection_pool=pool, single_connection_client=True)
+
+    def _options(self, connect_timeout_s: float, socket_timeout_s: float) -> dict[str, Any]:
+        return {
+            "decode_responses": True, "health_check_interval": 30,
+            "driver_info": None,  # no CLIENT SETINFO: a role's ACL user need not allow CLIENT
+            "socket_connect_timeout": connect_timeout_s, "socket_timeout": socket_timeout_s,
+            **({} if self.scheme == "unix" else {"socket_keepalive": True})}
 
     def display(self) -> str:
         """The URL without a password, for logs and error messages."""
@@ -114,7 +124,7 @@ def _db_of(url: str, path: str, query: str) -> int:
     return int(raw)
 
 
-class _HiredisPacking(AbstractConnection):
+class _HiredisPacking:
     """Commands packed by hiredis (C) instead of redis-py's asyncio packer, which is
     Python and copies its buffer once per argument: a fifth of a worker's CPU under load,
     where one script call carries thousands of arguments. The same wire bytes either way.
@@ -142,8 +152,25 @@ class _PackedUnixConnection(_HiredisPacking, aioredis.UnixDomainSocketConnection
     pass
 
 
+class _PackedSyncConnection(_HiredisPacking, redis.Connection):
+    pass
+
+
+class _PackedSyncSSLConnection(_HiredisPacking, redis.SSLConnection):
+    pass
+
+
+class _PackedSyncUnixConnection(_HiredisPacking, redis.UnixDomainSocketConnection):
+    pass
+
+
 _PACKED: dict[type[AbstractConnection], type[AbstractConnection]] = {
     aioredis.Connection: _PackedConnection,
     aioredis.SSLConnection: _PackedSSLConnection,
     aioredis.UnixDomainSocketConnection: _PackedUnixConnection,
+}
+_PACKED_SYNC: dict[type[Any], type[Any]] = {
+    redis.Connection: _PackedSyncConnection,
+    redis.SSLConnection: _PackedSyncSSLConnection,
+    redis.UnixDomainSocketConnection: _PackedSyncUnixConnection,
 }

@@ -69,6 +69,8 @@ def _fields(raw: object) -> dict[str, str]:
     if isinstance(raw, dict):
         return {str(k): str(v) for k, v in raw.items()}
     if isinstance(raw, list):
+        if len(raw) % 2 == 0 and all(type(v) is str for v in raw):  # (text replies: as is)
+            return dict(zip(raw[::2], raw[1::2], strict=True))
         return {str(raw[i]): str(raw[i + 1]) for i in range(0, len(raw) - 1, 2)}
     raise TypeError(f"unexpected stream entry fields: {type(raw).__name__}")
 

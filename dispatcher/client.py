@@ -5,32 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import random
 import secrets
 import time
-import zlib
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import replace
 from typing import Self, TypeVar
 
-from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from switchyard.broker.calls import settle_call
-from switchyard.broker.config import ModelConfig, PoolConfig, SwitchyardConfig, load_config
+from switchyard.broker.config import ModelConfig, SwitchyardConfig, load_config
 from switchyard.broker.durability import DurabilityProbe
 from switchyard.broker.errors import BrokerUnavailable, UnsafeEvictionPolicy, redis_failure
 from switchyard.broker.eviction import check_eviction_policy
 from switchyard.broker.jobs import read_job
-from switchyard.broker.keys import JobIdSource, Keys, PartitionKeys
+from switchyard.broker.keys import JobIdSource, Keys
 from switchyard.broker.locate import redis_url as resolve_redis_url
 from switchyard.broker.schemas import (
     ChatMessage,
     ChatRequest,
     ChatResult,
-    EmbedRequest,
     EmbedResult,
     JobEnvelope,
     Priority,
@@ -38,24 +34,23 @@ from switchyard.broker.schemas import (
 )
 from switchyard.broker.scripts import Scripts
 from switchyard.broker.settings import RedisSettings
+from switchyard.broker.wire import Wire
 from switchyard.dispatcher.admission import (
     Admitted,
-    Aged,
     Duplicate,
-    Rejected,
     Reserved,
-    Shed,
-    Spilled,
     TenantRefused,
     Verdict,
     parse_admission,
-    retry_after,
 )
-from switchyard.dispatcher.errors import AdmissionRejected, InvalidRequest, UnknownModel
+from switchyard.dispatcher.errors import AdmissionRejected, InvalidRequest
 from switchyard.dispatcher.jobs import AnyResult, AsyncJob, R
-from switchyard.dispatcher.limits import check_chat, check_embed, check_options
+from switchyard.dispatcher.limits import check_options
 from switchyard.dispatcher.policies import Policies
-from switchyard.dispatcher.replies import ReplyRouter
+from switchyard.dispatcher.rejections import rejection
+from switchyard.dispatcher.replies import Deltas, ReplyRouter
+from switchyard.dispatcher.routing import Routing
+from switchyard.dispatcher.submissions import chat_submission, embed_submission, request_tokens
 from switchyard.dispatcher.submitter import Enqueue, Submission, Submitter
 
 __all__ = ["AsyncClient"]
@@ -90,15 +85,17 @@ class AsyncClient:
         timeout = self.config.redis.timeout_s
         self.redis = self.settings.connect(connect_timeout_s=timeout, pool_timeout_s=timeout)
         self.keys = Keys(self.config.redis.prefix)
-        self.scripts = Scripts(self.redis)
+        # The enqueue path's connection (see broker/wire.py): it answers or fails every
+        # call within timeout_s, so a plain admission needs no timer of its own.
+        self._wire = Wire.of(self.redis, timeout_s=timeout)
+        self.scripts = Scripts(self.redis, wire=self._wire)
         self.client_id = secrets.token_hex(8)
-        self.replies = ReplyRouter(self.redis, lambda job_id: self.keys.of_job(job_id).job(job_id))
+        self.replies = ReplyRouter(self.redis, lambda job_id: self.keys.of_job(job_id).job(job_id),
+                                   wire=Wire.of(self.redis, timeout_s=timeout + 1.0))
         self._submitter = Submitter(self.scripts, int(self.config.redis.timeout_s * 1000))
         self._durability = DurabilityProbe(self.redis)
-        self._round_robin = itertools.count()
         self._job_ids = JobIdSource()
-        self._liveness: dict[str, tuple[float, bool]] = {}
-        self._partitions: dict[tuple[str, int], PartitionKeys] = {}
+        self._routing = Routing(self.config, self.keys, self.redis)
         self._policies = Policies(self.config)
         self._eviction_checked = False
 
@@ -116,6 +113,8 @@ class AsyncClient:
         for step in (self._submitter.aclose, self.replies.aclose):
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 await asyncio.wait_for(step(), limit)
+        if self._wire is not None:
+            await self._wire.aclose()
         await self.redis.aclose()
 
     def job(self, job_id: str, *, tenant: str | None = None) -> AsyncJob[AnyResult]:
@@ -140,16 +139,9 @@ class AsyncClient:
     ) -> AsyncJob[EmbedResult]:
         """Enqueue an embedding job; ``input`` is one text or a list of texts.
         ``max_retries`` and ``durable``: see :meth:`chat`."""
-        texts = [input] if isinstance(input, str) else input
-        if not isinstance(texts, list | tuple) or not texts or not all(
-            isinstance(t, str) for t in texts
-        ):
-            raise InvalidRequest("embed input must be a string or a non-empty list of strings")
-        check_embed(texts, self.config.limits)
-        # Checked above, so built without a second validation pass (this is the hot path).
-        request = EmbedRequest.model_construct(kind="embed", input=list(texts))
-        job = Submission(model, request, priority, deadline_s, idempotency_key, tenant, durable)
-        return await self._submit(job, EmbedResult, max_retries)
+        job = embed_submission(self.config.limits, model, input, priority, deadline_s,
+                               idempotency_key, tenant, durable)
+        return await self.submit(job, EmbedResult, max_retries)
 
     async def chat(
         self,
@@ -181,32 +173,22 @@ class AsyncClient:
         Redis 7.2+; older servers must run ``appendfsync always``), else raise
         ``DurabilityUnavailable``. Without it a Redis crash may lose about the last second
         of admitted jobs (AOF ``everysec``)."""
-        try:
-            request = ChatRequest.model_validate({
-                "messages": messages, "max_tokens": max_tokens,
-                "temperature": temperature, "top_p": top_p,
-                "stop": [stop] if isinstance(stop, str) else stop or [],
-                "seed": seed, "stream": stream,
-            })
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise InvalidRequest(f"chat request: {where}: {first['msg']}") from None
-        check_chat(request, self.config.limits)
-        job = Submission(model, request, priority, deadline_s, idempotency_key, tenant, durable)
-        return await self._submit(job, ChatResult, max_retries)
+        job = chat_submission(
+            self.config.limits, model, messages, max_tokens=max_tokens,
+            temperature=temperature, top_p=top_p, stop=stop, seed=seed, stream=stream,
+            priority=priority, deadline_s=deadline_s, idempotency_key=idempotency_key,
+            tenant=tenant, durable=durable)
+        return await self.submit(job, ChatResult, max_retries)
 
-    async def _submit(self, job: Submission, kind: type[R],
-                      max_retries: int | None) -> AsyncJob[R]:
-        """Admit the job, retrying rejections (see :meth:`chat`)."""
-        check_options(job, max_retries)
-        if job.tenant is not None and self.config.tracked_tenant(job.tenant) is None:
-            raise InvalidRequest(f"unknown tenant {job.tenant!r} ([tenants] unknown = "
-                                 f'"reject")')
-        retries = max_retries if max_retries is not None else (
-            DEFAULT_BATCH_RETRIES if job.priority == "batch" else 0)
-        if job.deadline_s is None:  # its priority's default
-            job = replace(job, deadline_s=getattr(self.config.jobs.deadline_s, job.priority))
+    async def submit(self, job: Submission, kind: type[R],
+                     max_retries: int | None) -> AsyncJob[R]:
+        """Admit a checked submission (see :mod:`~switchyard.dispatcher.submissions`),
+        retrying rejections (see :meth:`chat`)."""
+        if self._wire is not None:
+            handle = await self._plain(job, kind, max_retries)
+            if handle is not None:
+                return handle
+        job, retries = self._checked(job, max_retries)
         started = time.monotonic()
         for attempt in range(retries + 1):
             try:
@@ -226,6 +208,21 @@ class AsyncClient:
                     started = time.monotonic()
         raise AssertionError("unreachable")
 
+    def _checked(self, job: Submission, max_retries: int | None) -> tuple[Submission, int]:
+        """The submission with its options checked and its priority's default deadline
+        filled in; and the admission retries it gets."""
+        check_options(job, max_retries)
+        if job.tenant is not None and self.config.tracked_tenant(job.tenant) is None:
+            raise InvalidRequest(f"unknown tenant {job.tenant!r} ([tenants] unknown = "
+                                 f'"reject")')
+        retries = max_retries if max_retries is not None else (
+            DEFAULT_BATCH_RETRIES if job.priority == "batch" else 0)
+        if job.deadline_s is None:  # its priority's default
+            job = Submission(job.model, job.request, job.priority,
+                             getattr(self.config.jobs.deadline_s, job.priority),
+                             job.idempotency_key, job.tenant, job.durable)
+        return job, retries
+
     async def _admit_in_time(self, job: Submission, kind: type[R]) -> AsyncJob[R]:
         """:meth:`_admit`, failing with ``BrokerUnavailable`` when Redis errs, or has not
         answered within ``[redis] timeout_s`` or the job's deadline, whichever is sooner.
@@ -238,6 +235,33 @@ class AsyncClient:
             self._eviction_checked = True
             await self.bounded(self._warn_if_evicting(), limit)
         return await self.bounded(self._admit(job, kind), limit)
+
+    async def _plain(self, job: Submission, kind: type[R],
+                     max_retries: int | None) -> AsyncJob[R] | None:
+        """The hot path: a plain admission (see :meth:`direct_plan`) is one ``enqueue`` on
+        the wire, which answers or fails it within ``timeout_s`` (no timer of its own).
+        None: the general path takes the call, from the start (nothing was admitted, or
+        the idempotency key finds the job)."""
+        planned = self.direct_plan(job, max_retries, self._job_ids)
+        if planned is None:
+            return None
+        entry, job, retries, route = planned
+        deltas = None
+        if isinstance(job.request, ChatRequest) and job.request.stream:
+            waiter, deltas = self.replies.expect_stream(entry.job_id, entry.reply)
+        else:
+            waiter = self.replies.expect(entry.job_id, entry.reply)
+        handle = None
+        try:
+            verdict = parse_admission(await self._submitter.submit(entry))
+            handle = self.direct_handle(verdict, entry, job, kind, waiter, deltas, retries,
+                                        route)
+        except (RedisError, OSError) as exc:
+            raise redis_failure(self.settings.display(), exc) from exc
+        finally:
+            if handle is None:
+                self.replies.forget(entry.job_id)
+        return handle
 
     async def _warn_if_evicting(self) -> None:
         """A client cannot refuse to start as workers do: it says so, loudly, once."""
@@ -268,8 +292,8 @@ class AsyncClient:
         An idempotency key lives on the route's primary pool's partition whichever pool
         admits the job, so a retry finds it wherever the first attempt went; a key whose
         job is gone (expired) is cleared and the job admitted again."""
-        route = self._route(job.model, job.request.kind)
-        home = self._partition(route.pool, self.config.pools[route.pool], job.idempotency_key)
+        route = self._routing.route(job.model, job.request.kind)
+        home = self._routing.partition(route.pool, job.idempotency_key)
         key = (None if job.idempotency_key is None
                else home.idempotency(job.tenant, job.idempotency_key))
         for _ in range(3):
@@ -284,11 +308,9 @@ class AsyncClient:
                         key: str | None) -> AsyncJob[R]:
         pools = [route.pool]
         if route.overflow is not None:
-            pools = [*([route.pool] if await self._alive(route.pool) else []), route.overflow]
-        pool = self.config.pools[route.pool]
-        spill_ms = 0
-        if job.deadline_s is not None and pool.admission_control:
-            spill_ms = max(1, int(job.deadline_s * 1000 * pool.deadline_share))
+            alive = await self._routing.alive(route.pool)
+            pools = [*([route.pool] if alive else []), route.overflow]
+        spill_ms = self._spill_ms(route, job)
         for pool_name in pools:
             if key is not None and pool_name != route.pool:
                 verdict, handle = await self._reserve_and_enqueue(pool_name, job, kind, key)
@@ -299,15 +321,58 @@ class AsyncClient:
             # A tenant over its quota is not let through to a costlier pool.
             if pool_name == pools[-1] or isinstance(verdict, TenantRefused):
                 assert not isinstance(verdict, Admitted | Duplicate | Reserved)
-                raise self._rejection(job.model, pool_name, job.priority, verdict,
-                                      job.deadline_s)
+                raise rejection(self.config, job.model, pool_name, job.priority, verdict,
+                                job.deadline_s)
         raise AssertionError("no pool to admit on")
+
+    def _spill_ms(self, route: ModelConfig, job: Submission) -> int:
+        """The predicted wait past which the route's own pool does not admit the job (0:
+        none): the ``deadline_share`` of its deadline."""
+        pool = self.config.pools[route.pool]
+        if job.deadline_s is None or not pool.admission_control:
+            return 0
+        return max(1, int(job.deadline_s * 1000 * pool.deadline_share))
+
+    def direct_plan(self, job: Submission, max_retries: int | None, ids: JobIdSource
+                    ) -> tuple[Enqueue, Submission, int, ModelConfig] | None:
+        """For the sync client's fast path (``direct.py``): the checked submission's entry
+        when its first admission attempt is one ``enqueue`` on its route's own pool and
+        needs nothing but that call; None when the general path must take it (a durable
+        job, a route with an overflow pool not known to be alive, a deadline shorter than
+        ``[redis] timeout_s``, the client's first call).
+        Returns the entry, the checked submission, its retries and its route."""
+        job, retries = self._checked(job, max_retries)
+        route = self._routing.route(job.model, job.request.kind)
+        if job.durable or not self._eviction_checked or (
+                route.overflow is not None and not self._routing.known_alive(route.pool)) or (
+                job.deadline_s is not None and job.deadline_s < self.config.redis.timeout_s):
+            return None
+        home = self._routing.partition(route.pool, job.idempotency_key)
+        key = (None if job.idempotency_key is None
+               else home.idempotency(job.tenant, job.idempotency_key))
+        entry = self._entry(route.pool, job, self._spill_ms(route, job), key, ids=ids)
+        return entry, job, retries, route
+
+    def direct_handle(self, verdict: Verdict, entry: Enqueue, job: Submission,
+                      kind: type[R], waiter: asyncio.Future[str], deltas: Deltas | None,
+                      retries: int, route: ModelConfig) -> AsyncJob[R] | None:
+        """The fast path's answer: the admitted job's handle; the rejection when the async
+        path would raise it too (no retries, no other pool to try); else None (the async
+        path takes the call, from the start)."""
+        if isinstance(verdict, Admitted):
+            return self._admitted(verdict, entry.job_id, job, kind, waiter, deltas)
+        if isinstance(verdict, Duplicate | Reserved) or retries:
+            return None
+        if route.overflow is not None and not isinstance(verdict, TenantRefused):
+            return None
+        raise rejection(self.config, job.model, route.pool, job.priority, verdict,
+                        job.deadline_s)
 
     async def _reserve_and_enqueue(self, pool_name: str, job: Submission, kind: type[R],
                                    key: str) -> tuple[Verdict, AsyncJob[R] | None]:
         """Admit on a pool other than the key's home: reserve the key there first (another
         hash slot, so not in the same script), then fill it, or drop it if not admitted."""
-        job_id = self._job_ids.new(pool_name, self._index(pool_name, job.idempotency_key))
+        job_id = self._job_ids.new(pool_name, self._routing.index(pool_name, job.idempotency_key))
         ttl_ms = int(self.config.jobs.idempotency_ttl_s * 1000)
         reply = await self.scripts.call("reserve", [key], [job_id, ttl_ms])
         if reply != ["held"]:  # the key names a job already
@@ -336,141 +401,73 @@ class AsyncClient:
             raise _StaleKey(verdict.job_id, reserved=True)
         raise _StaleKey(verdict.job_id, reserved=False)
 
-    def _rejection(self, model: str, pool_name: str, priority: Priority,
-                   verdict: Rejected | Spilled | Shed | Aged | TenantRefused,
-                   deadline_s: float | None) -> AdmissionRejected:
-        pool = self.config.pools[pool_name]
-        cap = getattr(pool.caps, priority)
-        idle = self.config.jobs.idle_retry_after_s
-        if isinstance(verdict, TenantRefused):
-            return AdmissionRejected(model, priority, 0, cap, 0.0, verdict.retry_after or idle,
-                                     "tenant_quota", verdict.why)
-        rate = verdict.drain_rate
-        # Each waits until what is queued has drained to what its check allows.
-        if isinstance(verdict, Aged):  # what drains within the wait target
-            allowed = rate * pool.wait_targets.ms(priority) / 1000
-            wait = retry_after(verdict.depth, allowed, rate, idle)
-            return AdmissionRejected(model, priority, verdict.depth, cap, rate, wait, "shed",
-                                     f"oldest waited {verdict.age_ms} ms")
-        if isinstance(verdict, Shed):  # the backlog the threshold allows
-            allowed = int(rate * pool.shed_after_s.ms(priority) / 1000)
-            wait = retry_after(verdict.backlog, allowed, rate, idle)
-            return AdmissionRejected(model, priority, verdict.backlog, cap, rate, wait, "shed")
-        if isinstance(verdict, Spilled):  # what is ahead fits the deadline's share
-            allowed = int(rate * (deadline_s or 0) * pool.deadline_share)
-            wait = retry_after(verdict.depth, allowed, rate, idle)
-            return AdmissionRejected(model, priority, verdict.depth, cap, rate, wait,
-                                     "deadline_unmeetable")
-        cap = verdict.cap if verdict.cap is not None else cap
-        return AdmissionRejected(model, priority, verdict.depth, cap, rate,
-                                 retry_after(verdict.depth, cap, rate, idle))
-
     async def _enqueue(
         self, pool_name: str, job: Submission, kind: type[R], spill_ms: int,
         idempotency_key: str | None, job_id: str | None = None,
     ) -> tuple[Verdict, AsyncJob[R] | None]:
         """One admission attempt on one pool: (verdict, the job's handle if admitted)."""
         fsync = job.durable and await self._durability.mode() == "waitaof"
-        pool = self.config.pools[pool_name]
-        keys = self._partition(pool_name, pool, job.idempotency_key)
-        job_id = job_id or self._job_ids.new(pool_name, keys.partition)
+        entry = self._entry(pool_name, job, spill_ms, idempotency_key, job_id, fsync)
+        deltas = None
+        if isinstance(job.request, ChatRequest) and job.request.stream:
+            waiter, deltas = self.replies.expect_stream(entry.job_id, entry.reply)
+        else:
+            waiter = self.replies.expect(entry.job_id, entry.reply)
+        try:
+            verdict = parse_admission(await self._submitter.submit(entry))
+        except BaseException:  # unavailable, timed out (cancelled), or a Redis error
+            self.replies.forget(entry.job_id)
+            raise
+        if isinstance(verdict, Admitted):
+            return verdict, self._admitted(verdict, entry.job_id, job, kind, waiter, deltas)
+        self.replies.forget(entry.job_id)
+        if isinstance(verdict, Duplicate | Reserved):
+            return verdict, await self._existing(verdict, kind, job.tenant)
+        return verdict, None
+
+    def _entry(self, pool_name: str, job: Submission, spill_ms: int,
+               idempotency_key: str | None, job_id: str | None = None, fsync: bool = False,
+               *, ids: JobIdSource | None = None) -> Enqueue:
+        """The ``enqueue`` entry of one admission attempt on one pool (no Redis call).
+        ``ids``: where a new job id comes from (the sync client's thread has its own)."""
+        keys = self._routing.partition(pool_name, job.idempotency_key)
+        job_id = job_id or (ids or self._job_ids).new(pool_name, keys.partition)
         created = now_ms()
-        envelope = JobEnvelope.model_construct(
+        envelope = JobEnvelope.built(
             v=1, attempts=0, id=job_id, model=job.model, priority=job.priority,
             created_ms=created, tenant=self._counted_as(job.tenant),
             deadline_ms=None if job.deadline_s is None else created + int(job.deadline_s * 1000),
             request=job.request,
         )
-        reply_stream = keys.reply(self.client_id)
-        deltas = None
-        if isinstance(job.request, ChatRequest) and job.request.stream:
-            waiter, deltas = self.replies.expect_stream(job_id, reply_stream)
-        else:
-            waiter = self.replies.expect(job_id, reply_stream)
         jobs = self.config.jobs
         policy = self._policies.get(pool_name, keys, job.priority, job.tenant)
         entry = Enqueue(
-            policy=policy, reply=reply_stream, job_key=keys.job(job_id),
+            policy=policy, reply=keys.reply(self.client_id), job_key=keys.job(job_id),
             idempotency_key=idempotency_key, job_id=job_id, payload=envelope.model_dump_json(),
             idempotency_ttl_ms=int(jobs.idempotency_ttl_s * 1000) if idempotency_key else 0,
-            spill_ms=spill_ms, tokens=_tokens(job.request) if policy.tenant else 0,
+            spill_ms=spill_ms, tokens=request_tokens(job.request) if policy.tenant else 0,
             deadline_ms=0 if job.deadline_s is None else max(1, int(job.deadline_s * 1000)),
             owner=job.tenant, fsync=fsync)
         if policy.tenant and policy.tenant.tpm and entry.tokens > policy.tenant.tpm:
-            self.replies.forget(job_id)
             raise InvalidRequest(f"the request needs about {entry.tokens} tokens, more than "
                                  f"tenant {policy.tenant.name!r} may use in a minute here")
-        try:
-            verdict = parse_admission(await self._submitter.submit(entry))
-        except BaseException:  # unavailable, timed out (cancelled), or a Redis error
-            self.replies.forget(job_id)
-            raise
-        if isinstance(verdict, Admitted):
-            if verdict.start_ms is not None:  # the prediction, higher priorities included
-                start: float | None = verdict.start_ms / 1000
-            elif verdict.position == 0:
-                start = 0.0
-            else:
-                start = None if not verdict.drain_rate else verdict.position / verdict.drain_rate
-            return verdict, AsyncJob(self, job_id, kind, position=verdict.position,
-                                     estimated_start_s=start,
-                                     waiter=waiter, deltas=deltas,
-                                     deadline_ms=verdict.deadline_ms, tenant=job.tenant,
-                                     deadline_s=job.deadline_s)
-        self.replies.forget(job_id)
-        if isinstance(verdict, Duplicate | Reserved):
-            return verdict, await self._existing(verdict, kind, job.tenant)
-        return verdict, None
+        return entry
 
-    async def _alive(self, pool_name: str) -> bool:
-        """Whether any worker of the pool sent a heartbeat lately (checked once a second)."""
-        now = time.monotonic()
-        cached = self._liveness.get(pool_name)
-        if cached is not None and now - cached[0] < 1.0:
-            return cached[1]
-        since = now_ms() - int(self.config.worker.heartbeat_ttl_s * 1000)
-        alive = bool(await self.redis.zcount(self.keys.pool(pool_name).workers, since, "+inf"))
-        self._liveness[pool_name] = (now, alive)
-        return alive
-
-    def _route(self, model: str, kind: str) -> ModelConfig:
-        route = self.config.models.get(model) if isinstance(model, str) else None
-        if route is None:
-            known = ", ".join(sorted(self.config.models)) or "none"
-            raise UnknownModel(f"unknown model {model!r} (configured: {known})")
-        if route.kind != kind:
-            raise InvalidRequest(f"model {model!r} serves {route.kind} requests, not {kind}")
-        return route
+    def _admitted(self, verdict: Admitted, job_id: str, job: Submission, kind: type[R],
+                  waiter: asyncio.Future[str], deltas: Deltas | None) -> AsyncJob[R]:
+        if verdict.start_ms is not None:  # the prediction, higher priorities included
+            start: float | None = verdict.start_ms / 1000
+        elif verdict.position == 0:
+            start = 0.0
+        else:
+            start = None if not verdict.drain_rate else verdict.position / verdict.drain_rate
+        return AsyncJob(self, job_id, kind, position=verdict.position,
+                        estimated_start_s=start, waiter=waiter, deltas=deltas,
+                        deadline_ms=verdict.deadline_ms, tenant=job.tenant,
+                        deadline_s=job.deadline_s)
 
     def _counted_as(self, tenant: str | None) -> str | None:
         """The tenant name a job's envelope carries: the one its quotas, keys and metric
         labels use (an unconfigured name is ``default``); the submitter itself is kept in
         the job record (``owner``)."""
         return None if tenant is None else self.config.tracked_tenant(tenant)
-
-    def _index(self, pool_name: str, idempotency_key: str | None) -> int:
-        """The partition a job goes to: the same key always lands on the same one (to be
-        found again); other jobs take turns."""
-        count = self.config.pools[pool_name].partitions
-        if count == 1:
-            return 0
-        if idempotency_key is not None:
-            return zlib.crc32(idempotency_key.encode()) % count
-        return next(self._round_robin) % count
-
-    def _partition(
-        self, pool_name: str, pool: PoolConfig, idempotency_key: str | None
-    ) -> PartitionKeys:
-        index = self._index(pool_name, idempotency_key)
-        keys = self._partitions.get((pool_name, index))
-        if keys is None:
-            keys = self._partitions[pool_name, index] = self.keys.partition(pool_name, index)
-        return keys
-
-
-def _tokens(request: EmbedRequest | ChatRequest) -> int:
-    """A request's tokens for a tenant's tokens-per-minute bucket: its input at about four
-    characters a token, plus what it may generate."""
-    if isinstance(request, EmbedRequest):
-        return sum(len(t) for t in request.input) // 4 + 1
-    return sum(len(m.content) for m in request.messages) // 4 + 1 + request.max_tokens

@@ -33,7 +33,8 @@ def check_embed(texts: Sequence[str], limits: LimitsConfig) -> None:
     if len(texts) > limits.max_texts:
         raise InvalidRequest(f"{len(texts)} texts in one request; at most {limits.max_texts} "
                              "([limits] max_texts)")
-    size = sum(utf8_size(t, f"input[{i}]") for i, t in enumerate(texts))
+    size = sum(len(t) if t.isascii() else utf8_size(t, f"input[{i}]")
+               for i, t in enumerate(texts))  # (ASCII: one byte a character, no surrogate)
     _check_size(size, limits)
 
 

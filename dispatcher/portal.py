@@ -14,7 +14,7 @@ T = TypeVar("T")
 
 class Portal:
     def __init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
+        self.loop = self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="switchyard-portal", daemon=True
         )

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 
 from switchyard.broker.retry import Backoff
 from switchyard.broker.streams import parse_stream_reply
+from switchyard.broker.wire import Wire
 from switchyard.dispatcher.errors import JobNotFound
 
 __all__ = ["Deltas", "ReplyRouter"]
@@ -71,8 +72,10 @@ class Deltas:
 
 class ReplyRouter:
     def __init__(self, redis: aioredis.Redis, job_key: Callable[[str], str], *,
-                 block_ms: int = 1_000) -> None:
+                 block_ms: int = 1_000, wire: Wire | None = None) -> None:
         self._redis = redis
+        self._wire = wire
+        """The blocking read's own connection (see ``broker/wire.py``); None: the pool."""
         self._job_key = job_key
         self._block_ms = block_ms
         self._last: dict[str, str] = {}
@@ -92,26 +95,34 @@ class ReplyRouter:
 
     def expect(self, job_id: str, reply_stream: str) -> asyncio.Future[str]:
         """Register interest in a job's outcome before the job is submitted."""
-        return self._expect(job_id, reply_stream)
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.register(job_id, reply_stream, future, None)
+        return future
 
     def expect_stream(self, job_id: str, reply_stream: str) -> tuple[asyncio.Future[str], Deltas]:
         """Like :meth:`expect`, and collect the job's text deltas too."""
-        deltas = self._deltas[job_id] = Deltas()
-        return self._expect(job_id, reply_stream), deltas
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        deltas = Deltas()
+        self.register(job_id, reply_stream, future, deltas)
+        return future, deltas
 
-    def _expect(self, job_id: str, reply_stream: str) -> asyncio.Future[str]:
+    def register(self, job_id: str, reply_stream: str, future: asyncio.Future[str],
+                 deltas: Deltas | None) -> None:
+        """Deliver the job's outcome to ``future`` (and its deltas to ``deltas``). Runs on
+        the router's loop; the sync client schedules it there (``call_soon_threadsafe``)
+        before it sends the job, so it is in place before any reply can be read."""
         if reply_stream not in self._last:
             # A new stream joins the blocking read at once: wake the reader (cancelling a
             # blocked read instead can wedge the client's connection pool).
             if self._task is not None and not self._task.done():
                 self._wakers.add(asyncio.create_task(self._wake()))
             self._last[reply_stream] = "0-0"
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        if deltas is not None:
+            self._deltas[job_id] = deltas
         self._waiters[job_id] = future
         self._since[job_id] = time.monotonic()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="switchyard-replies")
-        return future
 
     def forget(self, job_id: str) -> None:
         future = self._pop(job_id)
@@ -144,17 +155,10 @@ class ReplyRouter:
                 await asyncio.sleep(delay)
 
     async def _read_once(self) -> None:
-        streams: dict[Any, Any] = dict(self._last)
-        if self._unread_trim < TRIM_EVERY:
-            reply = await self._redis.xread(streams, count=1_000, block=self._block_ms)
-        else:  # trim what was read, in the same round trip as the next read
-            pipe = self._redis.pipeline(transaction=False)
-            for stream, last in streams.items():
-                if last != "0-0":
-                    pipe.xtrim(stream, minid=last, approximate=False)
-            pipe.xread(streams, count=1_000, block=self._block_ms)
-            reply = (await pipe.execute())[-1]
-            self._unread_trim = 0
+        if self._wire is not None:
+            reply = await self._read_on_wire(self._wire)
+        else:
+            reply = await self._read_on_pool()
         entries = parse_stream_reply(reply)
         self._unread_trim += len(entries)
         for entry in entries:
@@ -170,6 +174,32 @@ class ReplyRouter:
                 if self.observer is not None:
                     self.observer(entry.job_id)
                 self._deliver(entry.job_id, fields["o"])
+
+    async def _read_on_wire(self, wire: Wire) -> object:
+        commands: list[list[str | int]] = []
+        if self._unread_trim >= TRIM_EVERY:  # trim what was read, in the same round trip
+            commands = [["XTRIM", stream, "MINID", last]
+                        for stream, last in self._last.items() if last != "0-0"]
+            self._unread_trim = 0
+        commands.append(["XREAD", "COUNT", 1_000, "BLOCK", self._block_ms, "STREAMS",
+                         *self._last, *self._last.values()])
+        replies = await wire.calls(commands)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies[-1]
+
+    async def _read_on_pool(self) -> object:
+        streams: dict[Any, Any] = dict(self._last)
+        if self._unread_trim < TRIM_EVERY:
+            return await self._redis.xread(streams, count=1_000, block=self._block_ms)
+        pipe = self._redis.pipeline(transaction=False)  # trim, in the read's round trip
+        for stream, last in streams.items():
+            if last != "0-0":
+                pipe.xtrim(stream, minid=last, approximate=False)
+        pipe.xread(streams, count=1_000, block=self._block_ms)
+        self._unread_trim = 0
+        return (await pipe.execute())[-1]
 
     async def _sweep(self) -> None:
         """Re-read the records of jobs that waited longer than RECHECK_S."""
@@ -225,5 +255,7 @@ class ReplyRouter:
         self._waiters.clear()
         self._deltas.clear()
         self._since.clear()
+        if self._wire is not None:
+            await self._wire.aclose()
         if self._last:
             await self._redis.delete(*self._last)

@@ -2,7 +2,8 @@
 
 Every ``submit`` made while round trips are in flight joins the next one, so a burst of
 thousands of concurrent submissions costs a handful of round trips, while a lone
-submission still goes out at once. Up to ``IN_FLIGHT`` round trips run at once: under
+submission still goes out at once, sent by its caller's own coroutine (no task, no hop
+through the loop's queue: the light-load path). Up to ``IN_FLIGHT`` round trips run at once: under
 load a submission waits for one of them, not for a whole queue of them, which keeps the
 answer to a rejected call fast. Jobs bound for one stream share one ``enqueue`` call.
 """
@@ -18,7 +19,7 @@ from switchyard.broker.errors import BrokerUnavailable, DurabilityUnavailable
 from switchyard.broker.schemas import ChatRequest, EmbedRequest, Priority
 from switchyard.broker.scripts import ScriptCall, Scripts, grouped
 
-__all__ = ["Enqueue", "Submission", "Submitter"]
+__all__ = ["Enqueue", "Submission", "Submitter", "enqueue_call_for"]
 
 MAX_PENDING = 4_000
 PER_CALL = 500
@@ -73,26 +74,48 @@ class Submitter:
         self._waitaof_ms = waitaof_ms
         self._queue: list[_Pending] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._inline = 0
+        """Round trips callers are sending themselves (see :meth:`submit`)."""
+        self._draining = 0
+        """Drain tasks not yet finished."""
 
     async def submit(self, job: Enqueue) -> object:
         """The script's reply for this job."""
         if len(self._queue) >= MAX_QUEUED:
             raise BrokerUnavailable(f"{len(self._queue)} submissions already wait for Redis")
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        if not self._queue and not self._inline and not self._draining:
+            # Nothing in flight: send it from here. Submissions made meanwhile queue, and
+            # drains start for them when it is back (or at once, up to IN_FLIGHT).
+            self._inline += 1
+            try:
+                await self._send([(job, future)])
+            finally:
+                self._inline -= 1
+                if self._queue:
+                    self._start_drains()
+            return future.result()
         self._queue.append((job, future))
-        # A drain that found the queue empty is done at once, though its done-callback
-        # (which drops it from the set) runs later: count only the live ones.
-        if len(self._tasks) < IN_FLIGHT or sum(not t.done() for t in self._tasks) < IN_FLIGHT:
+        self._start_drains()
+        return await future
+
+    def _start_drains(self) -> None:
+        while self._queue and self._draining + self._inline < IN_FLIGHT:
+            self._draining += 1
             task = asyncio.create_task(self._drain())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return await future
+            if len(self._queue) <= MAX_PENDING:  # one drain takes them all
+                break
 
     async def _drain(self) -> None:
-        while self._queue:
-            batch = self._queue[:MAX_PENDING]
-            del self._queue[:MAX_PENDING]
-            await self._send(batch)
+        try:
+            while self._queue:
+                batch = self._queue[:MAX_PENDING]
+                del self._queue[:MAX_PENDING]
+                await self._send(batch)
+        finally:
+            self._draining -= 1
 
     async def _send(self, batch: Sequence[_Pending]) -> None:
         """Durable jobs go in a round trip of their own, so the fsync wait does not hold
@@ -150,9 +173,14 @@ def _group_key(pending: _Pending) -> str:
 
 
 def _call(group: Sequence[_Pending]) -> ScriptCall:
-    first = group[0][0]
+    return enqueue_call_for([job for job, _ in group])
+
+
+def enqueue_call_for(jobs: Sequence[Enqueue]) -> ScriptCall:
+    """The ``enqueue`` call for jobs that share a call (see :func:`_group_key`)."""
+    first = jobs[0]
     return enqueue_call(
         first.policy, first.reply,
         [(job.job_key, job.idempotency_key, job.job_id, job.payload, job.tokens,
-          job.deadline_ms) for job, _ in group],
+          job.deadline_ms) for job in jobs],
         idempotency_ttl_ms=first.idempotency_ttl_ms, spill_ms=first.spill_ms, owner=first.owner)

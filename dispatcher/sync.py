@@ -1,5 +1,7 @@
 """The synchronous enqueue API: a thin wrapper that runs :class:`AsyncClient` on a
-background event loop. Every method delegates; there is no second implementation."""
+background event loop. Every method delegates; there is no second implementation. The
+one shortcut: ``embed`` and ``chat`` send a plain admission from the calling thread
+(``direct.py``), with the async client's own code, and go to the loop for the rest."""
 
 from __future__ import annotations
 
@@ -16,8 +18,11 @@ from switchyard.broker.schemas import (
     Priority,
 )
 from switchyard.dispatcher.client import AsyncClient
-from switchyard.dispatcher.jobs import AnyResult, AsyncJob, R_co
+from switchyard.dispatcher.direct import Direct
+from switchyard.dispatcher.jobs import AnyResult, AsyncJob, R, R_co
 from switchyard.dispatcher.portal import Portal
+from switchyard.dispatcher.submissions import chat_submission, embed_submission
+from switchyard.dispatcher.submitter import Submission
 
 __all__ = ["Client", "Job"]
 
@@ -77,6 +82,7 @@ class Client:
         self._portal = Portal()
         try:
             self._client = self._portal.call(_make(config, redis_url))
+            self._direct = Direct(self._client, self._portal.loop)
         except BaseException:
             self._portal.close()
             raise
@@ -93,6 +99,7 @@ class Client:
 
     def close(self) -> None:
         try:
+            self._direct.close()
             self._portal.call(self._client.aclose())
         finally:
             self._portal.close()
@@ -112,12 +119,9 @@ class Client:
         max_retries: int | None = None,
         durable: bool = False,
     ) -> Job[EmbedResult]:
-        job = self._portal.call(self._client.embed(
-            model, input, priority=priority, deadline_s=deadline_s,
-            idempotency_key=idempotency_key, tenant=tenant, max_retries=max_retries,
-            durable=durable,
-        ))
-        return Job(self._portal, job)
+        job = embed_submission(self._client.config.limits, model, input, priority, deadline_s,
+                               idempotency_key, tenant, durable)
+        return self._submit(job, EmbedResult, max_retries)
 
     def chat(
         self,
@@ -137,10 +141,15 @@ class Client:
         max_retries: int | None = None,
         durable: bool = False,
     ) -> Job[ChatResult]:
-        job = self._portal.call(self._client.chat(
-            model, messages, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-            stop=stop, seed=seed, stream=stream, priority=priority, deadline_s=deadline_s,
-            idempotency_key=idempotency_key, tenant=tenant, max_retries=max_retries,
-            durable=durable,
-        ))
-        return Job(self._portal, job)
+        job = chat_submission(
+            self._client.config.limits, model, messages, max_tokens=max_tokens,
+            temperature=temperature, top_p=top_p, stop=stop, seed=seed, stream=stream,
+            priority=priority, deadline_s=deadline_s, idempotency_key=idempotency_key,
+            tenant=tenant, durable=durable)
+        return self._submit(job, ChatResult, max_retries)
+
+    def _submit(self, job: Submission, kind: type[R], max_retries: int | None) -> Job[R]:
+        handle = self._direct.submit(job, kind, max_retries)
+        if handle is None:
+            handle = self._portal.call(self._client.submit(job, kind, max_retries))
+        return Job(self._portal, handle)

@@ -8,6 +8,7 @@ import importlib.abc
 import importlib.machinery
 import os
 import secrets
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
@@ -59,6 +60,22 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, to stop, pause (SIGSTOP) or kill clients of;
+    resumed and stopped at teardown whatever the test did. Its password: ``OWN_PASSWORD``."""
+    server = RedisServer(tmp_path / "own-redis", password=OWN_PASSWORD).start()
+    try:
+        yield server
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            os.kill(server.process.pid, signal.SIGCONT)
+        server.stop()
+
+
+OWN_PASSWORD = "own-secret"
 
 
 @pytest.fixture

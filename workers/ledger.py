@@ -5,7 +5,7 @@ and all calls of a batch share one round trip."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from switchyard.broker.config import DEFAULT_TENANT, SwitchyardConfig
 from switchyard.broker.keys import GROUP, PartitionKeys
@@ -36,6 +36,10 @@ class Finished:
 
     written: int
     duplicates: int
+    dropped: tuple[str, ...] = ()
+    """The job ids of those results."""
+    started: dict[int, str] = field(default_factory=dict)
+    """Verdicts of the jobs started in the same round trip (see :meth:`Ledger.finish`)."""
 
 
 @dataclass(slots=True)
@@ -63,11 +67,11 @@ def outcomes(run: Sequence[Pulled],
     for pulled, output in zip(run, outputs, strict=True):
         if isinstance(output, ErrorInfo):
             failed += 1
-            outcome = JobOutcome.model_construct(
+            outcome = JobOutcome.built(
                 v=1, id=pulled.entry.job_id, state=JobState.FAILED, result=None,
                 error=output, finished_ms=finished)
         else:
-            outcome = JobOutcome.model_construct(
+            outcome = JobOutcome.built(
                 v=1, id=pulled.entry.job_id, state=JobState.SUCCEEDED, error=None,
                 result=output, finished_ms=finished)
         items.append(Finish(pulled, outcome))
@@ -112,6 +116,11 @@ class Ledger:
     async def start(self, batch: Sequence[Pulled]) -> dict[int, str]:
         """Mark jobs running; verdicts by ``id(pulled)``: 'run', 'skip' (already ended) or
         'expired' (ended here, its caller told)."""
+        groups, calls = self._start_calls(batch)
+        return _verdicts(groups, await self._scripts.pipeline(calls))
+
+    def _start_calls(self, batch: Sequence[Pulled]
+                     ) -> tuple[list[list[Pulled]], list[ScriptCall]]:
         jobs = self._config.jobs
         groups = grouped(batch, lambda p: f"{p.entry.stream}\n{p.entry.reply}", PER_CALL)
         calls: list[ScriptCall] = []
@@ -125,38 +134,46 @@ class Ledger:
                 keys.append(p.keys.job(p.entry.job_id))
                 args += [p.entry.entry_id, p.entry.job_id, p.envelope.deadline_ms or 0]
             calls.append(("start", keys, args))
-        verdicts: dict[int, str] = {}
-        for group, reply in zip(groups, await self._scripts.pipeline(calls), strict=True):
-            assert isinstance(reply, list)
-            verdicts.update(zip(map(id, group), map(str, reply), strict=True))
-        return verdicts
+        return groups, calls
 
-    async def finish(self, items: Sequence[Finish]) -> Finished:
-        """Write outcomes (first result wins), reply, ack."""
-        jobs = self._config.jobs
-        calls: list[ScriptCall] = []
-        for group in grouped(items, self._finish_group, PER_CALL):
-            first = group[0].pulled
-            dead = bool(group[0].dead_reason)
-            keys = [first.entry.stream, first.keys.drain(first.priority), first.keys.dead,
-                    first.entry.reply if first.reply_owned else first.keys.reply("-"),
-                    first.keys.tenant_jobs(self._tenant(first), first.priority)]
-            args: list[str | int | float] = [
-                GROUP, int(jobs.result_ttl_s * 1000), int(jobs.reply_ttl_s * 1000),
-                jobs.reply_maxlen, jobs.dead_letter_maxlen, "dead" if dead else "ok",
-                _drained(group), self._consumer]
-            for item in group:
-                p, outcome = item.pulled, item.outcome
-                job_id = p.entry.job_id if p.owned else ""
-                keys.append(p.keys.job(job_id or "-"))
-                args += [p.entry.entry_id, job_id, outcome.state.value if outcome else "",
-                         outcome.model_dump_json() if outcome and job_id else ""]
-                if dead:
-                    args += [item.dead_reason, p.entry.payload]
-            calls.append(("complete", keys, args))
-        verdicts = [int(v) for reply in await self._scripts.pipeline(calls)
+    async def finish(self, items: Sequence[Finish], *, start: Sequence[Pulled] = ()
+                     ) -> Finished:
+        """Write outcomes (first result wins), reply, ack. ``start``: jobs to start first,
+        in the same round trip (their verdicts in ``Finished.started``), for a batch the
+        engine answered before its own ``start`` went out."""
+        start_groups, calls = self._start_calls(start) if start else ([], [])
+        groups = grouped(items, self._finish_group, PER_CALL)
+        calls += [self._complete_call(group) for group in groups]
+        replies = await self._scripts.pipeline(calls)
+        started = _verdicts(start_groups, replies[:len(start_groups)])
+        verdicts = [int(v) for reply in replies[len(start_groups):]
                     if isinstance(reply, list) for v in reply]
-        return Finished(written=verdicts.count(1), duplicates=verdicts.count(2))
+        dropped = tuple(i.pulled.entry.job_id for i, v in zip(
+            (i for g in groups for i in g), verdicts, strict=True) if v == 2
+        ) if 2 in verdicts else ()
+        return Finished(written=verdicts.count(1), duplicates=len(dropped), dropped=dropped,
+                        started=started)
+
+    def _complete_call(self, group: Sequence[Finish]) -> ScriptCall:
+        jobs = self._config.jobs
+        first = group[0].pulled
+        dead = bool(group[0].dead_reason)
+        keys = [first.entry.stream, first.keys.drain(first.priority), first.keys.dead,
+                first.entry.reply if first.reply_owned else first.keys.reply("-"),
+                first.keys.tenant_jobs(self._tenant(first), first.priority)]
+        args: list[str | int | float] = [
+            GROUP, int(jobs.result_ttl_s * 1000), int(jobs.reply_ttl_s * 1000),
+            jobs.reply_maxlen, jobs.dead_letter_maxlen, "dead" if dead else "ok",
+            _drained(group), self._consumer]
+        for item in group:
+            p, outcome = item.pulled, item.outcome
+            job_id = p.entry.job_id if p.owned else ""
+            keys.append(p.keys.job(job_id or "-"))
+            args += [p.entry.entry_id, job_id, outcome.state.value if outcome else "",
+                     outcome.model_dump_json() if outcome and job_id else ""]
+            if dead:
+                args += [item.dead_reason, p.entry.payload]
+        return ("complete", keys, args)
 
     async def requeue(self, failed: Sequence[tuple[Pulled, str]]) -> list[str]:
         """Put back jobs whose run crashed the engine (``(pulled, why)``), attempts + 1;
@@ -178,6 +195,17 @@ class Ledger:
             for p in held
         ]
         await self._scripts.pipeline(calls)
+
+
+def _verdicts(groups: Sequence[Sequence[Pulled]], replies: Sequence[object]) -> dict[int, str]:
+    """``start``'s verdicts by ``id(pulled)``."""
+    verdicts: dict[int, str] = {}
+    for group, reply in zip(groups, replies, strict=True):
+        if isinstance(reply, Exception):
+            raise reply
+        assert isinstance(reply, list)
+        verdicts.update(zip(map(id, group), map(str, reply), strict=True))
+    return verdicts
 
 
 def requeue_call(config: SwitchyardConfig, keys: PartitionKeys, stream: str,

@@ -28,6 +28,7 @@ from switchyard.broker.keys import GROUP, PartitionKeys
 from switchyard.broker.schemas import PRIORITIES, JobEnvelope, Priority, decode_envelope, now_ms
 from switchyard.broker.scripts import ScriptCall, Scripts
 from switchyard.broker.streams import StreamEntry, parse_stream_reply
+from switchyard.broker.wire import Wire
 from switchyard.workers.scheduler import PriorityScheduler
 
 __all__ = ["Pulled", "Puller"]
@@ -53,10 +54,13 @@ class Pulled:
     owned: bool = field(init=False)
     reply_owned: bool = field(init=False)
     cost: tuple[int, int] | None = field(init=False, default=None)
+    deadline: int = field(init=False)
+    """The envelope's start deadline (epoch ms), 0 when none (or undecoded)."""
 
     def __post_init__(self) -> None:
         self.owned = self.keys.owns(self.entry.job_id)
         self.reply_owned = self.keys.owns_reply(self.entry.reply)
+        self.deadline = (self.envelope.deadline_ms or 0) if self.envelope is not None else 0
 
     def cost_by(self, cost: Callable[[JobEnvelope], tuple[int, int]]) -> tuple[int, int]:
         if self.cost is None:
@@ -69,9 +73,11 @@ URGENT_MS = 1_000
 """A buffered job this close to its start deadline (and not past it) is urgent."""
 
 
-def _urgent(pulled: Pulled, now: int) -> bool:
-    deadline = pulled.envelope.deadline_ms if pulled.envelope else None
-    return deadline is not None and 0 < deadline - now < URGENT_MS
+def _urgent_in(buffer: deque[Pulled], now: int) -> int:
+    """How many of the buffered jobs are urgent: their start deadline under ``URGENT_MS``
+    away, and not past."""
+    soon = now + URGENT_MS
+    return sum(1 for p in buffer if now < p.deadline < soon)
 
 
 def _mismatch(pulled: Pulled, kinds: frozenset[str], foreign: frozenset[str]) -> str:
@@ -123,6 +129,10 @@ class Puller:
         foreign: frozenset[str] = frozenset(),
     ) -> None:
         self._redis = redis
+        self._reading: Wire | None = None
+        """The blocking read's own connection (see ``broker/wire.py``), made on the first
+        read; it stays None for TLS (the pool's then)."""
+        self._wired = False
         self._scripts = scripts or Scripts(redis)
         self._hold_ttl_ms = hold_ttl_ms
         self._partitions = list(partitions)
@@ -196,9 +206,17 @@ class Puller:
 
     async def _fill(self) -> list[Pulled]:
         if self.buffered == 0:
-            streams: dict[Any, Any] = dict.fromkeys(self._where, ">")
-            reply = await self._redis.xreadgroup(
-                GROUP, self._consumer, streams, count=self.window, block=self._block_ms)
+            if not self._wired:
+                self._reading = Wire.of(self._redis, timeout_s=self._block_ms / 1000 + 30)
+                self._wired = True
+            if self._reading is not None:
+                reply = await self._reading.call(
+                    "XREADGROUP", "GROUP", GROUP, self._consumer, "COUNT", self.window,
+                    "BLOCK", self._block_ms, "STREAMS", *self._where, *[">"] * len(self._where))
+            else:
+                streams: dict[Any, Any] = dict.fromkeys(self._where, ">")
+                reply = await self._redis.xreadgroup(
+                    GROUP, self._consumer, streams, count=self.window, block=self._block_ms)
             return self._accept(parse_stream_reply(reply), held=False)
         calls: list[ScriptCall] = []
         for priority, buffer in self.buffers.items():
@@ -291,7 +309,7 @@ class Puller:
         left = self._max_batch
         now = now_ms()
         for priority in PRIORITIES:
-            urgent = sum(1 for p in self.buffers[priority] if _urgent(p, now))
+            urgent = _urgent_in(self.buffers[priority], now)
             if urgent and priority != PRIORITIES[0] and not slots:
                 give = min(urgent, left)
                 slots[priority], left = give, left - give
@@ -306,6 +324,10 @@ class Puller:
             waiting[chosen] -= 1
             slots[chosen] = slots.get(chosen, 0) + 1
         return {p: slots[p] for p in PRIORITIES if p in slots}
+
+    async def aclose(self) -> None:
+        if self._reading is not None:
+            await self._reading.aclose()
 
     def drain(self) -> list[Pulled]:
         """Empty the buffers (on shutdown): what was read but never started."""

@@ -17,7 +17,7 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from typing import Literal, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -29,6 +29,7 @@ from switchyard.broker.retry import Backoff, until_done
 from switchyard.broker.schemas import ServedBy, now_ms
 from switchyard.broker.scripts import Scripts
 from switchyard.broker.streams import ensure_groups, forget_consumer
+from switchyard.broker.wire import Wire
 from switchyard.workers.deltas import DeltaPublisher
 from switchyard.workers.engines.base import Engine, EngineOutput
 from switchyard.workers.errors import UnknownPool
@@ -48,6 +49,10 @@ log = logging.getLogger(__name__)
 
 MAX_RUNS = 16
 """Batches an engine that takes newcomers may have running at once."""
+
+Starting = asyncio.Task[dict[int, str]] | Literal["with"] | None
+"""A batch's ``start`` as its finish sees it: still in flight (the task); not sent, so
+the finish sends it in its own round trip (``"with"``); or landed before the engine ran."""
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -98,7 +103,8 @@ class Worker:
         settings = config.pools[pool]
         keys = self._keys = Keys(config.redis.prefix)
         self._partitions = keys.partitions(pool, settings.partitions)
-        self._scripts = Scripts(redis)
+        self._wire = Wire.of(redis)  # start, complete, hold (see broker/wire.py)
+        self._scripts = Scripts(redis, wire=self._wire)
         self._ledger = Ledger(self._scripts, config, self.consumer)
         self._puller = Puller.for_pool(redis, config, pool, self._partitions, self.consumer,
                                        self._scripts)
@@ -168,6 +174,8 @@ class Worker:
                 batch = await self._next_batch()
                 if batch:
                     finishing = await self._serve(batch, finishing)
+                    if finishing is not None and not finishing.done():
+                        await asyncio.sleep(0)  # its outcomes go out before the next read
         finally:
             if finishing is not None:
                 await finishing
@@ -260,11 +268,18 @@ class Worker:
         runs only once ``start`` has landed, as does one holding a job whose deadline is
         under ``URGENT_MS`` away (``start`` ends, on the Redis clock, the jobs whose
         deadline has passed, and skips those already ended: they do not run). Otherwise
-        the start round trip overlaps the engine, and only the jobs ``start`` let run are
-        finished. Finishing does not wait for the next batch (``complete`` keeps the
-        first outcome).
+        the start round trip overlaps the engine and the finish: whichever lands first,
+        the job ends once (``start`` skips a job that has its outcome; ``complete`` keeps
+        the first outcome, so one ``start`` ended stands). Finishing does not wait for the
+        next batch.
         """
-        starting = asyncio.create_task(self._retry(self._ledger.start, batch))
+        begun: list[bool] = []
+
+        async def start() -> dict[int, str]:
+            begun.append(True)
+            return await self._retry(self._ledger.start, batch)
+
+        starting = asyncio.create_task(start())
         soon = now_ms() + URGENT_MS
         if any(p.held or _deadline(p) < soon for p in batch):
             verdicts = await starting
@@ -274,46 +289,66 @@ class Worker:
             return await self._then_finish(finishing, run, await self._executor.run(run))
         try:
             outputs = await self._executor.run(batch)
-        finally:
-            verdicts = await starting
-        kept = [i for i, p in enumerate(batch) if verdicts[id(p)] == "run"]
-        if len(kept) < len(batch):  # ended meanwhile: the outcome start wrote stands
-            self._deltas.forget([p.entry.job_id for p in batch if verdicts[id(p)] != "run"])
-        return await self._then_finish(finishing, [batch[i] for i in kept],
-                                       [outputs[i] for i in kept])
+        except BaseException:
+            await starting
+            raise
+        if not begun:  # answered without yielding (echo): start rides with the finish
+            starting.cancel()
+            return await self._then_finish(finishing, batch, outputs, "with")
+        return await self._then_finish(finishing, batch, outputs, starting)
 
     async def _then_finish(
         self, previous: asyncio.Task[None] | None, run: Sequence[Pulled],
         outputs: Sequence[EngineOutput],
+        starting: Starting = None,
     ) -> asyncio.Task[None] | None:
-        """Finish ``run`` in the background after the finish before it (one in flight)."""
+        """Finish ``run`` in the background after the finish before it (one in flight).
+        ``starting``: the batch's ``start``, if still to be awaited; ``"with"``: none was
+        sent, so the finish starts the jobs itself, in its own round trip."""
         if previous is not None:
             await previous
         if not run:
             return None
-        return asyncio.create_task(self._retry(self._finish, run, outputs))
+        return asyncio.create_task(self._retry(self._finish, run, outputs, starting))
 
-    async def _finish(self, run: Sequence[Pulled], outputs: Sequence[EngineOutput]) -> None:
+    async def _finish(self, run: Sequence[Pulled], outputs: Sequence[EngineOutput],
+                      starting: Starting = None
+                      ) -> None:
         if self._deltas.busy:
             await self._deltas.drain()  # every streamed delta lands before its job's outcome
             self._deltas.forget([p.entry.job_id for p in run])
         crashed = [(p, o.message) for p, o in zip(run, outputs, strict=True)
                    if isinstance(o, Crashed)]
         if crashed:  # attempts + 1, or dead-lettered past the limit
+            if isinstance(starting, asyncio.Task):  # (a start landing after the requeue
+                await starting                      # would mark the re-queued job running)
             verdicts = await self._ledger.requeue(crashed)
             self.stats.dead_lettered += verdicts.count("dead")
             kept = [i for i, o in enumerate(outputs) if not isinstance(o, Crashed)]
             run, outputs = [run[i] for i in kept], [outputs[i] for i in kept]
             if not run:
                 return
+        await self._complete(run, outputs, starting)
+
+    async def _complete(self, run: Sequence[Pulled], outputs: Sequence[EngineOutput],
+                        starting: Starting
+                        ) -> None:
         items, failed = outcomes(run, outputs)
-        finished = await self._ledger.finish(items)  # (not `+= await`: finishes run concurrently)
+        # (not `+= await`: finishes run concurrently)
+        finished = await self._ledger.finish(items, start=run if starting == "with" else ())
         self.stats.jobs += finished.written
-        if finished.duplicates:
-            self.stats.duplicates += finished.duplicates
-            self.metrics.duplicates.inc(finished.duplicates)
+        duplicates = finished.duplicates
+        if starting is not None:  # results of jobs start had ended were dropped: expected
+            verdicts = finished.started if starting == "with" else await starting
+            ended = {p.entry.job_id for p in run if verdicts[id(p)] != "run"}
+            if ended:
+                self._deltas.forget(list(ended))
+                duplicates = sum(1 for job_id in finished.dropped if job_id not in ended)
+        if duplicates:
+            self.stats.duplicates += duplicates
+            self.metrics.duplicates.inc(duplicates)
             log.warning("%d results dropped: their jobs had results already (re-queued while "
-                        "running here)", finished.duplicates)
+                        "running here)", duplicates)
         # Counted after the outcomes went out, off the path of the callers' latency.
         self.stats.failed += failed
         self.metrics.job("succeeded", len(items) - failed)
@@ -340,6 +375,9 @@ class Worker:
             await forget_consumer(self._redis, self._partitions, self.consumer, self._scripts)
         except (RedisError, OSError) as exc:
             log.warning("could not deregister %s: %s", self.consumer, exc)
+        await self._puller.aclose()
+        if self._wire is not None:
+            await self._wire.aclose()
 
     async def _retry(self, op: Callable[P, Awaitable[T]], *args: P.args,
                      **kwargs: P.kwargs) -> T:

@@ -1,9 +1,17 @@
-"""`switchyard bench queue`: the platform's own overhead, measured with the echo engine.
+"""`switchyard bench queue`: the platform's own overhead, measured with the echo engine,
+in the shapes users write.
 
-(a) burst: N jobs submitted at once; jobs/s from the first submit to the last result.
-(b) light load: jobs at a steady rate; end-to-end latency p50/p99 (submit -> result).
-Beside them, in the same run and on the same server, minimal raw redis-py Streams loops
-(``ops/bench/raw.py``): the throughput ceiling and the latency floor.
+(a) burst: N jobs from 256 concurrent producer tasks; jobs/s from the first submit to the
+    last result.
+(b) chunked gather: ``await asyncio.gather(*[client.embed(...) for _ in range(500)])`` in
+    a loop until N are submitted, then every result; jobs/s likewise.
+(c) sync loop: one ``Client.embed(...)`` per job from a plain loop; enqueue calls/s (on a
+    pool with no worker, so nothing competes with the caller), beside a bare sync redis-py
+    loop of one ``EVALSHA`` round trip per call.
+(d) light load: jobs at a steady rate; end-to-end latency p50/p99 (submit -> result).
+Beside them, in the same run and on the same server, minimal raw redis-py loops
+(``ops/bench/raw.py``): the throughput ceiling, the one-round-trip call rate and the
+latency floor.
 """
 
 from __future__ import annotations
@@ -17,8 +25,9 @@ from switchyard.broker.config import SwitchyardConfig
 from switchyard.broker.schemas import EmbedResult
 from switchyard.dispatcher.client import AsyncClient
 from switchyard.dispatcher.jobs import AsyncJob
+from switchyard.dispatcher.sync import Client
 from switchyard.ops.bench.common import bench_env, percentile
-from switchyard.ops.bench.raw import open_loop, raw_ceiling, raw_latency
+from switchyard.ops.bench.raw import bare_evalsha, open_loop, raw_ceiling, raw_latency
 from switchyard.ops.processes import WorkerProcess
 
 __all__ = ["QueueBenchOptions", "QueueReport", "run_queue_bench"]
@@ -33,6 +42,12 @@ max_batch = 100
 standard = 10000000
 [models.echo]
 pool = "echo"
+[pools.unserved]
+engine = "echo"
+[pools.unserved.caps]
+standard = 10000000
+[models.unserved]
+pool = "unserved"
 """
 
 PAYLOAD = "the quick brown fox jumps over the lazy dog " * 2
@@ -42,6 +57,8 @@ PAYLOAD = "the quick brown fox jumps over the lazy dog " * 2
 class QueueBenchOptions:
     jobs: int = 50_000
     producers: int = 256
+    chunk: int = 500
+    sync_calls: int = 5_000
     rate: float = 100.0
     seconds: float = 10.0
     redis_url: str | None = None
@@ -54,6 +71,13 @@ class QueueReport:
     raw_jobs_per_s: float
     burst_jobs_per_s: float
     burst_ratio: float
+    chunk: int
+    gather_jobs_per_s: float
+    gather_ratio: float
+    sync_calls: int
+    sync_calls_per_s: float
+    bare_calls_per_s: float
+    sync_ratio: float
     light_rate: float
     light_jobs: int
     light_p50_ms: float
@@ -80,6 +104,30 @@ async def burst(config: SwitchyardConfig, url: str, n: int, producers: int) -> f
         return n / (time.perf_counter() - start)
 
 
+async def chunked_gather(config: SwitchyardConfig, url: str, n: int, chunk: int) -> float:
+    """n jobs submitted ``chunk`` at a time with ``asyncio.gather``, then every result."""
+    jobs: list[AsyncJob[EmbedResult]] = []
+    async with AsyncClient(config, redis_url=url) as client, asyncio.timeout(600):
+        start = time.perf_counter()
+        for first in range(0, n, chunk):
+            jobs += await asyncio.gather(*[client.embed("echo", PAYLOAD)
+                                           for _ in range(min(chunk, n - first))])
+        for job in jobs:
+            await job.result()
+        return n / (time.perf_counter() - start)
+
+
+def sync_loop(config: SwitchyardConfig, url: str, n: int) -> float:
+    """Enqueue calls/s of a plain loop, one sync ``embed`` per job (after one call that
+    opens the client's connections)."""
+    with Client(config, redis_url=url) as client:
+        client.embed("unserved", PAYLOAD)
+        start = time.perf_counter()
+        for _ in range(n):
+            client.embed("unserved", PAYLOAD)
+        return n / (time.perf_counter() - start)
+
+
 async def light_load(
     config: SwitchyardConfig, url: str, rate: float, seconds: float
 ) -> list[float]:
@@ -98,14 +146,22 @@ def run_queue_bench(options: QueueBenchOptions) -> QueueReport:
     with bench_env(CONFIG, options.redis_url) as env:
         raw = raw_ceiling(env.redis_url, options.jobs, PAYLOAD)
         raw_lat = asyncio.run(raw_latency(env.redis_url, options.rate, options.seconds, PAYLOAD))
+        bare = bare_evalsha(env.redis_url, options.sync_calls, PAYLOAD)
+        sync = sync_loop(env.config, env.redis_url, options.sync_calls)
         with WorkerProcess("echo", env.redis_url, env.config_path, env.config):
             rate = asyncio.run(
                 burst(env.config, env.redis_url, options.jobs, options.producers))
+            gathered = asyncio.run(
+                chunked_gather(env.config, env.redis_url, options.jobs, options.chunk))
             lat = asyncio.run(light_load(env.config, env.redis_url, options.rate, options.seconds))
     return QueueReport(
         jobs=options.jobs, producers=options.producers, raw_jobs_per_s=round(raw),
         burst_jobs_per_s=round(rate),
-        burst_ratio=round(rate / raw, 3), light_rate=options.rate, light_jobs=len(lat),
+        burst_ratio=round(rate / raw, 3), chunk=options.chunk,
+        gather_jobs_per_s=round(gathered), gather_ratio=round(gathered / raw, 3),
+        sync_calls=options.sync_calls, sync_calls_per_s=round(sync),
+        bare_calls_per_s=round(bare), sync_ratio=round(sync / bare, 3),
+        light_rate=options.rate, light_jobs=len(lat),
         light_p50_ms=round(percentile(lat, 50), 3), light_p99_ms=round(percentile(lat, 99), 3),
         raw_p50_ms=round(percentile(raw_lat, 50), 3), raw_p99_ms=round(percentile(raw_lat, 99), 3),
     )
@@ -118,6 +174,13 @@ def render(report: QueueReport) -> str:
         f"  raw redis-py Streams loop : {report.raw_jobs_per_s:>10,.0f} jobs/s  (ceiling)",
         f"  switchyard                : {report.burst_jobs_per_s:>10,.0f} jobs/s  "
         f"= {report.burst_ratio:.1%} of the ceiling",
+        f"  chunked gather ({report.chunk:>5})  : {report.gather_jobs_per_s:>10,.0f} jobs/s  "
+        f"= {report.gather_ratio:.1%} of the ceiling",
+        f"sync loop, one embed() per job, {report.sync_calls} calls (enqueue only):",
+        f"  bare sync EVALSHA loop    : {report.bare_calls_per_s:>10,.0f} calls/s (one round "
+        "trip each)",
+        f"  switchyard Client.embed   : {report.sync_calls_per_s:>10,.0f} calls/s "
+        f"= {report.sync_ratio:.1%} of the bare loop",
         f"light load, {report.light_rate:.0f} jobs/s, {report.light_jobs} jobs:",
         f"  raw redis-py request/reply : p50 {report.raw_p50_ms:.3f} ms, p99 "
         f"{report.raw_p99_ms:.3f} ms  (floor)",

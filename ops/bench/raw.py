@@ -3,6 +3,8 @@ none of Switchyard's machinery, on the same server.
 
 - :func:`raw_ceiling`: throughput. Pipelined XADD, then XREADGROUP COUNT 100, a result
   write and XACK per read, in one process.
+- :func:`bare_evalsha`: the sync one-call-per-job ceiling. A sync redis-py loop, one
+  ``EVALSHA`` round trip per call (a one-line script that XADDs).
 - :func:`raw_latency`: latency at a steady rate. An asyncio client XADDs a request and
   waits on a reply stream (XREAD BLOCK, one reader task); an asyncio consumer process
   answers (XREADGROUP BLOCK, XADD reply, XACK). The same hops a Switchyard job takes,
@@ -21,7 +23,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-__all__ = ["open_loop", "raw_ceiling", "raw_consumer", "raw_latency"]
+__all__ = ["bare_evalsha", "open_loop", "raw_ceiling", "raw_consumer", "raw_latency"]
 
 _Q, _R, _G = "bench-raw:lat:q", "bench-raw:lat:r", "g"
 
@@ -49,6 +51,21 @@ def raw_ceiling(url: str, n: int, payload: str) -> float:
         pipe.execute()
         done += len(entries)
     elapsed = time.perf_counter() - start
+    r.close()
+    return n / elapsed
+
+
+def bare_evalsha(url: str, n: int, payload: str) -> float:
+    """Calls/s of a bare sync loop of one-line ``EVALSHA`` scripts (one round trip each)."""
+    r = redis.Redis.from_url(url, decode_responses=True)
+    sha = r.script_load("return redis.call('XADD', KEYS[1], '*', 'd', ARGV[1])")
+    stream = "bench-raw:evalsha"
+    r.delete(stream)
+    start = time.perf_counter()
+    for _ in range(n):
+        r.evalsha(sha, 1, stream, payload)
+    elapsed = time.perf_counter() - start
+    r.delete(stream)
     r.close()
     return n / elapsed
 

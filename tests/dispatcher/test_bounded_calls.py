@@ -9,8 +9,6 @@ import os
 import signal
 import time
 import types
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,17 +18,6 @@ from switchyard.dispatcher import AdmissionRejected, AsyncClient
 from switchyard.dispatcher import client as client_module
 from switchyard.ops.redis_server import RedisServer
 from tests.conftest import make_config
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        if server.process is not None and server.process.poll() is None:
-            os.kill(server.process.pid, signal.SIGCONT)
-        server.stop()
 
 
 def _config(prefix: str) -> SwitchyardConfig:

@@ -48,12 +48,12 @@ class EchoEngine:
         if self._delay:
             await asyncio.sleep(self._delay)
         return [_chat(i, job.request, served_by, emit) if isinstance(job.request, ChatRequest)
-                else EmbedResult.model_construct(
+                else EmbedResult.built(
                     kind="embed", vectors=[[] for _ in job.request.input], dimensions=0,
-                    usage=Usage.model_construct(
+                    usage=Usage.built(
                         input_tokens=sum(len(t.split()) for t in job.request.input),
                         output_tokens=0),
-                    echo=job.request.input, served_by=served_by)
+                    echo=job.request.input, served_by=served_by, cost_usd=None)
                 for i, job in enumerate(jobs)]
 
 

@@ -1,0 +1,49 @@
+"""``built`` (issue 15): the hot paths' model constructor gives the very model that
+validation gives, dumps the same JSON, and refuses a call that leaves a field out."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from switchyard.broker.schemas import (
+    EmbedRequest,
+    EmbedResult,
+    JobEnvelope,
+    JobOutcome,
+    JobState,
+    ServedBy,
+    Usage,
+)
+
+texts = st.lists(st.text(max_size=20), min_size=1, max_size=4)
+
+
+@given(texts, st.integers(0, 2**40), st.none() | st.integers(1, 2**40),
+       st.none() | st.text(max_size=8), st.sampled_from(["interactive", "standard", "batch"]))
+def test_built_equals_the_validated_model(inputs: list[str], created: int,
+                                          deadline: int | None, tenant: str | None,
+                                          priority: str) -> None:
+    request = EmbedRequest.built(kind="embed", input=inputs)
+    envelope = JobEnvelope.built(v=1, attempts=0, id="p.0.ab", model="m", priority=priority,
+                                 created_ms=created, tenant=tenant, deadline_ms=deadline,
+                                 request=request)
+    checked = JobEnvelope.model_validate_json(envelope.model_dump_json())
+    assert checked == envelope and checked.model_dump_json() == envelope.model_dump_json()
+    result = EmbedResult.built(kind="embed", vectors=[[] for _ in inputs], dimensions=0,
+                               usage=Usage.built(input_tokens=len(inputs), output_tokens=0),
+                               echo=inputs, served_by=ServedBy(worker="w", pool="p",
+                                                               engine="echo", device="none"),
+                               cost_usd=None)
+    outcome = JobOutcome.built(v=1, id="p.0.ab", state=JobState.SUCCEEDED, result=result,
+                               error=None, finished_ms=created)
+    assert JobOutcome.model_validate_json(outcome.model_dump_json()) == outcome
+    assert outcome.model_dump_json() == JobOutcome.model_construct(
+        v=1, id="p.0.ab", state=JobState.SUCCEEDED, result=result, error=None,
+        finished_ms=created).model_dump_json()
+
+
+def test_built_needs_every_field() -> None:
+    with pytest.raises(TypeError, match="needs all of"):
+        EmbedRequest.built(input=["x"])
