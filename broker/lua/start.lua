@@ -20,7 +20,6 @@ local out = {}
 for i = 1, #KEYS - 3 do
   local job_key = KEYS[3 + i]
   local entry, id, deadline = ARGV[3 * i + 4], ARGV[3 * i + 5], tonumber(ARGV[3 * i + 6])
-  redis.call('ZREM', KEYS[3], id)
   local state = redis.call('HGET', job_key, 'state')
   if state == 'succeeded' or state == 'failed' or state == 'cancelled' or state == 'expired' then
     redis.call('XACK', KEYS[1], ARGV[1], entry)
@@ -43,5 +42,10 @@ for i = 1, #KEYS - 3 do
     end
     out[i] = 'run'
   end
+end
+local ids = {}
+for i = 1, #KEYS - 3 do ids[#ids + 1] = ARGV[3 * i + 5] end
+for i = 1, #ids, 1000 do  -- their holds end, in one command per thousand
+  redis.call('ZREM', KEYS[3], unpack(ids, i, math.min(i + 999, #ids)))
 end
 return out
