@@ -145,7 +145,8 @@ class ReplyRouter:
         backoff = Backoff(first=0.05, most=1.0)
         while not self._closing:
             try:
-                await self._read_once()
+                if await self._read_once():
+                    await asyncio.sleep(0)  # the callers it answered run before its next read
                 if time.monotonic() - self._swept > RECHECK_S:
                     await self._sweep()
                 backoff.reset()
@@ -154,7 +155,8 @@ class ReplyRouter:
                 log.warning("reply reader: %s; retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
 
-    async def _read_once(self) -> None:
+    async def _read_once(self) -> bool:
+        """One read; whether it answered any caller."""
         if self._wire is not None:
             reply = await self._read_on_wire(self._wire)
         else:
@@ -174,6 +176,7 @@ class ReplyRouter:
                 if self.observer is not None:
                     self.observer(entry.job_id)
                 self._deliver(entry.job_id, fields["o"])
+        return bool(entries)
 
     async def _read_on_wire(self, wire: Wire) -> object:
         commands: list[list[str | int]] = []
