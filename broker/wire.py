@@ -132,6 +132,10 @@ class Wire:
         async with self._connecting:
             if self._transport is not None and not self._transport.is_closing():
                 return
+            # Calls still waiting belong to the old connection (closing, its loss not yet
+            # reported): they fail now, so no reply on the new one answers them.
+            self._transport = None
+            self._fail(ConnectionError("connection to Redis lost"))
             try:
                 async with asyncio.timeout(self._connect_timeout_s):
                     await self._open()

@@ -105,3 +105,22 @@ async def test_a_server_that_stops_answering_times_the_calls_out(
         assert await wire.call("PING") == "PONG"  # a new connection
     finally:
         await wire.aclose()
+
+
+async def test_a_call_while_the_connection_closes_fails_the_old_calls(redis_url: str) -> None:
+    """The connection is closing when a new call comes: the calls still waiting on it
+    fail, and no reply on the new connection answers them. (Here its loss is reported
+    before the new connection is up; the wire also fails them itself when it is not, as
+    with a close that waits to flush a full write buffer.)"""
+    wire = _wire(redis_url)
+    try:
+        assert await wire.call("PING") == "PONG"
+        blocked = asyncio.create_task(wire.call("XREAD", "BLOCK", 2000, "STREAMS", "wire:y", "$"))
+        await asyncio.sleep(0.05)
+        assert wire._transport is not None
+        wire._transport.close()
+        assert await asyncio.wait_for(wire.call("ECHO", "new"), 1) == "new"
+        with pytest.raises(ConnectionError):
+            await blocked
+    finally:
+        await wire.aclose()
