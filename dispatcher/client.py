@@ -335,7 +335,8 @@ class AsyncClient:
 
     def direct_plan(self, job: Submission, max_retries: int | None, ids: JobIdSource
                     ) -> tuple[Enqueue, Submission, int, ModelConfig] | None:
-        """For the sync client's fast path (``direct.py``): the checked submission's entry
+        """For the plain-admission paths (:meth:`_plain`, and the sync client's
+        ``direct.py``, from its own thread with its own ``ids``): the checked submission's entry
         when its first admission attempt is one ``enqueue`` on its route's own pool and
         needs nothing but that call; None when the general path must take it (a durable
         job, a route with an overflow pool not known to be alive, a deadline shorter than
