@@ -267,9 +267,14 @@ for i = 1, (#KEYS - 2 - tail) / per do
       payload = string.gsub(payload, '"deadline_ms":%-?%d+', '"deadline_ms":' .. deadline, 1)
     end
     local entry = redis.call('XADD', KEYS[1], '*', 'id', id, 'r', reply, 'd', payload)
-    redis.call('HSET', job_key, 'state', 'queued', 'entry', entry, 'stream', KEYS[1], 'reply', reply)
+    if deadline then  -- (one HSET a job: every job has a deadline unless its caller says 0)
+      redis.call('HSET', job_key, 'state', 'queued', 'entry', entry, 'stream', KEYS[1],
+        'reply', reply, 'deadline', deadline)
+    else
+      redis.call('HSET', job_key, 'state', 'queued', 'entry', entry, 'stream', KEYS[1],
+        'reply', reply)
+    end
     if owner ~= '' then redis.call('HSET', job_key, 'owner', owner) end
-    if deadline then redis.call('HSET', job_key, 'deadline', deadline) end
     redis.call('PEXPIRE', job_key, ARGV[2])
     if per == 2 then
       redis.call('SET', idem_key, id, 'PX', idem_ttl)
