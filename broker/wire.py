@@ -185,10 +185,9 @@ class Wire:
         if late > asyncio.get_running_loop().time():  # (answered meanwhile: a newer head)
             self._watch = asyncio.get_running_loop().call_at(late, self._stalled)
             return
-        if self._transport is not None:
-            transport, self._transport = self._transport, None
-            self._fail(TimeoutError(f"Redis did not answer within {self._timeout_s:g} s"))
-            transport.abort()
+        transport, self._transport = self._transport, None
+        self._fail(TimeoutError(f"Redis did not answer within {self._timeout_s:g} s"))
+        transport.abort()
 
     def _lost(self, transport: asyncio.BaseTransport | None, error: Exception) -> None:
         if transport is not None and transport is self._transport:  # (not one given up)

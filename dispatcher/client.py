@@ -25,7 +25,6 @@ from switchyard.broker.keys import JobIdSource, Keys
 from switchyard.broker.locate import redis_url as resolve_redis_url
 from switchyard.broker.schemas import (
     ChatMessage,
-    ChatRequest,
     ChatResult,
     EmbedResult,
     JobEnvelope,
@@ -50,7 +49,12 @@ from switchyard.dispatcher.policies import Policies
 from switchyard.dispatcher.rejections import rejection
 from switchyard.dispatcher.replies import Deltas, ReplyRouter
 from switchyard.dispatcher.routing import Routing
-from switchyard.dispatcher.submissions import chat_submission, embed_submission, request_tokens
+from switchyard.dispatcher.submissions import (
+    chat_submission,
+    embed_submission,
+    request_tokens,
+    wants_deltas,
+)
 from switchyard.dispatcher.submitter import Enqueue, Submission, Submitter
 
 __all__ = ["AsyncClient"]
@@ -246,11 +250,8 @@ class AsyncClient:
         if planned is None:
             return None
         entry, job, retries, route = planned
-        deltas = None
-        if isinstance(job.request, ChatRequest) and job.request.stream:
-            waiter, deltas = self.replies.expect_stream(entry.job_id, entry.reply)
-        else:
-            waiter = self.replies.expect(entry.job_id, entry.reply)
+        waiter, deltas = self.replies.expect(entry.job_id, entry.reply,
+                                             deltas=wants_deltas(job.request))
         handle = None
         try:
             verdict = parse_admission(await self._submitter.submit(entry))
@@ -293,9 +294,7 @@ class AsyncClient:
         admits the job, so a retry finds it wherever the first attempt went; a key whose
         job is gone (expired) is cleared and the job admitted again."""
         route = self._routing.route(job.model, job.request.kind)
-        home = self._routing.partition(route.pool, job.idempotency_key)
-        key = (None if job.idempotency_key is None
-               else home.idempotency(job.tenant, job.idempotency_key))
+        key = self._key_on(route, job)
         for _ in range(3):
             try:
                 return await self._admit_on(route, job, kind, key)
@@ -325,6 +324,14 @@ class AsyncClient:
                                 job.deadline_s)
         raise AssertionError("no pool to admit on")
 
+    def _key_on(self, route: ModelConfig, job: Submission) -> str | None:
+        """The job's idempotency key, on its route's primary pool's partition (None: no
+        key; no partition is drawn then, so round robin is not advanced for nothing)."""
+        if job.idempotency_key is None:
+            return None
+        home = self._routing.partition(route.pool, job.idempotency_key)
+        return home.idempotency(job.tenant, job.idempotency_key)
+
     def _spill_ms(self, route: ModelConfig, job: Submission) -> int:
         """The predicted wait past which the route's own pool does not admit the job (0:
         none): the ``deadline_share`` of its deadline."""
@@ -348,9 +355,7 @@ class AsyncClient:
                 route.overflow is not None and not self._routing.known_alive(route.pool)) or (
                 job.deadline_s is not None and job.deadline_s < self.config.redis.timeout_s):
             return None
-        home = self._routing.partition(route.pool, job.idempotency_key)
-        key = (None if job.idempotency_key is None
-               else home.idempotency(job.tenant, job.idempotency_key))
+        key = self._key_on(route, job)
         entry = self._entry(route.pool, job, self._spill_ms(route, job), key, ids=ids)
         return entry, job, retries, route
 
@@ -409,11 +414,8 @@ class AsyncClient:
         """One admission attempt on one pool: (verdict, the job's handle if admitted)."""
         fsync = job.durable and await self._durability.mode() == "waitaof"
         entry = self._entry(pool_name, job, spill_ms, idempotency_key, job_id, fsync)
-        deltas = None
-        if isinstance(job.request, ChatRequest) and job.request.stream:
-            waiter, deltas = self.replies.expect_stream(entry.job_id, entry.reply)
-        else:
-            waiter = self.replies.expect(entry.job_id, entry.reply)
+        waiter, deltas = self.replies.expect(entry.job_id, entry.reply,
+                                             deltas=wants_deltas(job.request))
         try:
             verdict = parse_admission(await self._submitter.submit(entry))
         except BaseException:  # unavailable, timed out (cancelled), or a Redis error

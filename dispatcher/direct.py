@@ -24,11 +24,10 @@ from redis.exceptions import NoScriptError, RedisError
 
 from switchyard.broker.errors import redis_failure
 from switchyard.broker.keys import JobIdSource
-from switchyard.broker.schemas import ChatRequest
 from switchyard.dispatcher.admission import parse_admission
 from switchyard.dispatcher.client import AsyncClient
 from switchyard.dispatcher.jobs import AsyncJob, R
-from switchyard.dispatcher.replies import Deltas
+from switchyard.dispatcher.submissions import wants_deltas
 from switchyard.dispatcher.submitter import Submission, enqueue_call_for
 
 __all__ = ["Direct"]
@@ -67,9 +66,8 @@ class Direct:
         if planned is None or sha is None:
             return None
         entry, job, retries, route = planned
-        waiter: asyncio.Future[str] = self._loop.create_future()
-        deltas = Deltas() if isinstance(job.request, ChatRequest) and job.request.stream else None
         replies = self._client.replies
+        waiter, deltas = replies.waiter(self._loop, wants_deltas(job.request))
         self._loop.call_soon_threadsafe(replies.register, entry.job_id, entry.reply, waiter,
                                         deltas)
         handle = None

@@ -93,18 +93,20 @@ class ReplyRouter:
         """Called with the job id of every outcome read from a reply stream, awaited or
         not (``switchyard bench chaos`` counts duplicate results with it)."""
 
-    def expect(self, job_id: str, reply_stream: str) -> asyncio.Future[str]:
-        """Register interest in a job's outcome before the job is submitted."""
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self.register(job_id, reply_stream, future, None)
-        return future
+    def expect(self, job_id: str, reply_stream: str, *, deltas: bool = False
+               ) -> tuple[asyncio.Future[str], Deltas | None]:
+        """Register interest in a job's outcome (and with ``deltas``, its text deltas)
+        before the job is submitted."""
+        future, collected = self.waiter(asyncio.get_running_loop(), deltas)
+        self.register(job_id, reply_stream, future, collected)
+        return future, collected
 
-    def expect_stream(self, job_id: str, reply_stream: str) -> tuple[asyncio.Future[str], Deltas]:
-        """Like :meth:`expect`, and collect the job's text deltas too."""
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        deltas = Deltas()
-        self.register(job_id, reply_stream, future, deltas)
-        return future, deltas
+    @staticmethod
+    def waiter(loop: asyncio.AbstractEventLoop, deltas: bool
+               ) -> tuple[asyncio.Future[str], Deltas | None]:
+        """A future of ``loop`` for an outcome, and a ``Deltas`` if asked for; made in any
+        thread (the sync client's), handed to :meth:`register` on the loop."""
+        return loop.create_future(), Deltas() if deltas else None
 
     def register(self, job_id: str, reply_stream: str, future: asyncio.Future[str],
                  deltas: Deltas | None) -> None:

@@ -13,7 +13,7 @@ from switchyard.dispatcher.errors import InvalidRequest
 from switchyard.dispatcher.limits import check_chat, check_embed
 from switchyard.dispatcher.submitter import Submission
 
-__all__ = ["chat_submission", "embed_submission", "request_tokens"]
+__all__ = ["chat_submission", "embed_submission", "request_tokens", "wants_deltas"]
 
 
 def embed_submission(
@@ -58,3 +58,8 @@ def request_tokens(request: EmbedRequest | ChatRequest) -> int:
     if isinstance(request, EmbedRequest):
         return sum(len(t) for t in request.input) // 4 + 1
     return sum(len(m.content) for m in request.messages) // 4 + 1 + request.max_tokens
+
+
+def wants_deltas(request: EmbedRequest | ChatRequest) -> bool:
+    """Whether the caller asked for the text as it is generated."""
+    return isinstance(request, ChatRequest) and request.stream

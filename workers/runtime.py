@@ -58,11 +58,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def _deadline(pulled: Pulled) -> int:
-    envelope = pulled.envelope
-    return envelope.deadline_ms or 2**63 if envelope else 0
-
-
 def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
@@ -281,7 +276,7 @@ class Worker:
 
         starting = asyncio.create_task(start())
         soon = now_ms() + URGENT_MS
-        if any(p.held or _deadline(p) < soon for p in batch):
+        if any(p.held or 0 < p.deadline < soon for p in batch):
             verdicts = await starting
             run = [p for p in batch if verdicts[id(p)] == "run"]
             if not run:
