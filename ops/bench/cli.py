@@ -23,12 +23,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     q.add_argument("--sync-calls", type=int, default=5_000,
                    help="calls of the sync one-embed-per-job loop (and of the bare loop)")
     q.add_argument("--rate", type=float, default=100.0)
-    q.add_argument("--seconds", type=float, default=10.0)
+    q.add_argument("--seconds", type=float, default=10.0,
+                   help="light load's seconds (each of Switchyard and of the raw floor)")
+    q.add_argument("--segments", type=int, default=5,
+                   help="alternating stretches of the floor and of Switchyard at light load")
     q.add_argument("--redis-url", help="use this server instead of a private one")
     q.set_defaults(handler=lambda ns: _print(queue.render(queue.run_queue_bench(
         queue.QueueBenchOptions(jobs=ns.jobs, producers=ns.producers, chunk=ns.chunk,
                                 sync_calls=ns.sync_calls, rate=ns.rate, seconds=ns.seconds,
-                                redis_url=ns.redis_url)))))
+                                segments=ns.segments, redis_url=ns.redis_url)))))
     e = kinds.add_parser("embed", help="MiniLM through the queue vs a bare model loop")
     e.add_argument("--batches", default="1,8,32,64", help="comma-separated batch limits")
     e.add_argument("--jobs", type=int, default=512)

@@ -8,10 +8,11 @@ in the shapes users write.
 (c) sync loop: one ``Client.embed(...)`` per job from a plain loop; enqueue calls/s (on a
     pool with no worker, so nothing competes with the caller), beside a bare sync redis-py
     loop of one ``EVALSHA`` round trip per call.
-(d) light load: jobs at a steady rate; end-to-end latency p50/p99 (submit -> result).
+(d) light load: jobs at a steady rate; end-to-end latency p50/p99 (submit -> result), in
+    stretches alternating with the floor's (``segments``, 5 by default).
 Each beside a minimal raw redis-py loop (``ops/bench/raw.py``) on the same server,
 measured right before it: the throughput ceiling (once before (a), again before (b)), the
-one-round-trip call rate, the request/reply latency floor.
+one-round-trip call rate; the request/reply latency floor is measured alongside (d).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from switchyard.dispatcher.client import AsyncClient
 from switchyard.dispatcher.jobs import AsyncJob
 from switchyard.dispatcher.sync import Client
 from switchyard.ops.bench.common import bench_env, percentile
-from switchyard.ops.bench.raw import bare_evalsha, open_loop, raw_ceiling, raw_latency
+from switchyard.ops.bench.raw import bare_evalsha, open_loop, raw_ceiling, raw_echo
 from switchyard.ops.processes import WorkerProcess
 
 __all__ = ["QueueBenchOptions", "QueueReport", "run_queue_bench"]
@@ -61,6 +62,8 @@ class QueueBenchOptions:
     sync_calls: int = 5_000
     rate: float = 100.0
     seconds: float = 10.0
+    segments: int = 5
+    """Light load alternates this many stretches of the floor and of Switchyard."""
     redis_url: str | None = None
 
 
@@ -130,10 +133,12 @@ def sync_loop(config: SwitchyardConfig, url: str, n: int) -> float:
         return n / (time.perf_counter() - start)
 
 
-async def light_load(
-    config: SwitchyardConfig, url: str, rate: float, seconds: float
-) -> list[float]:
-    async with AsyncClient(config, redis_url=url) as client:
+async def light_load(config: SwitchyardConfig, url: str, rate: float, seconds: float,
+                     segments: int) -> tuple[list[float], list[float]]:
+    """End-to-end latencies (ms) at a steady rate: (the raw floor's, Switchyard's), in
+    ``segments`` alternating stretches of each, so that a drift of this shared machine's
+    speed moves both alike."""
+    async with AsyncClient(config, redis_url=url) as client, raw_echo(url, PAYLOAD) as raw:
 
         async def one() -> float:
             t0 = time.perf_counter()
@@ -141,7 +146,12 @@ async def light_load(
             await job.result(timeout=30)
             return (time.perf_counter() - t0) * 1000
 
-        return await open_loop(one, rate, seconds)
+        floor: list[float] = []
+        ours: list[float] = []
+        for _ in range(segments):
+            floor += await open_loop(raw, rate, seconds / segments)
+            ours += await open_loop(one, rate, seconds / segments)
+        return floor, ours
 
 
 def run_queue_bench(options: QueueBenchOptions) -> QueueReport:
@@ -157,9 +167,8 @@ def run_queue_bench(options: QueueBenchOptions) -> QueueReport:
             raw_before_gather = raw_ceiling(env.redis_url, options.jobs, PAYLOAD)
             gathered = asyncio.run(
                 chunked_gather(env.config, env.redis_url, options.jobs, options.chunk))
-            raw_lat = asyncio.run(
-                raw_latency(env.redis_url, options.rate, options.seconds, PAYLOAD))
-            lat = asyncio.run(light_load(env.config, env.redis_url, options.rate, options.seconds))
+            raw_lat, lat = asyncio.run(light_load(env.config, env.redis_url, options.rate,
+                                                  options.seconds, options.segments))
     return QueueReport(
         jobs=options.jobs, producers=options.producers, raw_jobs_per_s=round(raw),
         burst_jobs_per_s=round(rate),

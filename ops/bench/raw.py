@@ -5,7 +5,7 @@ none of Switchyard's machinery, on the same server.
   write and XACK per read, in one process.
 - :func:`bare_evalsha`: the sync one-call-per-job ceiling. A sync redis-py loop, one
   ``EVALSHA`` round trip per call (a one-line script that XADDs).
-- :func:`raw_latency`: latency at a steady rate. An asyncio client XADDs a request and
+- :func:`raw_echo`: latency at a steady rate. An asyncio client XADDs a request and
   waits on a reply stream (XREAD BLOCK, one reader task); an asyncio consumer process
   answers (XREADGROUP BLOCK, XADD reply, XACK). The same hops a Switchyard job takes,
   with no work at either end: the floor this machine puts under any queue.
@@ -14,16 +14,17 @@ none of Switchyard's machinery, on the same server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 
-__all__ = ["bare_evalsha", "open_loop", "raw_ceiling", "raw_consumer", "raw_latency"]
+__all__ = ["bare_evalsha", "open_loop", "raw_ceiling", "raw_consumer", "raw_echo"]
 
 _Q, _R, _G = "bench-raw:lat:q", "bench-raw:lat:r", "g"
 
@@ -84,7 +85,7 @@ async def open_loop(one: Callable[[], Coroutine[Any, Any, float]], rate: float, 
 
 
 async def raw_consumer(url: str) -> None:
-    """The answering side of :func:`raw_latency`, run in its own process."""
+    """The answering side of :func:`raw_echo`, run in its own process."""
     r = aioredis.Redis.from_url(url, decode_responses=True)
     while True:
         reply: Any = await r.xreadgroup(_G, "c", {_Q: ">"}, count=100, block=1_000)
@@ -101,7 +102,11 @@ async def raw_consumer(url: str) -> None:
     await r.aclose()
 
 
-async def raw_latency(url: str, rate: float, seconds: float, payload: str) -> list[float]:
+@contextlib.asynccontextmanager
+async def raw_echo(url: str, payload: str
+                   ) -> AsyncIterator[Callable[[], Coroutine[Any, Any, float]]]:
+    """The request/reply floor's caller: one request's latency in ms per call (see the
+    module doc), for as long as the context is open."""
     r = aioredis.Redis.from_url(url, decode_responses=True)
     await r.delete(_Q, _R)
     await r.xgroup_create(_Q, _G, id="0", mkstream=True)
@@ -133,7 +138,7 @@ async def raw_latency(url: str, rate: float, seconds: float, payload: str) -> li
 
     reading = asyncio.create_task(reader())
     try:
-        return await open_loop(one, rate, seconds)
+        yield one
     finally:
         await r.xadd(_Q, {"id": "-", "d": "", "stop": "1"})
         reading.cancel()
