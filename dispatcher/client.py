@@ -121,6 +121,10 @@ class AsyncClient:
             await self._wire.aclose()
         await self.redis.aclose()
 
+    async def live_pools(self) -> list[str]:
+        """The configured pools that have a live worker (heartbeats checked once a second)."""
+        return [name for name in self.config.pools if await self._routing.alive(name)]
+
     def job(self, job_id: str, *, tenant: str | None = None) -> AsyncJob[AnyResult]:
         """A handle on any job by id, from any process (raises JobIdError if malformed).
         With ``tenant``, only that tenant's jobs are found: the handle's calls raise

@@ -102,6 +102,11 @@ class AsyncJob(Generic[R_co]):
     async def status(self) -> JobState:
         return (await self._record()).state
 
+    async def record(self) -> JobRecord:
+        """The job's record (of the copy that carries it, if it was spilled): its state,
+        and its outcome once it has one. Raises ``JobNotFound`` as the other calls do."""
+        return await self._record()
+
     async def outcome(self, timeout: float | None = None) -> JobOutcome:
         """Wait for the job to end; its outcome, success or not.
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from switchyard.broker.commands import run_command
 from switchyard.broker.locate import DEFAULT_STATE_DIR, STATE_DIR_ENV
 from switchyard.dispatcher import cli as dispatcher_cli
+from switchyard.dispatcher.gateway import cli as gateway_cli
 from switchyard.ops import acl, dlq, fake_provider
 from switchyard.ops import status as status_cli
 from switchyard.ops.bench import cli as bench_cli
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=lambda ns: up(UpOptions(ns.config, ns.state_dir, ns.durable)))
     workers_cli.add_parser(sub)
     dispatcher_cli.add_parser(sub)
+    gateway_cli.add_parser(sub)
     status_cli.add_parser(sub)
     dlq.add_parser(sub)
     acl.add_parser(sub)

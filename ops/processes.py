@@ -1,23 +1,27 @@
-"""A worker child process for the benchmarks and tests: started, waited for until it has
-registered, and stopped by its PID."""
+"""Worker and gateway child processes for the benchmarks and tests: started, waited for
+until they are ready, and stopped by their PIDs."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+import httpx
 import redis
 
 from switchyard.broker.config import SwitchyardConfig
 from switchyard.broker.errors import SwitchyardError
 from switchyard.broker.keys import Keys
+from switchyard.ops.redis_server import free_port
 from switchyard.workers.cli import worker_command
 from switchyard.workers.supervisor import stop_process
 
-__all__ = ["WorkerProcess"]
+__all__ = ["GatewayProcess", "WorkerProcess"]
 
 
 class WorkerProcess:
@@ -76,6 +80,52 @@ class WorkerProcess:
         return stop_process(self.process, timeout_s)
 
     def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class GatewayProcess:
+    """One `switchyard gateway` child on a free port (unless given), waited for until it
+    answers ``/healthz``, stopped by its PID (SIGTERM: uvicorn's graceful shutdown)."""
+
+    def __init__(self, redis_url: str, config_path: Path, *, port: int | None = None,
+                 workers: int | None = None, log: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log or config_path.with_name(f"gateway-{self.port}.log")
+        self.args = [sys.executable, "-m", "switchyard.ops", "gateway", "--config",
+                     str(config_path), "--redis-url", redis_url, "--port", str(self.port)]
+        if workers is not None:
+            self.args += ["--workers", str(workers)]
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60.0) -> GatewayProcess:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT,
+                                            env={**os.environ, **(self.env or {})})
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = self.log.read_text(errors="replace").strip().splitlines()[-5:]
+                raise SwitchyardError(f"the gateway did not start: {tail}")
+            time.sleep(0.05)
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        if self.process is None:
+            return None
+        return stop_process(self.process, timeout_s)
+
+    def __enter__(self) -> GatewayProcess:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

@@ -1,0 +1,129 @@
+"""What every route does with a call: read the body within the limit, the caller's
+priority and deadline, ``Prefer: respond-async``, the job's headers, and the watch that
+cancels a job whose caller went away."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+
+from switchyard.broker.schemas import PRIORITIES, Priority
+from switchyard.dispatcher.gateway.errors import BadRequest, PayloadTooLarge
+from switchyard.dispatcher.jobs import AsyncJob
+
+__all__ = ["Caller", "cancel_in_background", "keepalive", "read_json", "until_disconnected",
+           "wants_async", "watch"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Caller:
+    tenant: str | None
+    priority: Priority
+    deadline_s: float | None
+
+
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object; 413 past ``limit`` bytes (counted as they come, whatever
+    Content-Length says), 400 if it is not a JSON object."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(limit)
+        chunks.append(chunk)
+    try:
+        body = json.loads(b"".join(chunks))
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+def caller(request: Request, tenant: str | None, tier: Priority | None) -> Caller:
+    """The priority (``X-Switchyard-Priority``, else the body's tier, else standard) and
+    the deadline (``X-Switchyard-Deadline``, seconds; else the priority's default)."""
+    priority = request.headers.get("x-switchyard-priority") or tier or "standard"
+    if priority not in PRIORITIES:
+        raise BadRequest(f"X-Switchyard-Priority must be one of {', '.join(PRIORITIES)}",
+                         "x-switchyard-priority")
+    raw = request.headers.get("x-switchyard-deadline")
+    deadline = None
+    if raw is not None:
+        try:
+            deadline = float(raw)
+        except ValueError:
+            raise BadRequest("X-Switchyard-Deadline is a number of seconds",
+                             "x-switchyard-deadline") from None
+    return Caller(tenant, priority, deadline)
+
+
+def wants_async(request: Request) -> bool:
+    prefer = request.headers.get("prefer", "")
+    return any(p.strip().lower() == "respond-async" for p in prefer.split(","))
+
+
+async def until_disconnected(request: Request) -> None:
+    """Returns once the caller has gone (the body must have been read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def watch(request: Request, job: AsyncJob[Any], work: Awaitable[T],
+                tasks: set[asyncio.Task[Any]]) -> T | None:
+    """``work``, unless the caller goes first: then the job is cancelled, and None."""
+    doing = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(until_disconnected(request))
+    try:
+        await asyncio.wait({doing, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if doing.done():
+        return doing.result()
+    doing.cancel()
+    cancel_in_background(job, tasks)
+    return None
+
+
+def cancel_in_background(job: AsyncJob[Any], tasks: set[asyncio.Task[Any]]) -> None:
+    """Cancel the job from a task of its own (the caller's task is being torn down)."""
+    async def cancel() -> None:
+        with contextlib.suppress(Exception):
+            await job.cancel()
+
+    task = asyncio.get_running_loop().create_task(cancel())
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
+async def keepalive(texts: AsyncIterator[str], interval_s: float) -> AsyncIterator[str | None]:
+    """The texts, with a None every ``interval_s`` that none came (a keepalive is due)."""
+    pending: asyncio.Future[str] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(texts))
+            done, _ = await asyncio.wait({pending}, timeout=interval_s)
+            if not done:
+                yield None
+                continue
+            try:
+                text = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            yield text
+    finally:
+        if pending is not None:
+            pending.cancel()
