@@ -86,8 +86,8 @@ class Stack:
         text = httpx.get(f"{self.url}/metrics").text
         want = ",".join(f'{k}="{v}"' for k, v in labels.items())
         for line in text.splitlines():
-            if line.startswith(f"{name}{{") and all(
-                    f'{k}="{v}"' in line for k, v in labels.items()) or (
+            if (line.startswith(f"{name}{{") and all(
+                    f'{k}="{v}"' in line for k, v in labels.items())) or (
                     not want and line.startswith(f"{name} ")):
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
