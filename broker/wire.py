@@ -26,7 +26,7 @@ import asyncio
 import socket
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
@@ -157,8 +157,8 @@ class Wire:
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        # (uvloop's transports are not asyncio.Transport subclasses, but behave as one)
-        self._transport = cast(asyncio.Transport, transport)
+        # (no isinstance check: uvloop's transports are not asyncio.Transport subclasses)
+        self._transport = transport
         hello: list[Sequence[Arg]] = []
         username, password = self._auth
         if password:

@@ -124,3 +124,19 @@ async def test_a_call_while_the_connection_closes_fails_the_old_calls(redis_url:
             await blocked
     finally:
         await wire.aclose()
+
+
+def test_it_runs_on_uvloop(redis_url: str) -> None:
+    """The gateway serves on uvloop, whose transports are not ``asyncio.Transport``
+    subclasses (a type check there failed every enqueue of the gateway with a 500)."""
+    import uvloop
+
+    async def calls() -> list[object]:
+        wire = _wire(redis_url)
+        try:
+            return await wire.calls([("SET", "wire:uv", "1"), ("GET", "wire:uv")])
+        finally:
+            await wire.aclose()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(calls()) == ["OK", "1"]
