@@ -37,8 +37,9 @@ class Role:
 _COMMON = ("ping", "info", "evalsha", "script|load", "time")
 ROLES = (
     Role("client", ("enqueue", "reserve", "settle", "cancel"),
-         (*_COMMON, "hmget", "zcount", "xread", "del", "config|get"),
-         "the enqueue API and the gateway: admit, read results and job records, cancel"),
+         (*_COMMON, "hmget", "zcount", "xread", "del", "config|get", "hget", "hlen"),
+         "the enqueue API and the gateway: admit, read results and job records, cancel, "
+         "look up API keys"),
     Role("worker", ("groups", "beat", "hold", "start", "complete", "requeue", "release",
                     "spill_forward", "enqueue", "cancel", "forget", "breaker_allow",
                     "breaker_record", "ratelimit_take", "ratelimit_observe"),
@@ -51,8 +52,9 @@ ROLES = (
          "re-queue the work of dead or hung workers, expire what waited past its deadline"),
     Role("ops", ("replay",),
          (*_COMMON, "xinfo|groups", "xinfo|consumers", "xinfo|stream", "xlen", "xrange",
-          "xrevrange", "zrangebyscore", "hgetall", "hmget", "xdel", "xpending"),
-         "`switchyard status` and `switchyard dlq`"),
+          "xrevrange", "zrangebyscore", "hgetall", "hmget", "xdel", "xpending", "hset",
+          "hscan", "hdel", "hget"),
+         "`switchyard status`, `switchyard dlq` and `switchyard keys`"),
 )
 
 

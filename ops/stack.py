@@ -1,4 +1,5 @@
-"""`switchyard up`: a private Redis (AOF on) plus one worker per configured pool.
+"""`switchyard up`: a private Redis (AOF on), one worker per configured pool, a watchdog,
+and the HTTP gateway (with the ``gateway`` extra) with a local API key it prints.
 
 Where the configuration names no Redis, `up` runs one on loopback with a generated
 password, and writes its URL (mode 0600) to ``<state dir>/redis.url``, which the CLI and
@@ -13,16 +14,21 @@ restarted with backoff.
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import os
 import secrets
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from switchyard.broker.apikeys import ApiKeyStore, key_digest
 from switchyard.broker.config import SwitchyardConfig, load_config
 from switchyard.broker.errors import ConfigError
+from switchyard.broker.keys import Keys
 from switchyard.broker.locate import STACK_URL_FILE, STATE_DIR_ENV, stack_url_file
-from switchyard.broker.settings import redact_url
+from switchyard.broker.settings import RedisSettings, redact_url
 from switchyard.ops import fake_provider
 from switchyard.ops.redis_server import RedisServer, write_private
 from switchyard.workers.cli import watchdog_command, worker_command
@@ -66,8 +72,11 @@ def up(options: UpOptions) -> int:
                              options.state_dir / "logs" / f"worker-{pool}.log", env)
         supervisor.start("watchdog", watchdog_command(config=options.config),
                          options.state_dir / "logs" / "watchdog.log", env)
+        key = _start_gateway(supervisor, config, options, url, env)
         _banner(config, url, options.state_dir, url_file if server and server.password
                 else None)
+        if key is not None:
+            _gateway_banner(config, key, options.state_dir)
         supervisor.run(stopping)
         print("switchyard: stopping workers (they finish what they hold) ...", flush=True)
     finally:
@@ -77,6 +86,52 @@ def up(options: UpOptions) -> int:
             url_file.unlink(missing_ok=True)
     print("switchyard: stopped.", flush=True)
     return 0
+
+
+def _start_gateway(supervisor: Supervisor, config: SwitchyardConfig, options: UpOptions,
+                   url: str, env: dict[str, str]) -> str | None:
+    """The gateway, when its extra is installed, with a local key (made once, kept in
+    ``<state dir>/gateway.key``, mode 0600): the key, or None without the extra."""
+    if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec(
+            "uvicorn") is None:
+        print("switchyard: no gateway (pip install 'switchyard[gateway]' for the HTTP API)",
+              flush=True)
+        return None
+    path = options.state_dir / "gateway.key"
+    kept = path.read_text().strip() if path.exists() else None
+    key = asyncio.run(_local_key(config, url, kept))
+    if key != kept:
+        write_private(path, key + "\n")
+    args = [sys.executable, "-m", "switchyard.ops", "gateway"]
+    if options.config:
+        args += ["--config", options.config]
+    supervisor.start("gateway", args, options.state_dir / "logs" / "gateway.log", env)
+    return key
+
+
+async def _local_key(config: SwitchyardConfig, url: str, kept: str | None) -> str:
+    """The kept key if Redis still knows it, else a new one."""
+    redis = RedisSettings.from_url(url).connect()
+    store = ApiKeyStore(redis, Keys(config.redis.prefix))
+    try:
+        if kept and await store.lookup(key_digest(kept)) is not None:
+            return kept
+        key, _ = await store.create("local")
+        return key
+    finally:
+        await redis.aclose()
+
+
+def _gateway_banner(config: SwitchyardConfig, key: str, state_dir: Path) -> None:
+    host = config.gateway.host
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{config.gateway.port}"
+    chat = next((name for name, m in config.models.items() if m.kind == "chat"), "echo-chat")
+    print(f"  gateway: {base}/v1, key {key} (tenant local; kept in {state_dir}/gateway.key)",
+          flush=True)
+    print(f"    python -c 'from openai import OpenAI; c = OpenAI(base_url=\"{base}/v1\", "
+          f"api_key=\"{key}\"); print(c.chat.completions.create(model=\"{chat}\", "
+          "messages=[{\"role\": \"user\", \"content\": \"hello\"}])"
+          ".choices[0].message.content)'", flush=True)
 
 
 def _redis_for(config: SwitchyardConfig, state_dir: Path, durable: bool) -> RedisServer | None:

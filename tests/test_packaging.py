@@ -81,7 +81,8 @@ def test_switchyard_up_from_the_wheel_serves_a_job(
     wheel_venv: tuple[Path, Path], tmp_path: Path, prefix: str
 ) -> None:
     _, venv = wheel_venv
-    up_serves_a_job([str(venv / "bin" / "switchyard")], tmp_path, prefix)
+    up_serves_a_job([str(venv / "bin" / "switchyard")], tmp_path, prefix,
+                    gateway=False)  # the core install: no gateway extra
 
 
 @pytest.mark.slow

@@ -6,7 +6,16 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from switchyard.ops.bench import bridge, chaos, defaults, embed, generate, overload, queue
+from switchyard.ops.bench import (
+    bridge,
+    chaos,
+    defaults,
+    embed,
+    gateway,
+    generate,
+    overload,
+    queue,
+)
 
 __all__ = ["add_parser"]
 
@@ -32,6 +41,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         queue.QueueBenchOptions(jobs=ns.jobs, producers=ns.producers, chunk=ns.chunk,
                                 sync_calls=ns.sync_calls, rate=ns.rate, seconds=ns.seconds,
                                 segments=ns.segments, redis_url=ns.redis_url)))))
+    g = kinds.add_parser("gateway", help="the HTTP gateway vs a canned endpoint and the "
+                         "Python client (needs wrk)")
+    g.add_argument("--rounds", type=int, default=3)
+    g.add_argument("--seconds", type=float, default=10.0, help="each wrk run")
+    g.add_argument("--connections", type=int, default=64)
+    g.add_argument("--sequential", type=int, default=300,
+                   help="one-at-a-time requests per shape for latency and TTFT")
+    g.set_defaults(handler=lambda ns: _print(gateway.render(gateway.run_gateway_bench(
+        gateway.GatewayBenchOptions(ns.rounds, ns.seconds, ns.connections, ns.sequential)))))
     e = kinds.add_parser("embed", help="MiniLM through the queue vs a bare model loop")
     e.add_argument("--batches", default="1,8,32,64", help="comma-separated batch limits")
     e.add_argument("--jobs", type=int, default=512)

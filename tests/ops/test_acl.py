@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from switchyard.broker import GROUP, Keys, SwitchyardConfig, ensure_groups
+from switchyard.broker.apikeys import ApiKeyStore
 from switchyard.broker.deadletters import list_dead
 from switchyard.broker.settings import RedisSettings
 from switchyard.dispatcher import AsyncClient, JobFailed
+from switchyard.dispatcher.gateway.auth import Authenticator
 from switchyard.ops.acl import ROLES, acl_rules
 from switchyard.ops.redis_server import RedisServer
 from switchyard.ops.status import _collect
@@ -57,9 +60,23 @@ async def _flows(config: SwitchyardConfig, url: dict[str, str], prefix: str) -> 
     await asyncio.wait_for(worker, 10)
     await _collect(config, url["ops"])
     ops = RedisSettings.from_url(url["ops"]).connect()
+    await _api_keys(config, ops, url["client"])
     assert [d.job_id for d in await list_dead(ops, [keys])] == [lost.id]
     for client_ in (wredis, dredis, ops):
         await client_.aclose()
+
+
+async def _api_keys(config: SwitchyardConfig, ops: aioredis.Redis, client_url: str) -> None:
+    """`switchyard keys` as ops; the gateway's lookups as the client role."""
+    keys = Keys(config.redis.prefix)
+    key, record = await ApiKeyStore(ops, keys).create("acme")
+    assert [k.id for k in await ApiKeyStore(ops, keys).all()] == [record.id]
+    gateway = RedisSettings.from_url(client_url).connect()
+    auth = Authenticator(config, ApiKeyStore(gateway, keys))
+    await auth.check_startable()
+    assert await auth.tenant({"authorization": f"Bearer {key}"}) == "acme"
+    await ApiKeyStore(ops, keys).revoke(record.id)
+    await gateway.aclose()
 
 
 def test_each_role_runs_under_its_acl_user(tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ prefix = "{prefix}"
 [worker]
 block_ms = 50
 heartbeat_s = 0.2
+[gateway]
+port = {gateway_port}
 [pools.echo]
 engine = "echo"
 [models.echo]
@@ -37,7 +39,7 @@ def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def config_file(tmp_path: Path, redis_url: str, prefix: str) -> Path:
     path = tmp_path / "switchyard.toml"
-    path.write_text(CONFIG.format(url=redis_url, prefix=prefix))
+    path.write_text(CONFIG.format(url=redis_url, prefix=prefix, gateway_port=free_port()))
     return path
 
 
@@ -83,12 +85,15 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path, prefix: str) -> N
     up_serves_a_job([sys.executable, "-m", "switchyard.ops"], tmp_path, prefix)
 
 
-def up_serves_a_job(switchyard: list[str], tmp_path: Path, prefix: str) -> None:
+def up_serves_a_job(switchyard: list[str], tmp_path: Path, prefix: str, *,
+                    gateway: bool = True) -> None:
     """`switchyard up` (``switchyard`` is the command line that runs it) serves an echo job
-    submitted with the same command, then stops everything on Ctrl-C."""
-    port = free_port()
+    submitted with the same command, and (``gateway``) one through its HTTP gateway with
+    the key it made, then stops everything on Ctrl-C."""
+    port, gateway_port = free_port(), free_port()
     config = tmp_path / "up.toml"
-    config.write_text(CONFIG.format(url=f"redis://127.0.0.1:{port}/0", prefix=prefix))
+    config.write_text(CONFIG.format(url=f"redis://127.0.0.1:{port}/0", prefix=prefix,
+                                    gateway_port=gateway_port))
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -110,6 +115,8 @@ def up_serves_a_job(switchyard: list[str], tmp_path: Path, prefix: str) -> None:
         assert json.loads(out.stdout)["echo"] == ["ping"]
         assert (tmp_path / "state" / "redis" / "appendonlydir").exists() or any(
             (tmp_path / "state" / "redis").glob("appendonly*"))
+        if gateway:
+            _gateway_serves(tmp_path / "state" / "gateway.key", gateway_port, deadline)
     finally:
         up.send_signal(signal.SIGINT)
         code = up.wait(60)
@@ -118,6 +125,27 @@ def up_serves_a_job(switchyard: list[str], tmp_path: Path, prefix: str) -> None:
     assert "stopped" in output and "exited" not in output, output  # no child crashed
     # Redis is gone with it:
     assert run("status").returncode != 0
+
+
+def _gateway_serves(key_file: Path, port: int, deadline: float) -> None:
+    """The gateway `up` started answers the openai SDK with the key `up` printed."""
+    import openai
+
+    while not key_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert key_file.stat().st_mode & 0o077 == 0
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1",
+                           api_key=key_file.read_text().strip(), max_retries=0)
+    while True:
+        try:
+            embedded = client.embeddings.create(model="echo", input="ping",
+                                                encoding_format="float")
+            break
+        except openai.APIConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    assert embedded.data[0].index == 0
 
 
 CONFIG_NO_REDIS = """

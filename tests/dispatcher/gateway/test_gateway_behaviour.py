@@ -32,7 +32,8 @@ def submit_async(stack: Stack, model: str, key: str = KEY_ALPHA) -> httpx.Respon
                       "messages": HELLO}, headers={**auth(key), "prefer": "respond-async"})
 
 
-def wait_for_state(stack: Stack, job_id: str, state: str, key: str = KEY_ALPHA) -> dict[str, object]:
+def wait_for_state(stack: Stack, job_id: str, state: str,
+                   key: str = KEY_ALPHA) -> dict[str, object]:
     deadline = time.monotonic() + 20
     while True:
         view = httpx.get(f"{stack.url}/v1/jobs/{job_id}", headers=auth(key)).json()

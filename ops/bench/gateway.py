@@ -1,0 +1,227 @@
+"""`switchyard bench gateway`: what the HTTP gateway adds, with the echo engine behind it.
+
+(a) throughput: ``wrk`` (compiled, so the load generator is not the bottleneck; its CPU is
+    reported) with 64 connections of non-streaming chat completions, through the gateway
+    beside a bare uvicorn endpoint that returns a canned completion (``canned.py``);
+(b) sequential requests: latency p50/p99 through the gateway beside the Python async
+    client doing the same jobs (added = the difference);
+(c) streaming: time to the first text through the gateway beside the client's first
+    delta;
+(d) (a) again with ``--workers 2`` gateway processes.
+Each round measures every shape beside its baseline; the report gives each round and the
+medians. Needs ``wrk`` (Debian: ``apt-get install wrk``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+from switchyard.broker.errors import SwitchyardError
+from switchyard.dispatcher.client import AsyncClient
+from switchyard.ops.bench.common import BenchEnv, bench_env, percentile
+from switchyard.ops.processes import GatewayProcess, WorkerProcess
+from switchyard.ops.redis_server import free_port
+from switchyard.workers.supervisor import stop_process
+
+__all__ = ["GatewayBenchOptions", "GatewayReport", "render", "run_gateway_bench"]
+
+KEY = "sk-bench-gateway"
+CONFIG = f"""
+[redis]
+prefix = "sybench-gw"
+[tenants.bench]
+api_keys_sha256 = ["{hashlib.sha256(KEY.encode()).hexdigest()}"]
+[pools.echo]
+engine = "echo"
+max_batch = 100
+[pools.echo.caps]
+interactive = 10000000
+standard = 10000000
+[models.echo-chat]
+pool = "echo"
+kind = "chat"
+"""
+MESSAGES = [{"role": "user", "content": "the quick brown fox jumps over the lazy dog"}]
+BODY = {"model": "echo-chat", "messages": MESSAGES, "max_tokens": 16}
+
+
+@dataclass(frozen=True)
+class GatewayBenchOptions:
+    rounds: int = 3
+    seconds: float = 10.0
+    connections: int = 64
+    sequential: int = 300
+
+
+@dataclass
+class Round:
+    canned_rps: float
+    gateway_rps: float
+    gateway2_rps: float
+    wrk_cores: float
+    """CPU cores the load generator used during the gateway run."""
+    client_p50_ms: float
+    client_p99_ms: float
+    http_p50_ms: float
+    http_p99_ms: float
+    client_ttft_ms: float
+    http_ttft_ms: float
+
+
+@dataclass
+class GatewayReport:
+    rounds: list[Round] = field(default_factory=list)
+
+    def median(self, name: str) -> float:
+        return float(statistics.median(float(getattr(r, name)) for r in self.rounds))
+
+
+def _wrk(url: str, seconds: float, connections: int, folder: Path) -> tuple[float, float]:
+    """(requests/s, CPU cores wrk itself used); refuses a run with failed responses."""
+    script = folder / "post.lua"
+    script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(BODY))}\n'
+                      'wrk.headers["Content-Type"] = "application/json"\n'
+                      f'wrk.headers["Authorization"] = "Bearer {KEY}"\n')
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "-s",
+                          str(script), url], capture_output=True, text=True, check=True,
+                         timeout=seconds + 60).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if bad or "Socket errors" in out:
+        raise SwitchyardError(f"wrk saw failed requests: {out.strip().splitlines()[-3:]}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if match is None:
+        raise SwitchyardError(f"no rate in wrk's output: {out!r}")
+    return float(match[1]), cpu / seconds
+
+
+async def _sequential(env: BenchEnv, base: str, n: int) -> tuple[list[float], list[float],
+                                                                 list[float], list[float]]:
+    """Latencies (ms) of n one-at-a-time jobs: client, HTTP; then first text: client,
+    HTTP (streamed). Alternating request by request, so drift moves both alike."""
+    client_ms, http_ms, client_ttft, http_ttft = [], [], [], []
+    headers = {"authorization": f"Bearer {KEY}"}
+    async with AsyncClient(env.config, redis_url=env.redis_url) as client, \
+            httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http:
+        for i in range(n + 20):  # 20 of warm-up
+            t0 = time.perf_counter()
+            job = await client.chat("echo-chat", MESSAGES, max_tokens=16, tenant="bench")
+            await job.result(timeout=30)
+            t1 = time.perf_counter()
+            reply = await http.post("/v1/chat/completions", json=BODY)
+            t2 = time.perf_counter()
+            assert reply.status_code == 200, reply.text
+            streamed = await client.chat("echo-chat", MESSAGES, max_tokens=16, stream=True,
+                                         tenant="bench")
+            async for _ in streamed:
+                break
+            t3 = time.perf_counter()
+            await streamed.result(timeout=30)
+            t4 = time.perf_counter()
+            async with http.stream("POST", "/v1/chat/completions",
+                                   json={**BODY, "stream": True}) as response:
+                lines = response.aiter_lines()
+                async for line in lines:
+                    if '"content":"' in line and '"content":""' not in line:
+                        t5 = time.perf_counter()
+                        break
+                async for _ in lines:
+                    pass
+            if i >= 20:
+                client_ms.append((t1 - t0) * 1000)
+                http_ms.append((t2 - t1) * 1000)
+                client_ttft.append((t3 - t2) * 1000)
+                http_ttft.append((t5 - t4) * 1000)
+    return client_ms, http_ms, client_ttft, http_ttft
+
+
+def _round(env: BenchEnv, options: GatewayBenchOptions) -> Round:
+    with ExitStack() as stack:
+        port = free_port()
+        canned = subprocess.Popen([sys.executable, "-m", "switchyard.ops.bench.canned",
+                                   str(port)])
+        stack.callback(stop_process, canned)
+        _wait_up(f"http://127.0.0.1:{port}/")
+        canned_rps, _ = _wrk(f"http://127.0.0.1:{port}/v1/chat/completions", options.seconds,
+                             options.connections, env.folder)
+        one = stack.enter_context(GatewayProcess(env.redis_url, env.config_path))
+        gateway_rps, cores = _wrk(f"{one.url}/v1/chat/completions", options.seconds,
+                                  options.connections, env.folder)
+        seq = asyncio.run(_sequential(env, one.url, options.sequential))
+        one.stop()
+        two = stack.enter_context(GatewayProcess(env.redis_url, env.config_path, workers=2))
+        gateway2_rps, _ = _wrk(f"{two.url}/v1/chat/completions", options.seconds,
+                               options.connections, env.folder)
+    client_ms, http_ms, client_ttft, http_ttft = seq
+    return Round(canned_rps, gateway_rps, gateway2_rps, cores,
+                 percentile(client_ms, 50), percentile(client_ms, 99),
+                 percentile(http_ms, 50), percentile(http_ms, 99),
+                 percentile(client_ttft, 50), percentile(http_ttft, 50))
+
+
+def _wait_up(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.post(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def run_gateway_bench(options: GatewayBenchOptions) -> GatewayReport:
+    if shutil.which("wrk") is None:
+        raise SwitchyardError("bench gateway needs wrk (Debian: apt-get install wrk)")
+    report = GatewayReport()
+    with bench_env(CONFIG) as env, WorkerProcess("echo", env.redis_url, env.config_path,
+                                                 env.config):
+        for _ in range(options.rounds):
+            report.rounds.append(_round(env, options))
+    return report
+
+
+def render(report: GatewayReport) -> str:
+    lines = ["round  canned rps  gateway rps (share)  --workers 2 rps (share)  wrk cores  "
+             "p50 client/http (+added) ms  p99 client/http (+added) ms  TTFT client/http "
+             "(+added) ms"]
+    for i, r in enumerate(report.rounds, 1):
+        lines.append(
+            f"{i:>5}  {r.canned_rps:>10,.0f}  {r.gateway_rps:>11,.0f} "
+            f"({r.gateway_rps / r.canned_rps:.0%})  {r.gateway2_rps:>15,.0f} "
+            f"({r.gateway2_rps / r.canned_rps:.0%})  {r.wrk_cores:>9.2f}  "
+            f"{r.client_p50_ms:.2f}/{r.http_p50_ms:.2f} (+{r.http_p50_ms - r.client_p50_ms:.2f})"
+            f"  {r.client_p99_ms:.2f}/{r.http_p99_ms:.2f} "
+            f"(+{r.http_p99_ms - r.client_p99_ms:.2f})  {r.client_ttft_ms:.2f}/"
+            f"{r.http_ttft_ms:.2f} (+{r.http_ttft_ms - r.client_ttft_ms:.2f})")
+    share = statistics.median(r.gateway_rps / r.canned_rps for r in report.rounds)
+    share2 = statistics.median(r.gateway2_rps / r.canned_rps for r in report.rounds)
+    added = statistics.median(r.http_p50_ms - r.client_p50_ms for r in report.rounds)
+    added99 = statistics.median(r.http_p99_ms - r.client_p99_ms for r in report.rounds)
+    ttft = statistics.median(r.http_ttft_ms - r.client_ttft_ms for r in report.rounds)
+    lines.append(f"medians: throughput {share:.1%} of the canned endpoint (--workers 2: "
+                 f"{share2:.1%}); added latency p50 {added:.2f} ms, p99 {added99:.2f} ms; "
+                 f"TTFT added {ttft:.2f} ms")
+    lines.append(json.dumps({"rounds": [asdict(r) for r in report.rounds],
+                             "throughput_share": round(share, 3),
+                             "throughput_share_2_workers": round(share2, 3),
+                             "added_p50_ms": round(added, 3), "added_p99_ms": round(added99, 3),
+                             "ttft_added_ms": round(ttft, 3)}))
+    return "\n".join(lines)
