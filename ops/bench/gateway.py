@@ -1,10 +1,13 @@
 """`switchyard bench gateway`: what the HTTP gateway adds, with the echo engine behind it.
 
-(a) throughput: ``wrk`` (compiled, so the load generator is not the bottleneck; its CPU is
-    reported) with 64 connections of non-streaming chat completions, through the gateway
-    beside a bare uvicorn endpoint that returns a canned completion (``canned.py``);
+(a) throughput: the Python async client's own rate for the same jobs (64 concurrent
+    callers: the queue's ceiling for them), then ``wrk`` (compiled, so the load generator
+    is not the bottleneck; its CPU is reported) with 64 connections of non-streaming chat
+    completions, through the gateway beside a bare uvicorn endpoint that returns a canned
+    completion (``canned.py``);
 (b) sequential requests: latency p50/p99 through the gateway beside the Python async
-    client doing the same jobs (added = the difference);
+    client doing the same jobs (added = the difference), and the same HTTP client's round
+    trip to the canned endpoint (what HTTP itself costs the caller, gateway or not);
 (c) streaming: time to the first text through the gateway beside the client's first
     delta;
 (d) (a) again with ``--workers 2`` gateway processes.
@@ -69,6 +72,9 @@ class GatewayBenchOptions:
 
 @dataclass
 class Round:
+    client_rps: float
+    """The same jobs from the Python async client, ``connections`` concurrent callers: the
+    queue's own ceiling for them, which no HTTP front can pass."""
     canned_rps: float
     gateway_rps: float
     gateway2_rps: float
@@ -80,6 +86,9 @@ class Round:
     http_p99_ms: float
     client_ttft_ms: float
     http_ttft_ms: float
+    canned_p50_ms: float
+    """The same HTTP client's sequential round trip to the canned endpoint."""
+    canned_p99_ms: float
 
 
 @dataclass
@@ -111,11 +120,11 @@ def _wrk(url: str, seconds: float, connections: int, folder: Path) -> tuple[floa
     return float(match[1]), cpu / seconds
 
 
-async def _sequential(env: BenchEnv, base: str, n: int) -> tuple[list[float], list[float],
-                                                                 list[float], list[float]]:
+async def _sequential(env: BenchEnv, base: str, canned: str, n: int
+                      ) -> tuple[list[float], ...]:
     """Latencies (ms) of n one-at-a-time jobs: client, HTTP; then first text: client,
     HTTP (streamed). Alternating request by request, so drift moves both alike."""
-    client_ms, http_ms, client_ttft, http_ttft = [], [], [], []
+    client_ms, http_ms, client_ttft, http_ttft, canned_ms = [], [], [], [], []
     headers = {"authorization": f"Bearer {KEY}"}
     async with AsyncClient(env.config, redis_url=env.redis_url) as client, \
             httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http:
@@ -133,7 +142,9 @@ async def _sequential(env: BenchEnv, base: str, n: int) -> tuple[list[float], li
                 break
             t3 = time.perf_counter()
             await streamed.result(timeout=30)
-            t4 = time.perf_counter()
+            t6 = time.perf_counter()
+            await http.post(f"{canned}/v1/chat/completions", json=BODY)
+            t7 = time.perf_counter()
             async with http.stream("POST", "/v1/chat/completions",
                                    json={**BODY, "stream": True}) as response:
                 lines = response.aiter_lines()
@@ -147,11 +158,31 @@ async def _sequential(env: BenchEnv, base: str, n: int) -> tuple[list[float], li
                 client_ms.append((t1 - t0) * 1000)
                 http_ms.append((t2 - t1) * 1000)
                 client_ttft.append((t3 - t2) * 1000)
-                http_ttft.append((t5 - t4) * 1000)
-    return client_ms, http_ms, client_ttft, http_ttft
+                http_ttft.append((t5 - t7) * 1000)
+                canned_ms.append((t7 - t6) * 1000)
+    return client_ms, http_ms, client_ttft, http_ttft, canned_ms
+
+
+async def _client_rate(env: BenchEnv, seconds: float, concurrency: int) -> float:
+    """Jobs/s of ``concurrency`` callers each awaiting one job's result, then the next."""
+    done = 0
+    async with AsyncClient(env.config, redis_url=env.redis_url) as client:
+        end = time.perf_counter() + seconds
+
+        async def caller() -> None:
+            nonlocal done
+            while time.perf_counter() < end:
+                job = await client.chat("echo-chat", MESSAGES, max_tokens=16, tenant="bench")
+                await job.result(timeout=30)
+                done += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+        return done / (time.perf_counter() - start)
 
 
 def _round(env: BenchEnv, options: GatewayBenchOptions) -> Round:
+    client_rps = asyncio.run(_client_rate(env, options.seconds, options.connections))
     with ExitStack() as stack:
         port = free_port()
         canned = subprocess.Popen([sys.executable, "-m", "switchyard.ops.bench.canned",
@@ -163,16 +194,18 @@ def _round(env: BenchEnv, options: GatewayBenchOptions) -> Round:
         one = stack.enter_context(GatewayProcess(env.redis_url, env.config_path))
         gateway_rps, cores = _wrk(f"{one.url}/v1/chat/completions", options.seconds,
                                   options.connections, env.folder)
-        seq = asyncio.run(_sequential(env, one.url, options.sequential))
+        seq = asyncio.run(_sequential(env, one.url, f"http://127.0.0.1:{port}",
+                                      options.sequential))
         one.stop()
         two = stack.enter_context(GatewayProcess(env.redis_url, env.config_path, workers=2))
         gateway2_rps, _ = _wrk(f"{two.url}/v1/chat/completions", options.seconds,
                                options.connections, env.folder)
-    client_ms, http_ms, client_ttft, http_ttft = seq
-    return Round(canned_rps, gateway_rps, gateway2_rps, cores,
+    client_ms, http_ms, client_ttft, http_ttft, canned_ms = seq
+    return Round(client_rps, canned_rps, gateway_rps, gateway2_rps, cores,
                  percentile(client_ms, 50), percentile(client_ms, 99),
                  percentile(http_ms, 50), percentile(http_ms, 99),
-                 percentile(client_ttft, 50), percentile(http_ttft, 50))
+                 percentile(client_ttft, 50), percentile(http_ttft, 50),
+                 percentile(canned_ms, 50), percentile(canned_ms, 99))
 
 
 def _wait_up(url: str) -> None:
@@ -199,29 +232,36 @@ def run_gateway_bench(options: GatewayBenchOptions) -> GatewayReport:
 
 
 def render(report: GatewayReport) -> str:
-    lines = ["round  canned rps  gateway rps (share)  --workers 2 rps (share)  wrk cores  "
-             "p50 client/http (+added) ms  p99 client/http (+added) ms  TTFT client/http "
-             "(+added) ms"]
+    lines = ["round  client rps  canned rps  gateway rps (share)  --workers 2 rps (share)  "
+             "wrk cores  p50 client/http (+added) ms  p99 client/http (+added) ms  TTFT "
+             "client/http (+added) ms  canned p50/p99 ms"]
     for i, r in enumerate(report.rounds, 1):
         lines.append(
-            f"{i:>5}  {r.canned_rps:>10,.0f}  {r.gateway_rps:>11,.0f} "
+            f"{i:>5}  {r.client_rps:>10,.0f}  {r.canned_rps:>10,.0f}  {r.gateway_rps:>11,.0f} "
             f"({r.gateway_rps / r.canned_rps:.0%})  {r.gateway2_rps:>15,.0f} "
             f"({r.gateway2_rps / r.canned_rps:.0%})  {r.wrk_cores:>9.2f}  "
             f"{r.client_p50_ms:.2f}/{r.http_p50_ms:.2f} (+{r.http_p50_ms - r.client_p50_ms:.2f})"
             f"  {r.client_p99_ms:.2f}/{r.http_p99_ms:.2f} "
             f"(+{r.http_p99_ms - r.client_p99_ms:.2f})  {r.client_ttft_ms:.2f}/"
-            f"{r.http_ttft_ms:.2f} (+{r.http_ttft_ms - r.client_ttft_ms:.2f})")
+            f"{r.http_ttft_ms:.2f} (+{r.http_ttft_ms - r.client_ttft_ms:.2f})  "
+            f"{r.canned_p50_ms:.2f}/{r.canned_p99_ms:.2f}")
     share = statistics.median(r.gateway_rps / r.canned_rps for r in report.rounds)
     share2 = statistics.median(r.gateway2_rps / r.canned_rps for r in report.rounds)
+    of_queue = statistics.median(r.gateway_rps / r.client_rps for r in report.rounds)
     added = statistics.median(r.http_p50_ms - r.client_p50_ms for r in report.rounds)
     added99 = statistics.median(r.http_p99_ms - r.client_p99_ms for r in report.rounds)
     ttft = statistics.median(r.http_ttft_ms - r.client_ttft_ms for r in report.rounds)
+    http = statistics.median(r.canned_p50_ms for r in report.rounds)
     lines.append(f"medians: throughput {share:.1%} of the canned endpoint (--workers 2: "
-                 f"{share2:.1%}); added latency p50 {added:.2f} ms, p99 {added99:.2f} ms; "
-                 f"TTFT added {ttft:.2f} ms")
+                 f"{share2:.1%}; {of_queue:.1%} of the client's own rate); added latency "
+                 f"p50 {added:.2f} ms ({added - http:.2f} ms past the HTTP round trip to the "
+                 f"canned endpoint, {http:.2f} ms), p99 {added99:.2f} ms; TTFT added "
+                 f"{ttft:.2f} ms")
     lines.append(json.dumps({"rounds": [asdict(r) for r in report.rounds],
                              "throughput_share": round(share, 3),
                              "throughput_share_2_workers": round(share2, 3),
+                             "share_of_client_rate": round(of_queue, 3),
                              "added_p50_ms": round(added, 3), "added_p99_ms": round(added99, 3),
-                             "ttft_added_ms": round(ttft, 3)}))
+                             "ttft_added_ms": round(ttft, 3),
+                             "canned_p50_ms": round(http, 3)}))
     return "\n".join(lines)
