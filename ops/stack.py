@@ -92,7 +92,7 @@ def _start_gateway(supervisor: Supervisor, config: SwitchyardConfig, options: Up
                    url: str, env: dict[str, str]) -> str | None:
     """The gateway, when its extra is installed, with a local key (made once, kept in
     ``<state dir>/gateway.key``, mode 0600): the key, or None without the extra."""
-    if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec(
+    if importlib.util.find_spec("starlette") is None or importlib.util.find_spec(
             "uvicorn") is None:
         print("switchyard: no gateway (pip install 'switchyard[gateway]' for the HTTP API)",
               flush=True)

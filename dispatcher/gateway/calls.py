@@ -82,18 +82,31 @@ async def until_disconnected(request: Request) -> None:
 
 async def watch(request: Request, job: AsyncJob[Any], work: Awaitable[T],
                 tasks: set[asyncio.Task[Any]]) -> T | None:
-    """``work``, unless the caller goes first: then the job is cancelled, and None."""
-    doing = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(until_disconnected(request))
+    """``work``, unless the caller goes first: then the job is cancelled, and None. (One
+    task a call, the one listening for the disconnect; it cancels this one's await.)"""
+    current = asyncio.current_task()
+    assert current is not None
+    gone = asyncio.get_running_loop().create_task(until_disconnected(request))
+    left = False
+
+    def leave(listener: asyncio.Task[None]) -> None:
+        nonlocal left
+        if not listener.cancelled() and listener.exception() is None:
+            left = True
+            current.cancel()
+
+    gone.add_done_callback(leave)
     try:
-        await asyncio.wait({doing, gone}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if not left:
+            raise
+        current.uncancel()
+        cancel_in_background(job, tasks)
+        return None
     finally:
+        gone.remove_done_callback(leave)
         gone.cancel()
-    if doing.done():
-        return doing.result()
-    doing.cancel()
-    cancel_in_background(job, tasks)
-    return None
 
 
 def cancel_in_background(job: AsyncJob[Any], tasks: set[asyncio.Task[Any]]) -> None:

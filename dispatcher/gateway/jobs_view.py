@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 from switchyard.broker.errors import JobIdError
 from switchyard.broker.jobs import JobRecord
@@ -23,9 +24,7 @@ from switchyard.dispatcher.gateway.errors import http_error
 from switchyard.dispatcher.gateway.state import gateway_of, sse
 from switchyard.dispatcher.jobs import AsyncJob
 
-__all__ = ["accepted", "job_headers", "router"]
-
-router = APIRouter()
+__all__ = ["accepted", "job_headers", "routes"]
 
 
 def job_headers(job: AsyncJob[Any]) -> dict[str, str]:
@@ -60,22 +59,22 @@ async def _job(request: Request, job_id: str) -> tuple[AsyncJob[Any], JobRecord]
     return job, await job.record()
 
 
-@router.get("/v1/jobs/{job_id}")
-async def get_job(request: Request, job_id: str) -> Response:
+async def get_job(request: Request) -> Response:
+    job_id = request.path_params["job_id"]
     job, record = await _job(request, job_id)
     return JSONResponse(_view(job_id, record), headers=job_headers(job))
 
 
-@router.delete("/v1/jobs/{job_id}")
-async def cancel_job(request: Request, job_id: str) -> Response:
+async def cancel_job(request: Request) -> Response:
+    job_id = request.path_params["job_id"]
     job, _ = await _job(request, job_id)
     cancelled = await job.cancel()
     body = {**_view(job_id, await job.record()), "cancelled": cancelled}
     return JSONResponse(body, headers=job_headers(job))
 
 
-@router.get("/v1/jobs/{job_id}/events")
-async def job_events(request: Request, job_id: str) -> Response:
+async def job_events(request: Request) -> Response:
+    job_id = request.path_params["job_id"]
     job, record = await _job(request, job_id)
     gw = gateway_of(request)
     if request.headers.get("last-event-id") == "outcome":
@@ -96,3 +95,8 @@ async def job_events(request: Request, job_id: str) -> Response:
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={**job_headers(job), "cache-control": "no-cache"})
+
+
+routes = [Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
+          Route("/v1/jobs/{job_id}", cancel_job, methods=["DELETE"]),
+          Route("/v1/jobs/{job_id}/events", job_events, methods=["GET"])]

@@ -6,8 +6,9 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 from switchyard.broker.schemas import ChatResult
 from switchyard.dispatcher.gateway import anthropic_wire as wire
@@ -24,13 +25,11 @@ from switchyard.dispatcher.gateway.jobs_view import accepted, job_headers
 from switchyard.dispatcher.gateway.state import Gateway, gateway_of, sse
 from switchyard.dispatcher.jobs import AsyncJob
 
-__all__ = ["router"]
+__all__ = ["ROUTE", "routes"]
 
-router = APIRouter()
 ROUTE = "/v1/messages"
 
 
-@router.post(ROUTE)
 async def messages(request: Request) -> Response:
     gw = gateway_of(request)
     tenant = await gw.tenant(request)
@@ -82,3 +81,6 @@ async def _stream(gw: Gateway, job: AsyncJob[ChatResult], args: wire.MessagesArg
             gw.metrics.abandoned.labels(ROUTE).inc()
             gw.metrics.wasted_tokens.labels(ROUTE).inc(sent)
             cancel_in_background(job, gw.tasks)
+
+
+routes = [Route(ROUTE, messages, methods=["POST"])]

@@ -7,8 +7,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 from switchyard.broker.schemas import ChatResult
 from switchyard.dispatcher.gateway import openai_wire as wire
@@ -26,12 +27,9 @@ from switchyard.dispatcher.gateway.jobs_view import accepted, job_headers
 from switchyard.dispatcher.gateway.state import Gateway, gateway_of, sse
 from switchyard.dispatcher.jobs import AsyncJob
 
-__all__ = ["router"]
-
-router = APIRouter()
+__all__ = ["routes"]
 
 
-@router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     gw = gateway_of(request)
     tenant = await gw.tenant(request)
@@ -93,7 +91,6 @@ async def _stream(gw: Gateway, job: AsyncJob[ChatResult], args: wire.ChatArgs,
             cancel_in_background(job, gw.tasks)
 
 
-@router.post("/v1/embeddings")
 async def embeddings(request: Request) -> Response:
     gw = gateway_of(request)
     tenant = await gw.tenant(request)
@@ -112,7 +109,6 @@ async def embeddings(request: Request) -> Response:
                         headers=job_headers(job))
 
 
-@router.get("/v1/models")
 async def models(request: Request) -> Response:
     gw = gateway_of(request)
     await gw.tenant(request)
@@ -120,8 +116,8 @@ async def models(request: Request) -> Response:
                          "data": [_model(name) for name in sorted(gw.config.models)]})
 
 
-@router.get("/v1/models/{model_id:path}")
-async def model(request: Request, model_id: str) -> Response:
+async def model(request: Request) -> Response:
+    model_id = request.path_params["model_id"]
     gw = gateway_of(request)
     await gw.tenant(request)
     if model_id not in gw.config.models:
@@ -132,3 +128,9 @@ async def model(request: Request, model_id: str) -> Response:
 
 def _model(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": "switchyard"}
+
+
+routes = [Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+          Route("/v1/embeddings", embeddings, methods=["POST"]),
+          Route("/v1/models", models, methods=["GET"]),
+          Route("/v1/models/{model_id:path}", model, methods=["GET"])]
