@@ -50,6 +50,8 @@ class DeltaPublisher:
         self._emitted = 0
         self._numbers: dict[str, int] = {}
         self._chars: dict[str, int] = {}  # characters of each job passed on so far
+        self._job_keys: dict[str, str] = {}  # of the jobs streaming, to see them cancelled
+        self._stopped: set[str] = set()  # jobs found cancelled while they stream
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flushing: asyncio.Task[None] | None = None
         self.published = 0
@@ -67,24 +69,29 @@ class DeltaPublisher:
                    and p.envelope.request.stream and p.reply_owned}
         if not targets:
             return _ignore
+        for i in targets:
+            self._job_keys[run[i].entry.job_id] = run[i].keys.job(run[i].entry.job_id)
         produced = dict.fromkeys(targets, 0)  # characters this run has produced, per job
 
-        def emit(index: int, text: str) -> None:
+        def emit(index: int, text: str) -> bool:
             target = targets.get(index)
             if target is None or not text:
-                return
+                return True
+            if target[1] in self._stopped:
+                return False
             with self._lock:
                 start = produced[index]
                 produced[index] = end = start + len(text)
                 passed = self._chars.get(target[1], 0)
                 if end <= passed:
-                    return  # a replay of text already sent
+                    return True  # a replay of text already sent
                 self._chars[target[1]] = end
                 first = not self._pending
                 self._pending.append((*target, text[max(0, passed - start):]))
                 self._emitted += 1
             if (first or start == 0) and self._loop is not None:  # start 0: a first token
                 self._loop.call_soon_threadsafe(self._schedule, start == 0)
+            return True
 
         return emit
 
@@ -127,15 +134,25 @@ class DeltaPublisher:
         for job_id in job_ids:
             self._numbers.pop(job_id, None)
             self._chars.pop(job_id, None)
+            self._job_keys.pop(job_id, None)
+            self._stopped.discard(job_id)
 
     async def _send(self, batch: list[tuple[str, str, str, int]]) -> None:
-        """Retried until it lands (the batch's outcome waits for it), in order."""
+        """Retried until it lands (the batch's outcome waits for it), in order. The same
+        round trip reads each job's state: one cancelled meanwhile stops streaming, and
+        its engine stops it at its next step (see ``Emit``)."""
         async def send() -> None:
             pipe = self._redis.pipeline(transaction=False)
             for reply, job_id, text, number in batch:
                 pipe.xadd(reply, {"id": job_id, "t": text, "n": number}, maxlen=self._maxlen,
                           approximate=True)
-            await pipe.execute()
+            watched = [job_id for _, job_id, _, _ in batch if job_id in self._job_keys]
+            for job_id in watched:
+                pipe.hget(self._job_keys[job_id], "state")
+            states = (await pipe.execute())[len(batch):]
+            for job_id, state in zip(watched, states, strict=True):
+                if state in ("cancelled", b"cancelled"):
+                    self._stopped.add(job_id)
 
         await until_done(send, f"streaming {len(batch)} deltas")
 
@@ -156,5 +173,6 @@ class DeltaPublisher:
             self._draining -= 1
 
 
-def _ignore(index: int, text: str) -> None:
+def _ignore(index: int, text: str) -> bool:
     """The emit of a batch in which no job streams."""
+    return True

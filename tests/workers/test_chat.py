@@ -124,3 +124,36 @@ async def test_stream_times_out_with_no_worker(prefix: str, redis_url: str) -> N
         with pytest.raises(ResultTimeout):
             async with asyncio.timeout(5):
                 _ = [d async for d in job.stream(timeout=0.3)]
+
+
+async def test_a_cancelled_stream_stops_its_generation_early(
+    prefix: str, redis_url: str, start_worker: StartWorker, engine: GenerateEngine
+) -> None:
+    """The gateway cancels the job of a caller that went away; the worker sees it in the
+    round trip that streams the deltas, and the engine drops the row at its next step."""
+    config = _config(prefix)
+    outputs: list[object] = []
+    running = engine.run
+
+    async def recording(jobs, served_by, emit):  # type: ignore[no-untyped-def]
+        out = await running(jobs, served_by, emit)
+        outputs.extend(out)
+        return out
+
+    engine.run = recording  # type: ignore[method-assign]
+    try:
+        await start_worker(config, "llm", engine)
+        async with AsyncClient(config, redis_url=redis_url) as client:
+            job = await client.chat("llm", _user("go on and on"), max_tokens=600,
+                                    temperature=0.0, stream=True)
+            async for _ in job:
+                break  # the first text: it runs
+            assert await job.cancel()
+            for _ in range(600):
+                if outputs:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        del engine.run
+    (result,) = outputs
+    assert result.usage.output_tokens < 300, result.usage  # type: ignore[attr-defined]

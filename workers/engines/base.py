@@ -12,9 +12,11 @@ __all__ = ["Emit", "Engine", "EngineOutput"]
 EngineOutput = EmbedResult | ChatResult | ErrorInfo
 """Per job: a result, or the reason that one job failed."""
 
-Emit = Callable[[int, str], None]
+Emit = Callable[[int, str], bool]
 """``emit(i, text)``: a text delta of ``jobs[i]``, as it is produced. Safe to call from
-any thread; a no-op for jobs that did not ask to stream."""
+any thread; a no-op for jobs that did not ask to stream. Returns False once the job has
+ended elsewhere (cancelled: its caller went away): the engine should stop it at its next
+step (its outcome is dropped anyway)."""
 
 
 class Engine(Protocol):

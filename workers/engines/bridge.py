@@ -194,10 +194,10 @@ class BridgeEngine:
             params["seed"] = request.seed
         first: list[float] = []
 
-        def text(piece: str) -> None:
+        def text(piece: str) -> bool:
             if not first:
                 first.append(time.time())
-            on_text(piece)
+            return bool(on_text(piece))
 
         done = await provider.chat(target.model, request.messages, params, text,
                                    target.first_token_timeout_s)

@@ -135,8 +135,8 @@ class Batch:
                   else "length" if count >= row.prompt.max_tokens else "")
         if reason:
             delta += tail.finish()
-        if delta and row.emit is not None:
-            row.emit(row.index, delta)
+        if delta and row.emit is not None and row.emit(row.index, delta) is False and not reason:
+            reason = "stop"  # cancelled while it ran: stop now (its outcome is dropped)
         if reason:
             row.decoded = Decoded(tail.text, reason, len(row.prompt.ids),
                                   count + int(by_eos), row.first_ms)

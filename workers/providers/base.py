@@ -35,7 +35,8 @@ __all__ = ["Completion", "Provider", "ProviderError", "StreamParser", "build_pro
            "sse_events", "stream_chat"]
 
 RETRY_ELSEWHERE = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
-OnText = Callable[[str], None]
+OnText = Callable[[str], bool | None]
+"""Called with each piece of text; False: the job was cancelled, stop the call."""
 
 
 @dataclass
@@ -178,6 +179,7 @@ async def stream_chat(client: httpx.AsyncClient, provider: str, path: str, body:
     ``on_text`` as it arrives. Raises :class:`ProviderError`, classified."""
     pieces: list[str] = []
     pause = 0.0
+    stopped = False
     try:
         async with asyncio.timeout(first_timeout_s) as first:
             async with client.stream("POST", path, json=body, headers=headers) as response:
@@ -191,8 +193,10 @@ async def stream_chat(client: httpx.AsyncClient, provider: str, path: str, body:
                         if not pieces:
                             first.reschedule(None)  # the rest is bounded by the caller
                         pieces.append(text)
-                        on_text(text)
-                if not parser.finished:
+                        if on_text(text) is False:  # cancelled: close the upstream call
+                            stopped = True
+                            break
+                if not parser.finished and not stopped:
                     raise ProviderError(f"{provider} stream ended before it finished",
                                         retry_elsewhere=True)
     except ProviderError as exc:
