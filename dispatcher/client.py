@@ -121,6 +121,12 @@ class AsyncClient:
             await self._wire.aclose()
         await self.redis.aclose()
 
+    def own_bucket(self, tenant: str) -> None:
+        """Count an unconfigured tenant under its own name, with ``[tenants.default]``'s
+        quotas (else it shares the one ``default`` bucket). For names an operator made,
+        such as the tenants of the gateway's run-time API keys; never for a caller's."""
+        self._policies.own.add(tenant)
+
     async def live_pools(self) -> list[str]:
         """The configured pools that have a live worker (heartbeats checked once a second)."""
         return [name for name in self.config.pools if await self._routing.alive(name)]
@@ -220,7 +226,7 @@ class AsyncClient:
         """The submission with its options checked and its priority's default deadline
         filled in; and the admission retries it gets."""
         check_options(job, max_retries)
-        if job.tenant is not None and self.config.tracked_tenant(job.tenant) is None:
+        if job.tenant is not None and self._policies.counted(job.tenant) is None:
             raise InvalidRequest(f"unknown tenant {job.tenant!r} ([tenants] unknown = "
                                  f'"reject")')
         retries = max_retries if max_retries is not None else (
@@ -477,4 +483,4 @@ class AsyncClient:
         """The tenant name a job's envelope carries: the one its quotas, keys and metric
         labels use (an unconfigured name is ``default``); the submitter itself is kept in
         the job record (``owner``)."""
-        return None if tenant is None else self.config.tracked_tenant(tenant)
+        return None if tenant is None else self._policies.counted(tenant)

@@ -19,10 +19,19 @@ class Policies:
     def __init__(self, config: SwitchyardConfig) -> None:
         self._config = config
         self._cache: dict[tuple[str, Priority, str | None], StreamPolicy] = {}
+        self.own: set[str] = set()
+        """Unconfigured tenants with a bucket of their own (see ``AsyncClient.own_bucket``)."""
+
+    def counted(self, tenant: str | None) -> str | None:
+        """The name a tenant is counted under: see ``SwitchyardConfig.tracked_tenant``;
+        a tenant given a bucket of its own is counted under its own name."""
+        if tenant is not None and tenant in self.own:
+            return tenant
+        return self._config.tracked_tenant(tenant)
 
     def get(self, pool_name: str, keys: PartitionKeys, priority: Priority,
             tenant: str | None) -> StreamPolicy:
-        tenant = self._config.tracked_tenant(tenant)  # unconfigured names share one policy
+        tenant = self.counted(tenant)  # unconfigured names share one policy
         cache_key = (keys.base, priority, tenant)
         policy = self._cache.get(cache_key)
         if policy is None:
@@ -53,8 +62,8 @@ class Policies:
         tenants = self._config.tenants
         if not tenants:
             return None
-        name = self._config.tracked_tenant(tenant) or DEFAULT_TENANT  # refused earlier
-        quota = tenants.get(name) or TenantConfig()
+        name = self.counted(tenant) or DEFAULT_TENANT  # refused earlier
+        quota = tenants.get(name) or tenants.get(DEFAULT_TENANT) or TenantConfig()
         n = pool.partitions
         return TenantQuota(
             name=name,

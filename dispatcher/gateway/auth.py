@@ -40,21 +40,22 @@ class Authenticator:
                           'or run `switchyard keys create --tenant NAME`, or set [gateway] '
                           'auth = "none" (no authentication: never on a network)')
 
-    async def tenant(self, headers: Mapping[str, str]) -> str | None:
-        """The caller's tenant (None: ``auth = "none"``, everyone is ``default``)."""
+    async def tenant(self, headers: Mapping[str, str]) -> tuple[str | None, bool]:
+        """The caller's tenant (None: ``auth = "none"``, everyone is ``default``), and
+        whether its key is a run-time one (from Redis)."""
         if self._open:
-            return None
+            return None, False
         key = _presented(headers)
         if not key:
             raise Unauthorized()
         digest = key_digest(key)
         name = self._configured.get(digest)
         if name is not None:
-            return name
+            return name, False
         record = await self._lookup(digest)
         if record is None or not record.live(int(time.time() * 1000)):
             raise Unauthorized("the API key is not valid (unknown, revoked or expired)")
-        return record.tenant
+        return record.tenant, True
 
     async def _lookup(self, digest: str) -> ApiKey | None:
         now = time.monotonic()

@@ -33,7 +33,9 @@ class Gateway:
         return int(self.config.limits.max_request_bytes) + 64 * 1024
 
     async def tenant(self, request: Request) -> str | None:
-        tenant = await self.auth.tenant(request.headers)
+        tenant, run_time = await self.auth.tenant(request.headers)
+        if run_time and tenant is not None and tenant not in self.config.tenants:
+            self.client.own_bucket(tenant)  # [tenants.default]'s quotas, as its own
         request.state.tenant = tenant or "default"
         return tenant
 

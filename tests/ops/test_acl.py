@@ -74,7 +74,7 @@ async def _api_keys(config: SwitchyardConfig, ops: aioredis.Redis, client_url: s
     gateway = RedisSettings.from_url(client_url).connect()
     auth = Authenticator(config, ApiKeyStore(gateway, keys))
     await auth.check_startable()
-    assert await auth.tenant({"authorization": f"Bearer {key}"}) == "acme"
+    assert await auth.tenant({"authorization": f"Bearer {key}"}) == ("acme", True)
     await ApiKeyStore(ops, keys).revoke(record.id)
     await gateway.aclose()
 

@@ -37,6 +37,9 @@ idle_retry_after_s = 1.2
 [gateway]
 key_cache_s = 0.5
 keepalive_s = 0.3
+[tenants.default]
+rps = 0.001
+burst_s = 2000
 [tenants.alpha]
 api_keys_sha256 = ["{alpha}"]
 [tenants.beta]

@@ -91,6 +91,20 @@ def test_a_revoked_key_stops_working_within_the_cache_period(stack: Stack) -> No
     assert time.monotonic() - revoked_at < stack.config.gateway.key_cache_s + 1.0
 
 
+def test_run_time_tenants_get_the_default_quota_each_as_their_own(stack: Stack) -> None:
+    """[tenants.default] holds 2 requests a bucket: each run-time tenant has its own two
+    (not one bucket shared by every unconfigured name)."""
+    for tenant in ("epsilon", "zeta"):
+        key = json.loads(_keys(stack, "create", "--tenant", tenant))["key"]
+        client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key=key, max_retries=0)
+        for _ in range(2):
+            client.chat.completions.create(model="echo-chat", messages=HELLO)
+        with pytest.raises(openai.RateLimitError):
+            client.chat.completions.create(model="echo-chat", messages=HELLO)
+        assert stack.metric("switchyard_gateway_requests_total", route="/v1/chat/completions",
+                            status="200", tenant=tenant) == 2
+
+
 def _stream_lines(stack: Stack, body: dict[str, object], headers: dict[str, str] | None = None
                   ) -> list[str]:
     with httpx.stream("POST", f"{stack.url}/v1/chat/completions", json=body, timeout=30,

@@ -78,7 +78,7 @@ async def test_embeddings_in_both_encodings(stack: Stack) -> None:
     np.testing.assert_allclose(by_default.data[0].embedding, as_float.data[0].embedding,
                                rtol=1e-6, atol=1e-7)
     async with AsyncClient(stack.config, redis_url=stack.redis_url) as direct:
-        vectors = (await (await direct.embed("minilm", texts)).result()).vectors
+        vectors = (await (await direct.embed("minilm", texts, tenant="alpha")).result()).vectors
     np.testing.assert_allclose(as_float.data[1].embedding, vectors[1], rtol=1e-5, atol=1e-6)
     assert by_default.usage.prompt_tokens > 0
     one = client.embeddings.create(model="minilm", input="just one")
