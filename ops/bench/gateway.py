@@ -8,6 +8,9 @@
 (b) sequential requests: latency p50/p99 through the gateway beside the Python async
     client doing the same jobs (added = the difference), and the same HTTP client's round
     trip to the canned endpoint (what HTTP itself costs the caller, gateway or not);
+    ``wrk`` with one connection gives the same latencies with a compiled client, whose
+    own cost is negligible: its p50 through the gateway less the Python client's is the
+    gateway's added latency proper;
 (c) streaming: time to the first text through the gateway beside the client's first
     delta;
 (d) (a) again with ``--workers 2`` gateway processes.
@@ -89,6 +92,12 @@ class Round:
     canned_p50_ms: float
     """The same HTTP client's sequential round trip to the canned endpoint."""
     canned_p99_ms: float
+    wrk_canned_p50_ms: float
+    """Sequential requests from wrk (one connection): the canned endpoint, p50 ..."""
+    wrk_canned_p99_ms: float
+    wrk_gateway_p50_ms: float
+    """... and the gateway: latency with a compiled HTTP client's negligible cost."""
+    wrk_gateway_p99_ms: float
 
 
 @dataclass
@@ -101,23 +110,42 @@ class GatewayReport:
 
 def _wrk(url: str, seconds: float, connections: int, folder: Path) -> tuple[float, float]:
     """(requests/s, CPU cores wrk itself used); refuses a run with failed responses."""
+    out, cores = _wrk_run(url, seconds, connections, folder)
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if match is None:
+        raise SwitchyardError(f"no rate in wrk's output: {out!r}")
+    return float(match[1]), cores
+
+
+def _wrk_latency(url: str, seconds: float, folder: Path) -> tuple[float, float]:
+    """One connection, one request at a time, from a compiled client: (p50, p99) in ms."""
+    out, _ = _wrk_run(url, seconds, 1, folder, "--latency")
+    found = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
+    return _ms(found["50"]), _ms(found["99"])
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def _wrk_run(url: str, seconds: float, connections: int, folder: Path, *extra: str
+             ) -> tuple[str, float]:
     script = folder / "post.lua"
     script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(BODY))}\n'
                       'wrk.headers["Content-Type"] = "application/json"\n'
                       f'wrk.headers["Authorization"] = "Bearer {KEY}"\n')
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "-s",
-                          str(script), url], capture_output=True, text=True, check=True,
-                         timeout=seconds + 60).stdout
+    threads = min(2, connections)
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "-s",
+                          str(script), *extra, url], capture_output=True, text=True,
+                         check=True, timeout=seconds + 60).stdout
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if bad or "Socket errors" in out:
         raise SwitchyardError(f"wrk saw failed requests: {out.strip().splitlines()[-3:]}")
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if match is None:
-        raise SwitchyardError(f"no rate in wrk's output: {out!r}")
-    return float(match[1]), cpu / seconds
+    return out, cpu / seconds
 
 
 async def _sequential(env: BenchEnv, base: str, canned: str, n: int
@@ -189,11 +217,14 @@ def _round(env: BenchEnv, options: GatewayBenchOptions) -> Round:
                                    str(port)])
         stack.callback(stop_process, canned)
         _wait_up(f"http://127.0.0.1:{port}/")
-        canned_rps, _ = _wrk(f"http://127.0.0.1:{port}/v1/chat/completions", options.seconds,
-                             options.connections, env.folder)
+        canned_url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        canned_rps, _ = _wrk(canned_url, options.seconds, options.connections, env.folder)
+        canned_wrk = _wrk_latency(canned_url, options.seconds / 2, env.folder)
         one = stack.enter_context(GatewayProcess(env.redis_url, env.config_path))
         gateway_rps, cores = _wrk(f"{one.url}/v1/chat/completions", options.seconds,
                                   options.connections, env.folder)
+        gateway_wrk = _wrk_latency(f"{one.url}/v1/chat/completions", options.seconds / 2,
+                                   env.folder)
         seq = asyncio.run(_sequential(env, one.url, f"http://127.0.0.1:{port}",
                                       options.sequential))
         one.stop()
@@ -205,7 +236,8 @@ def _round(env: BenchEnv, options: GatewayBenchOptions) -> Round:
                  percentile(client_ms, 50), percentile(client_ms, 99),
                  percentile(http_ms, 50), percentile(http_ms, 99),
                  percentile(client_ttft, 50), percentile(http_ttft, 50),
-                 percentile(canned_ms, 50), percentile(canned_ms, 99))
+                 percentile(canned_ms, 50), percentile(canned_ms, 99), *canned_wrk,
+                 *gateway_wrk)
 
 
 def _wait_up(url: str) -> None:
@@ -234,7 +266,7 @@ def run_gateway_bench(options: GatewayBenchOptions) -> GatewayReport:
 def render(report: GatewayReport) -> str:
     lines = ["round  client rps  canned rps  gateway rps (share)  --workers 2 rps (share)  "
              "wrk cores  p50 client/http (+added) ms  p99 client/http (+added) ms  TTFT "
-             "client/http (+added) ms  canned p50/p99 ms"]
+             "client/http (+added) ms  canned p50/p99 ms  wrk -c1 p50/p99 canned | gateway ms"]
     for i, r in enumerate(report.rounds, 1):
         lines.append(
             f"{i:>5}  {r.client_rps:>10,.0f}  {r.canned_rps:>10,.0f}  {r.gateway_rps:>11,.0f} "
@@ -244,7 +276,8 @@ def render(report: GatewayReport) -> str:
             f"  {r.client_p99_ms:.2f}/{r.http_p99_ms:.2f} "
             f"(+{r.http_p99_ms - r.client_p99_ms:.2f})  {r.client_ttft_ms:.2f}/"
             f"{r.http_ttft_ms:.2f} (+{r.http_ttft_ms - r.client_ttft_ms:.2f})  "
-            f"{r.canned_p50_ms:.2f}/{r.canned_p99_ms:.2f}")
+            f"{r.canned_p50_ms:.2f}/{r.canned_p99_ms:.2f}  {r.wrk_canned_p50_ms:.2f}/"
+            f"{r.wrk_canned_p99_ms:.2f} | {r.wrk_gateway_p50_ms:.2f}/{r.wrk_gateway_p99_ms:.2f}")
     share = statistics.median(r.gateway_rps / r.canned_rps for r in report.rounds)
     share2 = statistics.median(r.gateway2_rps / r.canned_rps for r in report.rounds)
     of_queue = statistics.median(r.gateway_rps / r.client_rps for r in report.rounds)
@@ -252,16 +285,21 @@ def render(report: GatewayReport) -> str:
     added99 = statistics.median(r.http_p99_ms - r.client_p99_ms for r in report.rounds)
     ttft = statistics.median(r.http_ttft_ms - r.client_ttft_ms for r in report.rounds)
     http = statistics.median(r.canned_p50_ms for r in report.rounds)
+    lean = statistics.median(r.wrk_gateway_p50_ms - r.client_p50_ms for r in report.rounds)
+    lean99 = statistics.median(r.wrk_gateway_p99_ms - r.client_p99_ms for r in report.rounds)
     lines.append(f"medians: throughput {share:.1%} of the canned endpoint (--workers 2: "
                  f"{share2:.1%}; {of_queue:.1%} of the client's own rate); added latency "
                  f"p50 {added:.2f} ms ({added - http:.2f} ms past the HTTP round trip to the "
                  f"canned endpoint, {http:.2f} ms), p99 {added99:.2f} ms; TTFT added "
-                 f"{ttft:.2f} ms")
+                 f"{ttft:.2f} ms; with wrk as the (compiled) client: added p50 {lean:.2f} "
+                 f"ms, p99 {lean99:.2f} ms")
     lines.append(json.dumps({"rounds": [asdict(r) for r in report.rounds],
                              "throughput_share": round(share, 3),
                              "throughput_share_2_workers": round(share2, 3),
                              "share_of_client_rate": round(of_queue, 3),
                              "added_p50_ms": round(added, 3), "added_p99_ms": round(added99, 3),
                              "ttft_added_ms": round(ttft, 3),
-                             "canned_p50_ms": round(http, 3)}))
+                             "canned_p50_ms": round(http, 3),
+                             "wrk_added_p50_ms": round(lean, 3),
+                             "wrk_added_p99_ms": round(lean99, 3)}))
     return "\n".join(lines)
