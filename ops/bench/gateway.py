@@ -11,8 +11,8 @@
     ``wrk`` with one connection gives the same latencies with a compiled client, whose
     own cost is negligible: its p50 through the gateway less the Python client's is the
     gateway's added latency proper;
-(c) streaming: time to the first text through the gateway beside the client's first
-    delta;
+(c) streaming: time to the first text through the gateway (httpx, and a raw-socket
+    client that opens a connection per request) beside the client's first delta;
 (d) (a) again with ``--workers 2`` gateway processes.
 Each round measures every shape beside its baseline; the report gives each round and the
 medians. Needs ``wrk`` (Debian: ``apt-get install wrk``).
@@ -98,6 +98,8 @@ class Round:
     wrk_gateway_p50_ms: float
     """... and the gateway: latency with a compiled HTTP client's negligible cost."""
     wrk_gateway_p99_ms: float
+    lean_ttft_ms: float
+    """Time to the first text through the gateway from a raw-socket client (p50)."""
 
 
 @dataclass
@@ -137,7 +139,8 @@ def _wrk_run(url: str, seconds: float, connections: int, folder: Path, *extra: s
                       f'wrk.headers["Authorization"] = "Bearer {KEY}"\n')
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     threads = min(2, connections)
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "-s",
+    duration = f"-d{max(1, round(seconds))}s"  # (wrk takes whole seconds)
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", duration, "-s",
                           str(script), *extra, url], capture_output=True, text=True,
                          check=True, timeout=seconds + 60).stdout
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -148,11 +151,32 @@ def _wrk_run(url: str, seconds: float, connections: int, folder: Path, *extra: s
     return out, cpu / seconds
 
 
+async def _lean_ttft(base: str) -> float:
+    """Time to the first text of a streamed completion, in ms, from a lean client: a raw
+    HTTP/1.1 request on a new connection (included), bytes scanned as they come."""
+    host, port = base.removeprefix("http://").split(":")
+    body = json.dumps({**BODY, "stream": True}).encode()
+    request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nAuthorization: "
+               f"Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: "
+               f"{len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+    t0 = time.perf_counter()
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request)
+    seen, first = b"", 0.0
+    while chunk := await reader.read(65_536):
+        seen += chunk
+        if not first and b'"content":"' in seen.replace(b'"content":""', b""):
+            first = time.perf_counter()
+    writer.close()
+    assert first, seen[:300]
+    return (first - t0) * 1000
+
+
 async def _sequential(env: BenchEnv, base: str, canned: str, n: int
                       ) -> tuple[list[float], ...]:
     """Latencies (ms) of n one-at-a-time jobs: client, HTTP; then first text: client,
     HTTP (streamed). Alternating request by request, so drift moves both alike."""
-    client_ms, http_ms, client_ttft, http_ttft, canned_ms = [], [], [], [], []
+    client_ms, http_ms, client_ttft, http_ttft, canned_ms, lean_ttft = [], [], [], [], [], []
     headers = {"authorization": f"Bearer {KEY}"}
     async with AsyncClient(env.config, redis_url=env.redis_url) as client, \
             httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http:
@@ -182,13 +206,15 @@ async def _sequential(env: BenchEnv, base: str, canned: str, n: int
                         break
                 async for _ in lines:
                     pass
+            lean = await _lean_ttft(base)
             if i >= 20:
+                lean_ttft.append(lean)
                 client_ms.append((t1 - t0) * 1000)
                 http_ms.append((t2 - t1) * 1000)
                 client_ttft.append((t3 - t2) * 1000)
                 http_ttft.append((t5 - t7) * 1000)
                 canned_ms.append((t7 - t6) * 1000)
-    return client_ms, http_ms, client_ttft, http_ttft, canned_ms
+    return client_ms, http_ms, client_ttft, http_ttft, canned_ms, lean_ttft
 
 
 async def _client_rate(env: BenchEnv, seconds: float, concurrency: int) -> float:
@@ -231,13 +257,13 @@ def _round(env: BenchEnv, options: GatewayBenchOptions) -> Round:
         two = stack.enter_context(GatewayProcess(env.redis_url, env.config_path, workers=2))
         gateway2_rps, _ = _wrk(f"{two.url}/v1/chat/completions", options.seconds,
                                options.connections, env.folder)
-    client_ms, http_ms, client_ttft, http_ttft, canned_ms = seq
+    client_ms, http_ms, client_ttft, http_ttft, canned_ms, lean_ttft = seq
     return Round(client_rps, canned_rps, gateway_rps, gateway2_rps, cores,
                  percentile(client_ms, 50), percentile(client_ms, 99),
                  percentile(http_ms, 50), percentile(http_ms, 99),
                  percentile(client_ttft, 50), percentile(http_ttft, 50),
                  percentile(canned_ms, 50), percentile(canned_ms, 99), *canned_wrk,
-                 *gateway_wrk)
+                 *gateway_wrk, percentile(lean_ttft, 50))
 
 
 def _wait_up(url: str) -> None:
@@ -287,12 +313,14 @@ def render(report: GatewayReport) -> str:
     http = statistics.median(r.canned_p50_ms for r in report.rounds)
     lean = statistics.median(r.wrk_gateway_p50_ms - r.client_p50_ms for r in report.rounds)
     lean99 = statistics.median(r.wrk_gateway_p99_ms - r.client_p99_ms for r in report.rounds)
+    lean_ttft = statistics.median(r.lean_ttft_ms - r.client_ttft_ms for r in report.rounds)
     lines.append(f"medians: throughput {share:.1%} of the canned endpoint (--workers 2: "
                  f"{share2:.1%}; {of_queue:.1%} of the client's own rate); added latency "
                  f"p50 {added:.2f} ms ({added - http:.2f} ms past the HTTP round trip to the "
                  f"canned endpoint, {http:.2f} ms), p99 {added99:.2f} ms; TTFT added "
                  f"{ttft:.2f} ms; with wrk as the (compiled) client: added p50 {lean:.2f} "
-                 f"ms, p99 {lean99:.2f} ms")
+                 f"ms, p99 {lean99:.2f} ms; TTFT added from a raw-socket client "
+                 f"{lean_ttft:.2f} ms")
     lines.append(json.dumps({"rounds": [asdict(r) for r in report.rounds],
                              "throughput_share": round(share, 3),
                              "throughput_share_2_workers": round(share2, 3),
@@ -301,5 +329,6 @@ def render(report: GatewayReport) -> str:
                              "ttft_added_ms": round(ttft, 3),
                              "canned_p50_ms": round(http, 3),
                              "wrk_added_p50_ms": round(lean, 3),
-                             "wrk_added_p99_ms": round(lean99, 3)}))
+                             "wrk_added_p99_ms": round(lean99, 3),
+                             "lean_ttft_added_ms": round(lean_ttft, 3)}))
     return "\n".join(lines)
