@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from switchyard.broker import (
     ConfigError,
@@ -14,6 +15,7 @@ from switchyard.broker import (
     Keys,
     RedisSettings,
     RedisSettingsError,
+    SwitchyardConfig,
     load_config,
 )
 from switchyard.broker.errors import EntryDecodeError
@@ -164,3 +166,19 @@ def test_sizes_parse_and_print() -> None:
     assert format_size(2 << 30) == "2.0 GiB" and format_size(1536) == "1.5 KiB"
     with pytest.raises(ConfigError, match=r"--memory-budget 'lots' is not a size"):
         parse_size("lots", what="--memory-budget")
+
+
+def test_gateway_keys_are_digests_and_belong_to_one_tenant() -> None:
+    digest = "ab" * 32
+    config = SwitchyardConfig.model_validate({"tenants": {"a": {"api_keys_sha256": [digest]}},
+                                              "gateway": {"port": 9000, "auth": "keys"}})
+    assert config.tenants["a"].api_keys_sha256 == [digest] and config.gateway.port == 9000
+    with pytest.raises(ValidationError, match="digests"):
+        SwitchyardConfig.model_validate({"tenants": {"a": {"api_keys_sha256": ["sk-raw"]}}})
+    with pytest.raises(ValidationError, match="belongs to tenants"):
+        SwitchyardConfig.model_validate({"tenants": {"a": {"api_keys_sha256": [digest]},
+                                                     "b": {"api_keys_sha256": [digest]}}})
+    with pytest.raises(ValidationError):
+        SwitchyardConfig.model_validate({"gateway": {"auth": "open"}})
+    with pytest.raises(ValidationError):
+        SwitchyardConfig.model_validate({"gateway": {"max_retry_after_s": 600}})
