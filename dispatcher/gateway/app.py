@@ -157,6 +157,8 @@ class _Observed:
     def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._counted: dict[tuple[str, str, str], Any] = {}  # labelled children, reused
+        self._timed: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -183,7 +185,14 @@ class _Observed:
     def _record(self, scope: Scope, status: int, job: str, elapsed: float) -> None:
         state: dict[str, Any] = scope.get("state") or {}
         route, tenant = _route(scope["path"]), str(state.get("tenant", "-"))
-        self.metrics.requests.labels(route, str(status), tenant).inc()
-        self.metrics.latency.labels(route).observe(elapsed)
+        labels = (route, str(status), tenant)
+        counter = self._counted.get(labels)
+        if counter is None:
+            counter = self._counted[labels] = self.metrics.requests.labels(*labels)
+        counter.inc()
+        timer = self._timed.get(route)
+        if timer is None:
+            timer = self._timed[route] = self.metrics.latency.labels(route)
+        timer.observe(elapsed)
         log.info("%s %s %d tenant=%s model=%s job=%s %.1fms", scope["method"], route, status,
                  tenant, state.get("model", "-"), job or "-", elapsed * 1000)

@@ -31,6 +31,7 @@ class Authenticator:
         self._store = store
         self._ttl = config.gateway.key_cache_s
         self._cache: OrderedDict[str, tuple[float, ApiKey | None]] = OrderedDict()
+        self._digests: dict[str, str] = {}  # key -> its digest, for keys seen lately
 
     async def check_startable(self) -> None:
         """Refuse to serve with ``auth = "keys"`` and no key anywhere to accept."""
@@ -48,7 +49,11 @@ class Authenticator:
         key = _presented(headers)
         if not key:
             raise Unauthorized()
-        digest = key_digest(key)
+        digest = self._digests.get(key)
+        if digest is None:
+            if len(self._digests) >= CACHE_MAX:
+                self._digests.clear()
+            digest = self._digests[key] = key_digest(key)
         name = self._configured.get(digest)
         if name is not None:
             return name, False
