@@ -12,14 +12,13 @@ sequence ended a text, so a stop sequence reads as ``end_turn`` too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from switchyard.broker.schemas import ChatResult, Priority
 from switchyard.dispatcher.gateway.errors import BadRequest
-from switchyard.dispatcher.gateway.openai_wire import text_of
+from switchyard.dispatcher.gateway.openai_wire import ChatArgs, text_of
 
-__all__ = ["MessagesArgs", "message", "messages_args", "stream_end", "stream_start",
+__all__ = ["message", "messages_args", "stream_end", "stream_start",
            "text_delta"]
 
 _FIELDS = {"model", "messages", "system", "max_tokens", "stop_sequences", "temperature",
@@ -27,19 +26,7 @@ _FIELDS = {"model", "messages", "system", "max_tokens", "stop_sequences", "tempe
 _TIERS: dict[str, Priority] = {"auto": "standard", "standard_only": "standard"}
 
 
-@dataclass(frozen=True)
-class MessagesArgs:
-    model: str
-    messages: list[dict[str, str]]
-    max_tokens: int
-    temperature: float
-    top_p: float
-    stop: list[str]
-    stream: bool
-    tier: Priority | None
-
-
-def messages_args(body: dict[str, Any]) -> MessagesArgs:
+def messages_args(body: dict[str, Any]) -> ChatArgs:
     for name, value in body.items():
         if value is not None and name not in _FIELDS:
             raise BadRequest(f"{name}: not supported here", name)
@@ -69,9 +56,9 @@ def messages_args(body: dict[str, Any]) -> MessagesArgs:
     tier = body.get("service_tier")
     if tier is not None and tier not in _TIERS:
         raise BadRequest("service_tier: auto or standard_only", "service_tier")
-    return MessagesArgs(model, messages, max_tokens, _number(body, "temperature"),
-                        _number(body, "top_p"), stop, body.get("stream") is True,
-                        None if tier is None else _TIERS[tier])
+    return ChatArgs(model, messages, max_tokens, _number(body, "temperature"),
+                    _number(body, "top_p"), stop, seed=None, stream=body.get("stream") is True,
+                    include_usage=False, tier=None if tier is None else _TIERS[tier])
 
 
 def _number(body: dict[str, Any], name: str) -> float:

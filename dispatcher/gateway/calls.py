@@ -7,18 +7,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from starlette.requests import Request
 
-from switchyard.broker.schemas import PRIORITIES, Priority
-from switchyard.dispatcher.gateway.errors import BadRequest, PayloadTooLarge
+from switchyard.broker.schemas import PRIORITIES, ChatResult, Priority
+from switchyard.dispatcher.gateway.errors import (
+    BadRequest,
+    GatewayError,
+    PayloadTooLarge,
+    http_error,
+)
+from switchyard.dispatcher.gateway.openai_wire import ChatArgs
+from switchyard.dispatcher.gateway.state import Gateway
 from switchyard.dispatcher.jobs import AsyncJob
 
-__all__ = ["Caller", "cancel_in_background", "keepalive", "read_json", "until_disconnected",
-           "wants_async", "watch"]
+__all__ = [
+    "Caller",
+    "StreamWatch",
+    "admit_chat",
+    "caller",
+    "cancel_in_background",
+    "keepalive",
+    "read_json",
+    "until_disconnected",
+    "wants_async",
+    "watch",
+]
 
 T = TypeVar("T")
 
@@ -140,3 +158,47 @@ async def keepalive(texts: AsyncIterator[str], interval_s: float) -> AsyncIterat
     finally:
         if pending is not None:
             pending.cancel()
+
+
+async def admit_chat(gw: Gateway, request: Request, tenant: str | None, args: ChatArgs
+                     ) -> tuple[AsyncJob[ChatResult], Caller]:
+    """The caller's chat job, admitted (never retried here: the caller's SDK retries)."""
+    request.state.model = args.model
+    who = caller(request, tenant, args.tier)
+    job = await gw.client.chat(
+        args.model, args.messages, max_tokens=args.max_tokens, temperature=args.temperature,
+        top_p=args.top_p, stop=args.stop, seed=args.seed, stream=args.stream,
+        priority=who.priority, deadline_s=who.deadline_s, tenant=tenant, max_retries=0)
+    return job, who
+
+
+class StreamWatch:
+    """One streamed job's texts (with keepalives: None), its time to first text, and its
+    end: a stream that stops before it ended (the server cancels it when the caller goes)
+    counts as abandoned and cancels its job."""
+
+    def __init__(self, gw: Gateway, job: AsyncJob[ChatResult], route: str) -> None:
+        self.gw, self.job, self.route = gw, job, route
+        self.sent = 0
+        self.ended = False
+        self._started = time.monotonic()
+
+    async def texts(self) -> AsyncIterator[str | None]:
+        async for text in keepalive(self.job.stream(), self.gw.config.gateway.keepalive_s):
+            if text is not None:
+                if not self.sent:
+                    self.gw.metrics.ttft.labels(self.route).observe(
+                        time.monotonic() - self._started)
+                self.sent += 1
+            yield text
+
+    def failed(self, exc: Exception) -> GatewayError:
+        """The error a stream that had begun ends with (in its API's own shape)."""
+        self.ended = True
+        return http_error(exc, self.gw.config.gateway.max_retry_after_s)
+
+    def close(self) -> None:
+        if not self.ended:
+            self.gw.metrics.abandoned.labels(self.route).inc()
+            self.gw.metrics.wasted_tokens.labels(self.route).inc(self.sent)
+            cancel_in_background(self.job, self.gw.tasks)

@@ -10,8 +10,8 @@ true``), not here. Reconnecting with ``Last-Event-ID: outcome`` ends at once.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -19,12 +19,16 @@ from starlette.routing import Route
 
 from switchyard.broker.errors import JobIdError
 from switchyard.broker.jobs import JobRecord
+from switchyard.broker.schemas import ChatResult, EmbedResult
 from switchyard.dispatcher.errors import JobNotFound, ResultTimeout
+from switchyard.dispatcher.gateway.calls import wants_async, watch
 from switchyard.dispatcher.gateway.errors import http_error
-from switchyard.dispatcher.gateway.state import gateway_of, sse
+from switchyard.dispatcher.gateway.state import Gateway, gateway_of, sse
 from switchyard.dispatcher.jobs import AsyncJob
 
-__all__ = ["accepted", "job_headers", "routes"]
+R = TypeVar("R", bound=EmbedResult | ChatResult)
+
+__all__ = ["accepted", "job_headers", "respond", "routes"]
 
 
 def job_headers(job: AsyncJob[Any]) -> dict[str, str]:
@@ -38,6 +42,23 @@ def accepted(job: AsyncJob[Any]) -> Response:
     return JSONResponse(body, status_code=202, headers={
         **job_headers(job), "location": f"/v1/jobs/{job.id}", "preference-applied":
         "respond-async"})
+
+
+async def respond(request: Request, gw: Gateway, job: AsyncJob[R], route: str,
+                  render: Callable[[R], dict[str, Any]],
+                  stream: AsyncIterator[bytes] | None = None) -> Response:
+    """The answer to an admitted job: 202 for ``Prefer: respond-async``; the stream; else
+    its result rendered, or 499 when the caller went first (its job is cancelled)."""
+    if wants_async(request):
+        return accepted(job)
+    if stream is not None:
+        return StreamingResponse(stream, media_type="text/event-stream",
+                                 headers={**job_headers(job), "cache-control": "no-cache"})
+    result = await watch(request, job, job.result(), gw.tasks)
+    if result is None:
+        gw.metrics.abandoned.labels(route).inc()
+        return Response(status_code=499)
+    return JSONResponse(render(result), headers=job_headers(job))
 
 
 def _view(job_id: str, record: JobRecord) -> dict[str, Any]:
