@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 import httpx
 import redis
@@ -24,7 +25,35 @@ from switchyard.workers.supervisor import stop_process
 __all__ = ["GatewayProcess", "WorkerProcess"]
 
 
-class WorkerProcess:
+class _Child:
+    """What both children share: a log, a process stopped by its PID, a context."""
+
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 120.0) -> Self:
+        raise NotImplementedError
+
+    def stop(self, timeout_s: float = 60.0) -> int | None:
+        """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit code."""
+        if self.process is None:
+            return None
+        return stop_process(self.process, timeout_s)
+
+    def _failed(self, what: str) -> SwitchyardError:
+        """Stop it; the error naming ``what`` did not start, with its log's last lines."""
+        self.stop()
+        tail = self.log.read_text(errors="replace").strip().splitlines()[-5:]
+        return SwitchyardError(f"{what} did not start: {tail}")
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class WorkerProcess(_Child):
     """One `switchyard worker` child, stopped by its PID (SIGTERM: drain, then exit)."""
 
     def __init__(self, pool: str, redis_url: str, config_path: Path, config: SwitchyardConfig,
@@ -36,17 +65,17 @@ class WorkerProcess:
         self.args = worker_command(pool, config=config_path, redis_url=redis_url)
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout_s: float = 120.0) -> WorkerProcess:
+    def start(self, timeout_s: float = 120.0) -> Self:
         """Start the worker and wait until it has registered (its first heartbeat)."""
         return self.launch().wait_ready(timeout_s)
 
-    def launch(self) -> WorkerProcess:
+    def launch(self) -> Self:
         """Start the worker without waiting for it."""
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT)
         return self
 
-    def wait_ready(self, timeout_s: float = 120.0) -> WorkerProcess:
+    def wait_ready(self, timeout_s: float = 120.0) -> Self:
         """Wait until this worker's consumer is in the pool's registry of live workers
         (consumer names hold the PID: see ``switchyard.workers.runtime.consumer_name``)."""
         assert self.process is not None
@@ -57,9 +86,7 @@ class WorkerProcess:
         try:
             while not any(mine.search(str(m)) for m in client.zrange(key, 0, -1)):
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    tail = self.log.read_text(errors="replace").strip().splitlines()[-5:]
-                    raise SwitchyardError(f"worker for {self.pool} did not start: {tail}")
+                    raise self._failed(f"worker for {self.pool}")
                 time.sleep(0.05)
         finally:
             client.close()
@@ -73,20 +100,9 @@ class WorkerProcess:
         assert self.process is not None
         return self.process.wait(timeout_s)
 
-    def stop(self, timeout_s: float = 60.0) -> int | None:
-        """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit code."""
-        if self.process is None:
-            return None
-        return stop_process(self.process, timeout_s)
-
-    def __enter__(self) -> WorkerProcess:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
-class GatewayProcess:
+class GatewayProcess(_Child):
     """One `switchyard gateway` child on a free port (unless given), waited for until it
     answers ``/healthz``, stopped by its PID (SIGTERM: uvicorn's graceful shutdown)."""
 
@@ -103,7 +119,7 @@ class GatewayProcess:
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout_s: float = 60.0) -> GatewayProcess:
+    def start(self, timeout_s: float = 60.0) -> Self:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT,
                                             env={**os.environ, **(self.env or {})})
@@ -115,18 +131,5 @@ class GatewayProcess:
             except httpx.HTTPError:
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                tail = self.log.read_text(errors="replace").strip().splitlines()[-5:]
-                raise SwitchyardError(f"the gateway did not start: {tail}")
+                raise self._failed("the gateway")
             time.sleep(0.05)
-
-    def stop(self, timeout_s: float = 30.0) -> int | None:
-        if self.process is None:
-            return None
-        return stop_process(self.process, timeout_s)
-
-    def __enter__(self) -> GatewayProcess:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
