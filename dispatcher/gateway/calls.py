@@ -69,9 +69,12 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
     return body
 
 
-def caller(request: Request, tenant: str | None, tier: Priority | None) -> Caller:
-    """The priority (``X-Switchyard-Priority``, else the body's tier, else standard) and
-    the deadline (``X-Switchyard-Deadline``, seconds; else the priority's default)."""
+def caller(request: Request, tenant: str | None, tier: Priority | None,
+           model: str) -> Caller:
+    """The caller of a job on ``model`` (named in the request log): the priority
+    (``X-Switchyard-Priority``, else the body's tier, else standard) and the deadline
+    (``X-Switchyard-Deadline``, seconds; else the priority's default)."""
+    request.state.model = model
     priority = request.headers.get("x-switchyard-priority") or tier or "standard"
     if priority not in PRIORITIES:
         raise BadRequest(f"X-Switchyard-Priority must be one of {', '.join(PRIORITIES)}",
@@ -163,8 +166,7 @@ async def keepalive(texts: AsyncIterator[str], interval_s: float) -> AsyncIterat
 async def admit_chat(gw: Gateway, request: Request, tenant: str | None, args: ChatArgs
                      ) -> tuple[AsyncJob[ChatResult], Caller]:
     """The caller's chat job, admitted (never retried here: the caller's SDK retries)."""
-    request.state.model = args.model
-    who = caller(request, tenant, args.tier)
+    who = caller(request, tenant, args.tier, args.model)
     job = await gw.client.chat(
         args.model, args.messages, max_tokens=args.max_tokens, temperature=args.temperature,
         top_p=args.top_p, stop=args.stop, seed=args.seed, stream=args.stream,

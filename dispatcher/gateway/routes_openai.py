@@ -72,8 +72,7 @@ async def embeddings(request: Request) -> Response:
     gw = gateway_of(request)
     tenant = await gw.tenant(request)
     args = wire.embed_args(await read_json(request, gw.body_limit))
-    request.state.model = args.model
-    who = caller(request, tenant, args.tier)
+    who = caller(request, tenant, args.tier, args.model)
     job = await gw.client.embed(args.model, args.texts, priority=who.priority,
                                 deadline_s=who.deadline_s, tenant=tenant, max_retries=0)
 
