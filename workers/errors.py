@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import time
+
 from switchyard.broker.errors import SwitchyardError
 
 __all__ = ["EngineUnavailable", "OutOfMemory", "UnknownPool", "WorkerError"]
@@ -28,4 +30,13 @@ class UnknownPool(WorkerError):
 
 class OutOfMemory(WorkerError):
     """An engine's batch did not fit in device memory (it has freed what it could). The
-    worker splits the batch and runs the halves."""
+    worker splits the batch and runs the halves.
+
+    One event may fail several submissions at once (every request in a running batch
+    gets the same exception): ``event`` tells them apart, so the worker learns from each
+    event once. It carries no traceback or cause, which would keep the failed batch's
+    tensors alive."""
+
+    def __init__(self, message: str, event: int = 0) -> None:
+        super().__init__(message)
+        self.event = event or time.monotonic_ns()

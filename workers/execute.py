@@ -34,7 +34,7 @@ class Executor:
     engine: Engine
     served_by: ServedBy
     deltas: DeltaPublisher
-    out_of_memory: Callable[[], None]
+    out_of_memory: Callable[[OutOfMemory], None]
     """Called on each out-of-memory error, before the batch is split."""
     ran: Callable[[], None]
     """Called for each engine call that returned."""
@@ -48,16 +48,20 @@ class Executor:
             outputs = await self.engine.run(envelopes, self.served_by,
                                             self.deltas.emitter(batch))
         except OutOfMemory as exc:
-            self.out_of_memory()
+            self.out_of_memory(exc)
             if len(batch) == 1:
                 return [ErrorInfo(code="out_of_memory",
                                   message=f"the request does not fit in memory alone: {exc}")]
             log.warning("batch of %d ran out of memory; running it in halves", len(batch))
-            return await self._halves(batch)
+            split = True
         except Exception as exc:  # isolate the job that crashed it; the worker carries on
             log.exception("engine %s failed a batch of %d", self.engine.name, len(batch))
             if len(batch) == 1:
                 return [Crashed(code="engine_error", message=f"{type(exc).__name__}: {exc}")]
+            split = True
+        else:
+            split = False
+        if split:  # outside the handler: the error (and what it holds) is gone by now
             return await self._halves(batch)
         self.ran()
         return outputs

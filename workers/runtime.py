@@ -31,8 +31,8 @@ from switchyard.broker.scripts import Scripts
 from switchyard.broker.streams import ensure_groups, forget_consumer
 from switchyard.broker.wire import Wire
 from switchyard.workers.deltas import DeltaPublisher
-from switchyard.workers.engines.base import Engine, EngineOutput
-from switchyard.workers.errors import UnknownPool
+from switchyard.workers.engines.base import Engine, EngineOutput, ReportsOutOfMemory
+from switchyard.workers.errors import OutOfMemory, UnknownPool
 from switchyard.workers.execute import Crashed, Executor
 from switchyard.workers.heartbeat import Heartbeat, describe
 from switchyard.workers.ledger import Ledger, dead_letters, outcomes
@@ -124,13 +124,14 @@ class Worker:
             refresh=self._vitals, scripts=self._scripts,
         )
 
-    def _out_of_memory(self) -> None:
-        self.stats.oom_recoveries += 1
-        self.metrics.oom.inc()
-        self._sizer.out_of_memory()
+    def _out_of_memory(self, exc: OutOfMemory) -> None:
+        if self._sizer.out_of_memory(exc.event):  # once per event, not per request
+            self.stats.oom_recoveries += 1
+            self.metrics.oom.inc()
 
     def _ran(self) -> None:
         self.stats.batches += 1
+        self._sizer.ran_clean()
 
     def _vitals(self) -> dict[str, str]:
         """Memory and utilisation for the heartbeat (and the metrics), read now."""
@@ -149,6 +150,13 @@ class Worker:
         await self._retry(ensure_groups, self._redis, self._partitions, self._scripts)
         await self._retry(self._scripts.load)
         self._sizer.start()
+        if isinstance(self.engine, ReportsOutOfMemory):
+            loop = asyncio.get_running_loop()
+
+            def told(exc: OutOfMemory) -> None:  # from the engine's thread
+                loop.call_soon_threadsafe(self._out_of_memory, exc)
+
+            self.engine.out_of_memory = told
         # Beat before the first read: a watchdog that saw this consumer hold entries with
         # no heartbeat would take it for dead and re-queue work that is running.
         await self._retry(self._heartbeat.beat)

@@ -1,10 +1,16 @@
 """Sizes batches to the memory budget, and learns from running out of it.
 
 A batch may hold ``budget bytes / (engine.token_bytes x scale)`` padded tokens, where the
-budget is read from the memory probe before every batch and ``scale`` starts at 1 and grows
-by a quarter after every out-of-memory error (the engine's cost estimate was too low).
+budget is read from the memory probe before every batch. ``scale`` is what running out of
+memory taught: it starts at 1, grows by a quarter per out-of-memory *event* (one event
+fails every request of a running batch at once; it counts once), never beyond
+``MAX_SCALE``, and decays back towards 1 as batches run clean (its excess over 1 shrinks
+by ``DECAY`` per batch: halved after about 35), so one bad spell does not shrink batches
+for good.
+
 A job that alone needs more than the whole budget (as measured when the worker started,
-idle) can never run here: it fails at once with ``request_too_large``.
+idle, at the engine's own estimate: the learned scale stays out of it) can never run
+here: it fails at once with ``request_too_large``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ __all__ = ["BatchSizer"]
 log = logging.getLogger(__name__)
 
 OOM_GROWTH = 1.25
+MAX_SCALE = 4.0
+DECAY = 0.98
 
 
 class BatchSizer:
@@ -33,6 +41,9 @@ class BatchSizer:
         self._budget = budget
         self._max_tokens = max_batch_tokens
         self.scale = 1.0
+        self.events = 0
+        """Out-of-memory events learned from."""
+        self._last_event = 0
         self.capacity = 0
         """Bytes a batch may use on an idle worker (read by :meth:`start`)."""
         self.last_budget = 0
@@ -56,7 +67,7 @@ class BatchSizer:
 
     def too_large(self, tokens: int) -> str:
         """Why a job of ``tokens`` padded tokens can never run here ('' if it can)."""
-        need = tokens * self._per_token()
+        need = tokens * self._engine.token_bytes
         if not self.bounded or need <= self.capacity:
             return ""
         return (f"the request needs about {format_size(need)} of memory ({tokens} tokens), "
@@ -90,10 +101,22 @@ class BatchSizer:
         fit = max(1, min(limit // max(1, per_job), pool.max_batch))
         return fit * pool.pack_window
 
-    def out_of_memory(self) -> None:
-        self.scale *= OOM_GROWTH
-        log.warning("out of memory: cost estimate raised to %s per token",
-                    format_size(self._per_token()))
+    def out_of_memory(self, event: int) -> bool:
+        """Learn from the out-of-memory event ``event`` (see ``OutOfMemory.event``); False
+        if it was learned from already (another request of the same batch)."""
+        if event <= self._last_event:
+            return False
+        self._last_event = event
+        self.events += 1
+        self.scale = min(MAX_SCALE, self.scale * OOM_GROWTH)
+        log.warning("out of memory: cost estimate raised to %s per token (x%.2f)",
+                    format_size(self._per_token()), self.scale)
+        return True
+
+    def ran_clean(self) -> None:
+        """A batch ran without running out of memory: the learned scale decays."""
+        if self.scale > 1.0:
+            self.scale = 1.0 + (self.scale - 1.0) * DECAY
 
     def _per_token(self) -> float:
         return self._engine.token_bytes * self.scale

@@ -77,6 +77,8 @@ class Level:
 @dataclass(frozen=True)
 class DefaultsReport:
     capacity_per_s: float
+    batch: int
+    service_ms: float
     levels: list[Level]
     """The median run of each load (by goodput)."""
     runs: list[list[Level]]
@@ -168,7 +170,7 @@ def run_defaults_bench(options: DefaultsOptions) -> DefaultsReport:
                                             options.seconds, seed))
                          for seed in range(options.runs)])
     levels = [sorted(r, key=lambda lv: lv.goodput_per_s)[len(r) // 2] for r in runs]
-    return DefaultsReport(round(capacity, 1), levels, runs)
+    return DefaultsReport(round(capacity, 1), options.batch, options.service_ms, levels, runs)
 
 
 def check(report: DefaultsReport) -> list[str]:
@@ -201,8 +203,9 @@ def check(report: DefaultsReport) -> list[str]:
 
 
 def render(report: DefaultsReport) -> str:
-    out = [f"capacity: {report.capacity_per_s:.1f} jobs/s (one echo worker, batches of 4 "
-           "taking 5 ms); 30% interactive, 70% batch, 2 s deadlines; defaults; median of "
+    out = [f"capacity: {report.capacity_per_s:.1f} jobs/s (one echo worker, batches of "
+           f"{report.batch} taking {report.service_ms:g} ms); 30% interactive, 70% batch, "
+           "2 s deadlines; defaults; median of "
            f"{len(report.runs[0]) if report.runs else 0} runs",
            f"{'load':>5}{'offered':>9}{'goodput/s':>10}{'%cap':>6}{'inter p99':>10}"
            f"{'rej p99':>8}{'floor p99':>10}{'rej%':>6}{'expired':>8}{'unansw':>7}  reasons"]

@@ -32,10 +32,15 @@ def test_overload_bench_runs_and_holds_its_targets_at_twice_capacity(tmp_path: P
 def test_the_defaults_bench_answers_every_job_by_its_deadline() -> None:
     """`bench overload --defaults`, short: the guarantees that hold on any machine (the
     figures are the bench's): nothing admitted goes unanswered past its deadline, nothing
-    expires after admission in a steady load, and the worker stays busy."""
+    expires after admission in a steady load, and the worker stays busy.
+
+    Slower batches than the bench's (25 ms, not 5): at 5 ms, 3x is over 3,000 offers a
+    second from one Python process, which on a 2-core machine takes the CPU the worker
+    needs, so its capacity under that load fell below what was measured alone (goodput
+    43 % of capacity in one CI run, with nothing wrong in admission)."""
     from switchyard.ops.bench.defaults import DefaultsOptions, render, run_defaults_bench
 
-    report = run_defaults_bench(DefaultsOptions(loads=(3.0,), seconds=4, runs=1))
+    report = run_defaults_bench(DefaultsOptions(loads=(3.0,), seconds=4, runs=1, service_ms=25.0))
     level = report.levels[0]
     assert level.unanswered == 0, render(report)
     assert level.expired <= level.admitted // 100, render(report)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from switchyard.broker.schemas import ChatResult, EmbedResult, ErrorInfo, JobEnvelope, ServedBy
+from switchyard.workers.errors import OutOfMemory
 
-__all__ = ["Emit", "Engine", "EngineOutput"]
+__all__ = ["Emit", "Engine", "EngineOutput", "ReportsOutOfMemory"]
 
 EngineOutput = EmbedResult | ChatResult | ErrorInfo
 """Per job: a result, or the reason that one job failed."""
@@ -44,3 +45,13 @@ class Engine(Protocol):
         """Run one batch; one output per job, in order, results carrying ``served_by``.
         Raising :class:`~workers.errors.OutOfMemory` makes the worker split the batch;
         raising anything else fails the whole batch."""
+
+
+@runtime_checkable
+class ReportsOutOfMemory(Protocol):
+    """An engine that recovers from running out of memory itself (the ``generate``
+    engine's decode loop puts rows back and resumes them) and tells the worker of each
+    event, so its batch sizing learns from it. The worker sets the hook; it may be called
+    from any thread."""
+
+    out_of_memory: Callable[[OutOfMemory], None]

@@ -19,7 +19,13 @@ from typing import Any
 
 from switchyard.workers.errors import OutOfMemory
 
-__all__ = ["activation_estimate", "guard_oom", "kv_bytes_per_token", "measure_activation"]
+__all__ = ["activation_estimate", "free_memory", "guard_oom", "is_alloc_failure",
+           "kv_bytes_per_token", "measure_activation"]
+
+ALLOC_FAILURES = ("CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED",
+                  "CUDA error: out of memory", "HIP out of memory")
+"""Errors other than ``torch.cuda.OutOfMemoryError`` that mean the same: a library's own
+workspace allocation failed."""
 
 
 def _dtype_bytes(model: Any) -> int:
@@ -55,12 +61,32 @@ def measure_activation(torch: Any, device: str, run: Callable[[], object], token
     return max(0, int(peak / tokens) - kv_per_token)
 
 
+def is_alloc_failure(torch: Any, exc: BaseException) -> bool:
+    """Whether ``exc`` is running out of device memory (cuBLAS's and cuDNN's included)."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and any(s in str(exc) for s in ALLOC_FAILURES)
+
+
 def guard_oom(torch: Any, device: str, work: Callable[[], Any]) -> Any:
-    """Run ``work``; a CUDA out-of-memory error frees the allocator's cache and becomes
-    :class:`OutOfMemory`."""
+    """Run ``work``; running out of memory becomes :class:`OutOfMemory`, raised with no
+    traceback or cause: the failed call's frames (and the tensors they hold) are freed
+    as soon as the caller drops its own references, then :func:`free_memory`."""
     try:
         return work()
-    except torch.cuda.OutOfMemoryError as exc:
-        if device.startswith("cuda"):
-            torch.cuda.empty_cache()
-        raise OutOfMemory(f"out of memory on {device}: {exc}") from exc
+    except BaseException as exc:  # re-raised unless it is an OOM
+        if not is_alloc_failure(torch, exc):
+            raise
+        message = f"out of memory on {device}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    free_memory(torch, device)
+    raise OutOfMemory(message)
+
+
+def free_memory(torch: Any, device: str) -> None:
+    """Collect what the failed work left (cycles included) and hand the allocator's
+    cached blocks back, so the retry starts from what is really in use."""
+    import gc
+
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()

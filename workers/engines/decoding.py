@@ -60,7 +60,15 @@ class Row:
     owner: Any = None
     """Whoever waits for this row (the joining loop's submission)."""
     first_ms: int | None = None
+    retries: int = 0
+    """Times this row was put back after running out of memory (see ``joining``)."""
     decoded: Decoded = field(init=False)
+
+    def context(self) -> list[int]:
+        """What a prefill of this row feeds: its prompt and the tokens it generated so
+        far, so a row put back after running out of memory resumes where it stopped
+        (the text already sent stays the start of its text) instead of starting over."""
+        return [*self.prompt.ids, *self.tail.ids]
 
 
 def make_rows(torch: Any, tokenizer: Any, prompts: Sequence[Prompt], device: str,
@@ -89,7 +97,7 @@ class Batch:
         """Prefill new rows and sample their first tokens; they join the batch. Returns the
         rows already finished (max_tokens 1, a stop, or end of sequence)."""
         torch = self._torch
-        ids, mask = _left_pad(torch, [r.prompt.ids for r in rows], self._pad, self._device)
+        ids, mask = _left_pad(torch, [r.context() for r in rows], self._pad, self._device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
             out = self._model(input_ids=ids, attention_mask=mask, position_ids=positions,
@@ -97,7 +105,7 @@ class Batch:
         tokens = _sample_rows(torch, out.logits[:, -1], rows)
         now = time.time_ns() // 1_000_000
         for row in rows:
-            row.first_ms = now
+            row.first_ms = row.first_ms or now
         keep = [i for i, (r, t) in enumerate(zip(rows, tokens, strict=True))
                 if not self._feed(r, t)]
         if keep:
@@ -151,18 +159,34 @@ class Batch:
             mask, last = mask[index], last[index]
         if self._cache is None:
             self._cache, self._mask, self._last = cache, mask, last
-        else:
+        else:  # every new tensor is built before any is assigned: an OOM here changes nothing
             width = max(self._mask.shape[1], mask.shape[1])
-            for mine, theirs in zip(self._cache.layers, cache.layers, strict=True):
-                mine.keys = torch.cat([_pad_left(torch, mine.keys, width, 2),
-                                       _pad_left(torch, theirs.keys, width, 2)])
-                mine.values = torch.cat([_pad_left(torch, mine.values, width, 2),
-                                         _pad_left(torch, theirs.values, width, 2)])
-            self._mask = torch.cat([_pad_left(torch, self._mask, width, 1),
-                                    _pad_left(torch, mask, width, 1)])
-            self._last = torch.cat([self._last, last])
+            merged = [(torch.cat([_pad_left(torch, mine.keys, width, 2),
+                                  _pad_left(torch, theirs.keys, width, 2)]),
+                       torch.cat([_pad_left(torch, mine.values, width, 2),
+                                  _pad_left(torch, theirs.values, width, 2)]))
+                      for mine, theirs in zip(self._cache.layers, cache.layers, strict=True)]
+            joined_mask = torch.cat([_pad_left(torch, self._mask, width, 1),
+                                     _pad_left(torch, mask, width, 1)])
+            joined_last = torch.cat([self._last, last])
+            for layer, (keys, values) in zip(self._cache.layers, merged, strict=True):
+                layer.keys, layer.values = keys, values
+            self._mask, self._last = joined_mask, joined_last
         self.rows += [rows[i] for i in keep]
         self._next += [tokens[i] for i in keep]
+
+    def remove(self, gone: Callable[[Row], bool]) -> None:
+        """Drop the rows for which ``gone`` is true (their request failed)."""
+        keep = [i for i, r in enumerate(self.rows) if not gone(r)]
+        if len(keep) < len(self.rows):
+            self._next = [self._next[i] for i in keep]
+            self._select(keep)
+
+    def clear(self) -> None:
+        """Drop every row and the cache (after a failure: its memory is freed once the
+        caller drops the batch)."""
+        self.rows, self._next = [], []
+        self._cache = self._mask = self._last = None
 
     def _select(self, keep: list[int]) -> None:
         """Keep only these rows; trim the columns that no row uses any more."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from switchyard.broker.schemas import Usage as UsageInfo
 from switchyard.workers.engines.base import Emit, EngineOutput
 from switchyard.workers.engines.costs import (
     activation_estimate,
+    free_memory,
     guard_oom,
     kv_bytes_per_token,
     measure_activation,
@@ -38,7 +39,7 @@ from switchyard.workers.engines.decoding import Decoded, Prompt
 from switchyard.workers.engines.embed import pick_device
 from switchyard.workers.engines.joining import DecodeLoop
 from switchyard.workers.engines.tiny_llama import BUILTIN, build_tiny_llama
-from switchyard.workers.errors import EngineUnavailable
+from switchyard.workers.errors import EngineUnavailable, OutOfMemory
 
 __all__ = ["GenerateEngine"]
 
@@ -63,8 +64,12 @@ class GenerateEngine:
         self.token_bytes = self._kv + activation_estimate(self._model)
         self._max_input = max_input_tokens
         self._context = int(getattr(self._model.config, "max_position_embeddings", 0) or 1 << 30)
+        self.out_of_memory: Callable[[OutOfMemory], None] = lambda exc: None
+        """Told of every out-of-memory event (see ``ReportsOutOfMemory``)."""
         self._loop = DecodeLoop(self._model, self._tokenizer, self.device,
-                                lambda work: guard_oom(torch, self.device, work))
+                                lambda work: guard_oom(torch, self.device, work),
+                                lambda: free_memory(torch, self.device),
+                                lambda exc: self.out_of_memory(exc))
 
     @property
     def model(self) -> Any:
