@@ -1,8 +1,10 @@
 """`switchyard worker`: the worker process for GPU (or CPU) hosts.
 
 ``--device cuda:N`` serves one GPU; ``--device all`` starts one worker process per visible
-GPU (each with its own memory probe and metrics port: ``--metrics-port`` + N) and restarts
-any that dies, with backoff, until it is sent SIGTERM or SIGINT.
+GPU, each seeing only its own (``CUDA_VISIBLE_DEVICES=<that GPU>``, served as its
+``cuda:0``), with its own memory probe and metrics port (``--metrics-port`` + N), and
+restarts any that dies (a lost GPU exits 75), with backoff, until it is sent SIGTERM or
+SIGINT.
 
 The same sub-commands run as ``python -m switchyard.workers worker|watchdog``: that is how
 every supervisor (``--device all``, ``switchyard up``, the benchmarks) starts its children
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -26,13 +29,13 @@ from switchyard.broker.locate import redis_url as resolve_redis_url
 from switchyard.broker.settings import RedisSettings
 from switchyard.broker.units import parse_size
 from switchyard.workers.engines import build_engine
-from switchyard.workers.errors import EngineUnavailable, UnknownPool
+from switchyard.workers.errors import DeviceLost, EngineUnavailable, UnknownPool
 from switchyard.workers.memory import choose_probe
 from switchyard.workers.runtime import Worker
 from switchyard.workers.supervisor import Supervisor, stop_signals
 from switchyard.workers.watchdog import Watchdog
 
-__all__ = ["WorkerOptions", "add_parser", "build_parser", "gpu_devices", "serve",
+__all__ = ["WorkerOptions", "add_parser", "build_parser", "child_env", "gpu_devices", "serve",
            "watchdog_command", "worker_command"]
 
 log = logging.getLogger("switchyard.worker")
@@ -142,16 +145,26 @@ async def _watch(config_path: str | None, redis_url: str | None) -> int:
     return 0
 
 
+DEVICE_LOST_EXIT = 75
+"""The exit code of a worker whose device is lost (EX_TEMPFAIL): restart it."""
+
+
 def serve(options: WorkerOptions) -> int:
-    """Run a worker until SIGTERM or SIGINT, then drain and exit 0."""
+    """Run a worker until SIGTERM or SIGINT, then drain and exit 0 (75 when its device is
+    lost, for the supervisor to restart it)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if options.device == "all":
         return _serve_all(options, gpu_devices())
-    return asyncio.run(_serve(options))
+    try:
+        return asyncio.run(_serve(options))
+    except DeviceLost as exc:  # its jobs were handed back; a fresh process gets the GPU
+        log.error("exiting: %s", exc)
+        return DEVICE_LOST_EXIT
 
 
 def gpu_devices(count: int | None = None) -> list[str]:
-    """``cuda:0`` .. ``cuda:N-1`` for the visible GPUs (``count`` overrides the probe)."""
+    """The visible GPUs, each as ``CUDA_VISIBLE_DEVICES`` names it (an index, a UUID or a
+    MIG id; indices ``0`` .. ``N-1`` where it is unset). ``count`` overrides the probe."""
     if count is None:
         try:
             import torch
@@ -161,25 +174,34 @@ def gpu_devices(count: int | None = None) -> list[str]:
         count = int(torch.cuda.device_count())
     if count == 0:
         raise EngineUnavailable("--device all: no CUDA devices are visible on this host")
-    return [f"cuda:{i}" for i in range(count)]
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+               if v.strip()]
+    return visible[:count] if len(visible) >= count else [str(i) for i in range(count)]
 
 
-def child_command(options: WorkerOptions, device: str, index: int) -> list[str]:
-    """The command line of ``--device all``'s worker on ``device``, its ``index``-th GPU."""
+def child_command(options: WorkerOptions, index: int) -> list[str]:
+    """The command line of ``--device all``'s ``index``-th worker: it sees one GPU (see
+    :func:`child_env`), its ``cuda:0``."""
     return worker_command(options.pool, config=options.config, redis_url=options.redis_url,
-                          device=device, memory_budget=options.memory_budget,
+                          device="cuda:0", memory_budget=options.memory_budget,
                           metrics_port=None if options.metrics_port is None
                           else options.metrics_port + index, metrics_host=options.metrics_host)
 
 
-def _serve_all(options: WorkerOptions, devices: list[str]) -> int:
+def child_env(gpu: str) -> dict[str, str]:
+    """A child's environment: only its own GPU visible, so neither it nor any library it
+    loads creates a context (hundreds of MiB each) on the others."""
+    return {"CUDA_VISIBLE_DEVICES": gpu}
+
+
+def _serve_all(options: WorkerOptions, gpus: list[str]) -> int:
     stopping = stop_signals()
     supervisor = Supervisor(say=log.warning)
     try:
-        for i, device in enumerate(devices):
-            supervisor.start(f"worker on {device}", child_command(options, device, i),
-                             Path(f"worker-{options.pool}-{device.replace(':', '')}.log"))
-        log.info("pool %s: one worker per GPU on %s", options.pool, ", ".join(devices))
+        for i, gpu in enumerate(gpus):
+            supervisor.start(f"worker on GPU {gpu}", child_command(options, i),
+                             Path(f"worker-{options.pool}-gpu{i}.log"), env=child_env(gpu))
+        log.info("pool %s: one worker per GPU on %s", options.pool, ", ".join(gpus))
         supervisor.run(stopping)
     finally:
         supervisor.stop()

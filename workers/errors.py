@@ -4,7 +4,8 @@
     └── WorkerError
         ├── EngineUnavailable       an engine cannot be built here (missing model or extra)
         ├── UnknownPool             the worker was asked to serve a pool not configured
-        └── OutOfMemory             an engine ran out of device memory on a batch
+        ├── OutOfMemory             an engine ran out of device memory on a batch
+        └── DeviceLost              the device is unusable until the process restarts
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 
 from switchyard.broker.errors import SwitchyardError
 
-__all__ = ["EngineUnavailable", "OutOfMemory", "UnknownPool", "WorkerError"]
+__all__ = ["DeviceLost", "EngineUnavailable", "OutOfMemory", "UnknownPool", "WorkerError"]
 
 
 class WorkerError(SwitchyardError):
@@ -40,3 +41,10 @@ class OutOfMemory(WorkerError):
     def __init__(self, message: str, event: int = 0) -> None:
         super().__init__(message)
         self.event = event or time.monotonic_ns()
+
+
+class DeviceLost(WorkerError):
+    """A sticky CUDA error (a device-side assert, an illegal memory access, a lost GPU):
+    every later call on the device fails until the process restarts. No job is to blame,
+    so none spends an attempt: the worker hands back what it holds and exits non-zero,
+    and its supervisor restarts it."""

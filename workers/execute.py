@@ -4,7 +4,8 @@ Out of memory, the batch is split in halves and each half run the same way; a jo
 does not fit even alone fails with ``out_of_memory``. Any other engine error splits it the
 same way down to the one job that raises: that job is :class:`Crashed` (the worker
 re-queues it, attempts + 1, and past the limit it is dead-lettered), so a poison request
-never fails the jobs batched with it.
+never fails the jobs batched with it. A lost device (:class:`DeviceLost`) is nobody's
+fault: it is not split, and reaches the worker.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from switchyard.broker.schemas import ErrorInfo, ServedBy
 from switchyard.workers.deltas import DeltaPublisher
 from switchyard.workers.engines.base import Engine, EngineOutput
-from switchyard.workers.errors import OutOfMemory
+from switchyard.workers.errors import DeviceLost, OutOfMemory
 from switchyard.workers.puller import Pulled
 
 __all__ = ["Crashed", "Executor"]
@@ -54,6 +55,8 @@ class Executor:
                                   message=f"the request does not fit in memory alone: {exc}")]
             log.warning("batch of %d ran out of memory; running it in halves", len(batch))
             split = True
+        except DeviceLost:
+            raise  # no job is to blame: the worker hands them back and exits
         except Exception as exc:  # isolate the job that crashed it; the worker carries on
             log.exception("engine %s failed a batch of %d", self.engine.name, len(batch))
             if len(batch) == 1:

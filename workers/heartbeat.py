@@ -57,9 +57,14 @@ class Heartbeat:
         self._refresh = refresh
 
     async def beat(self) -> None:
-        """Publish ``info`` (updated by ``refresh`` first, if given)."""
+        """Publish ``info`` (updated by ``refresh`` first, if given). A refresh that fails
+        (an NVML error, say) is logged and the beat goes out with the last vitals: a
+        worker that stopped beating would be taken for dead and its work re-queued."""
         if self._refresh is not None:
-            self.info.update(self._refresh())
+            try:
+                self.info.update(self._refresh())
+            except Exception as exc:
+                log.warning("heartbeat: vitals not refreshed: %s: %s", type(exc).__name__, exc)
         fields = [v for pair in self.info.items() for v in pair]
         await self._scripts.call("beat", [self._keys.worker(self._consumer), self._keys.workers],
                                  [self._consumer, self._ttl_ms, now_ms(), *fields])

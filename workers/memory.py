@@ -2,8 +2,12 @@
 
 Three sources, one interface (:class:`MemoryProbe`):
 
-- :class:`NvmlProbe`: NVML through ``nvidia-ml-py`` (free and total memory, utilisation);
+- :class:`NvmlProbe`: NVML through ``nvidia-ml-py`` (free and total memory, utilisation),
+  the GPU matched by UUID;
 - :class:`TorchProbe`: ``torch.cuda.mem_get_info``, where NVML is missing;
+
+Both count what torch's allocator caches but does not use as free (it is this process's
+to use; the driver counts it as taken).
 - :class:`FixedBudget`: a configured size, for CPU workers (``--memory-budget 2GiB``).
 
 :func:`choose_probe` picks one and never fails: on a machine without NVIDIA libraries it
@@ -21,7 +25,7 @@ from typing import Any, Protocol
 from switchyard.broker.units import format_size
 
 __all__ = ["Budget", "FixedBudget", "MemoryProbe", "MemoryReading", "NvmlProbe", "TorchProbe",
-           "choose_probe"]
+           "choose_probe", "nvml_handle"]
 
 log = logging.getLogger(__name__)
 
@@ -55,51 +59,105 @@ class FixedBudget:
 class TorchProbe:
     source = "torch"
 
-    def __init__(self, device: str) -> None:
-        import torch
+    def __init__(self, device: str, torch: Any = None) -> None:
+        if torch is None:
+            import torch as torch_module
 
+            torch = torch_module
         self._torch: Any = torch
         self._device = device
 
     def read(self) -> MemoryReading:
         free, total = self._torch.cuda.mem_get_info(self._device)
-        # What torch holds cached but unused is ours to use as well.
-        cached = self._torch.cuda.memory_reserved(self._device) - self._torch.cuda.memory_allocated(
-            self._device)
-        return MemoryReading(int(free + cached), int(total))
+        return MemoryReading(int(free + _cached(self._torch, self._device)), int(total))
+
+
+def _cached(torch: Any, device: str) -> int:
+    """Bytes torch's allocator holds but does not use: free to this process, though the
+    driver counts them as taken."""
+    if torch is None or not device.startswith("cuda"):
+        return 0
+    return int(torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
 
 
 class NvmlProbe:
+    """NVML's reading of the GPU behind ``device``, matched by UUID (``CUDA_VISIBLE_DEVICES``
+    may hold indices in another order than NVML's, UUIDs or MIG ids). Utilisation is left
+    out where NVML does not support it (MIG, vGPU); an NVML error in a read falls back to
+    the last good reading (logged once), so neither start-up nor the heartbeat dies of it."""
+
     source = "nvml"
 
-    def __init__(self, index: int) -> None:
-        import pynvml
+    def __init__(self, device: str, nvml: Any = None, torch: Any = None) -> None:
+        if nvml is None:
+            import pynvml
 
-        pynvml.nvmlInit()
-        self._nvml: Any = pynvml
-        self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            nvml = pynvml
+        nvml.nvmlInit()
+        self._nvml: Any = nvml
+        self._torch = torch
+        self._device = device
+        self._handle = nvml_handle(nvml, device, torch)
+        self._utilisation = True
+        self._last: MemoryReading | None = None
+        self._failing = False
+        self.name = str(_text(nvml.nvmlDeviceGetUUID(self._handle)))
 
     def read(self) -> MemoryReading:
-        memory = self._nvml.nvmlDeviceGetMemoryInfo(self._handle)
-        rates = self._nvml.nvmlDeviceGetUtilizationRates(self._handle)
-        return MemoryReading(int(memory.free), int(memory.total), rates.gpu / 100.0)
+        try:
+            memory = self._nvml.nvmlDeviceGetMemoryInfo(self._handle)
+        except Exception as exc:  # NVMLError and its many subclasses
+            if self._last is None:
+                raise
+            if not self._failing:
+                log.warning("memory: NVML read failed (%s); using the last reading", exc)
+            self._failing = True
+            return self._last
+        self._failing = False
+        self._last = MemoryReading(int(memory.free) + _cached(self._torch, self._device),
+                                   int(memory.total), self._busy())
+        return self._last
+
+    def _busy(self) -> float | None:
+        if not self._utilisation:
+            return None
+        try:
+            return float(self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu) / 100.0
+        except Exception as exc:  # NotSupported on MIG and vGPU: stop asking
+            self._utilisation = False
+            log.info("memory: no GPU utilisation from NVML here (%s)", exc)
+            return None
 
 
-def _physical_index(device: str) -> int:
-    """cuda:N is the Nth visible device; NVML counts physical ones."""
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def nvml_handle(nvml: Any, device: str, torch: Any = None) -> Any:
+    """NVML's handle for ``cuda:N``: by the UUID torch reports for it, else by the
+    ``CUDA_VISIBLE_DEVICES`` entry (a UUID or MIG id as it is, an index as an index)."""
     logical = int(device.partition(":")[2] or 0)
-    visible = [v for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-    if visible and logical < len(visible) and visible[logical].strip().isdigit():
-        return int(visible[logical])
-    return logical
+    if torch is not None and torch.cuda.is_available():
+        uuid = str(torch.cuda.get_device_properties(logical).uuid)
+        for name in (uuid, f"GPU-{uuid}", f"MIG-{uuid}"):
+            try:
+                return nvml.nvmlDeviceGetHandleByUUID(name)
+            except Exception:  # not that spelling
+                continue
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+               if v.strip()]
+    entry = visible[logical] if logical < len(visible) else str(logical)
+    if entry.isdigit():
+        return nvml.nvmlDeviceGetHandleByIndex(int(entry))
+    return nvml.nvmlDeviceGetHandleByUUID(entry)
 
 
-def _torch_cuda() -> bool:
+def _torch_module() -> Any:
     try:
         import torch
     except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
+        return None
+    return torch if torch.cuda.is_available() else None
 
 
 def choose_probe(device: str, budget: int | None = None) -> MemoryProbe:
@@ -109,17 +167,18 @@ def choose_probe(device: str, budget: int | None = None) -> MemoryProbe:
         probe = FixedBudget(budget if budget is not None else DEFAULT_CPU_BUDGET)
         log.info("memory: fixed budget of %s for %s", format_size(probe.read().total), device)
         return probe
+    torch = _torch_module()
     try:
-        probe = NvmlProbe(_physical_index(device))
+        probe = NvmlProbe(device, torch=torch)
+        reading = probe.read()
     except Exception as exc:  # no driver, no library, no such device: fall back
         why = f"{type(exc).__name__}: {exc}"
-        if _torch_cuda():
+        if torch is not None:
             log.info("memory: NVML unavailable (%s); torch.cuda.mem_get_info for %s", why, device)
-            return TorchProbe(device)
+            return TorchProbe(device, torch)
         log.info("memory: neither NVML (%s) nor CUDA here; fixed budget of %s for %s", why,
                  format_size(DEFAULT_CPU_BUDGET), device)
         return FixedBudget(DEFAULT_CPU_BUDGET)
-    reading = probe.read()
     log.info("memory: NVML for %s, %s free of %s", device, format_size(reading.free),
              format_size(reading.total))
     return probe

@@ -32,7 +32,7 @@ from switchyard.broker.streams import ensure_groups, forget_consumer
 from switchyard.broker.wire import Wire
 from switchyard.workers.deltas import DeltaPublisher
 from switchyard.workers.engines.base import Engine, EngineOutput, ReportsOutOfMemory
-from switchyard.workers.errors import OutOfMemory, UnknownPool
+from switchyard.workers.errors import DeviceLost, OutOfMemory, UnknownPool
 from switchyard.workers.execute import Crashed, Executor
 from switchyard.workers.heartbeat import Heartbeat, describe
 from switchyard.workers.ledger import Ledger, dead_letters, outcomes
@@ -145,7 +145,9 @@ class Worker:
                 "gpu_util": "" if reading.utilisation is None else f"{reading.utilisation:.2f}"}
 
     async def run(self, stop: asyncio.Event) -> WorkerStats:
-        """Serve until ``stop`` is set, then drain and return."""
+        """Serve until ``stop`` is set, then drain and return. A lost device
+        (:class:`DeviceLost`) hands back every job held and is raised: the process should
+        exit, so its supervisor starts a fresh one."""
         await self._retry(check_eviction_policy, self._redis, "the worker's server")
         await self._retry(ensure_groups, self._redis, self._partitions, self._scripts)
         await self._retry(self._scripts.load)
@@ -164,6 +166,11 @@ class Worker:
         spilling = asyncio.create_task(self.spiller.run(stop))
         try:
             await (self._run_joining(stop) if self.engine.joins else self._run_batches(stop))
+        except DeviceLost as exc:
+            log.error("%s; handing back the jobs held here and exiting (the supervisor "
+                      "restarts the worker)", exc)
+            stop.set()
+            raise
         finally:
             await spilling
             await self._shutdown(beating)
@@ -289,9 +296,9 @@ class Worker:
             run = [p for p in batch if verdicts[id(p)] == "run"]
             if not run:
                 return finishing
-            return await self._then_finish(finishing, run, await self._executor.run(run))
+            return await self._then_finish(finishing, run, await self._run_engine(run))
         try:
-            outputs = await self._executor.run(batch)
+            outputs = await self._run_engine(batch, starting)
         except BaseException:
             await starting
             raise
@@ -299,6 +306,20 @@ class Worker:
             starting.cancel()
             return await self._then_finish(finishing, batch, outputs, "with")
         return await self._then_finish(finishing, batch, outputs, starting)
+
+    async def _run_engine(self, run: Sequence[Pulled],
+                          starting: asyncio.Task[dict[int, str]] | None = None
+                          ) -> list[EngineOutput]:
+        """The engine's outputs for ``run``. On a lost device its jobs are handed back
+        (no attempt spent: no job is to blame) before the error goes up."""
+        try:
+            return await self._executor.run(run)
+        except DeviceLost:
+            if starting is not None:  # (a start landing after the release would mark
+                await starting        # the handed-back job running)
+            await self._retry(self._ledger.release, run)
+            self.stats.released += len(run)
+            raise
 
     async def _then_finish(
         self, previous: asyncio.Task[None] | None, run: Sequence[Pulled],

@@ -15,7 +15,7 @@ import pytest
 from switchyard.dispatcher import AsyncClient
 from switchyard.ops.redis_server import free_port
 from switchyard.ops.status import collect, render
-from switchyard.workers.cli import WorkerOptions, child_command, gpu_devices
+from switchyard.workers.cli import WorkerOptions, child_command, child_env, gpu_devices
 from switchyard.workers.engines.generate import GenerateEngine
 from switchyard.workers.engines.tiny_llama import BUILTIN
 from switchyard.workers.errors import EngineUnavailable
@@ -47,15 +47,37 @@ def test_supervisor_restarts_a_dead_child_with_backoff_and_stops_by_pid(tmp_path
     assert living.process is not None and living.process.poll() is not None
 
 
-def test_device_all_means_one_worker_per_visible_gpu() -> None:
-    assert gpu_devices(2) == ["cuda:0", "cuda:1"]
+def test_device_all_means_one_worker_per_visible_gpu_seeing_only_its_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert gpu_devices(2) == ["0", "1"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-aaa, MIG-bbb")
+    assert gpu_devices(2) == ["GPU-aaa", "MIG-bbb"]
     with pytest.raises(EngineUnavailable, match="no CUDA devices"):
         gpu_devices(0)
     args = child_command(WorkerOptions("llm", "c.toml", "all", "redis://h:1/0", 2 << 30, 9100),
-                         "cuda:1", 1)
-    assert args[args.index("--device") + 1] == "cuda:1"
+                         1)
+    assert args[args.index("--device") + 1] == "cuda:0"  # the one GPU it sees
+    assert child_env("MIG-bbb") == {"CUDA_VISIBLE_DEVICES": "MIG-bbb"}
     assert args[args.index("--metrics-port") + 1] == "9101"
     assert args[args.index("--memory-budget") + 1] == str(2 << 30)
+
+
+def test_device_all_children_see_one_gpu_each(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The supervisor really starts each child with its own CUDA_VISIBLE_DEVICES."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    supervisor = Supervisor(say=lambda line: None)
+    show = [sys.executable, "-c", "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"]
+    try:
+        children = [supervisor.start(f"c{i}", show, tmp_path / f"c{i}.log", env=child_env(gpu))
+                    for i, gpu in enumerate(gpu_devices(2))]
+        for child in children:
+            assert child.process is not None
+            child.process.wait(30)
+    finally:
+        supervisor.stop(grace_s=5)
+    assert [c.log.read_text().strip() for c in children] == ["3", "5"]
 
 
 @pytest.mark.parametrize("entry", ["switchyard.ops", "switchyard.workers"])

@@ -17,15 +17,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from switchyard.workers.errors import OutOfMemory
+from switchyard.workers.errors import DeviceLost, OutOfMemory
 
 __all__ = ["activation_estimate", "free_memory", "guard_oom", "is_alloc_failure",
-           "kv_bytes_per_token", "measure_activation"]
+           "is_device_lost", "kv_bytes_per_token", "measure_activation"]
 
 ALLOC_FAILURES = ("CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED",
                   "CUDA error: out of memory", "HIP out of memory")
 """Errors other than ``torch.cuda.OutOfMemoryError`` that mean the same: a library's own
 workspace allocation failed."""
+STICKY = ("device-side assert triggered", "an illegal memory access was encountered",
+          "unspecified launch failure", "uncorrectable ECC error", "misaligned address",
+          "CUDA error: unknown error", "GPU is lost", "Xid", "CUDA driver version is insufficient",
+          "CUDA-capable device(s) is/are busy or unavailable", "illegal instruction")
+"""CUDA errors after which the context is unusable: every later call fails the same way."""
 
 
 def _dtype_bytes(model: Any) -> int:
@@ -68,16 +73,25 @@ def is_alloc_failure(torch: Any, exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and any(s in str(exc) for s in ALLOC_FAILURES)
 
 
+def is_device_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` is a sticky CUDA error (see ``STICKY``)."""
+    return isinstance(exc, RuntimeError) and any(s in str(exc) for s in STICKY)
+
+
 def guard_oom(torch: Any, device: str, work: Callable[[], Any]) -> Any:
     """Run ``work``; running out of memory becomes :class:`OutOfMemory`, raised with no
     traceback or cause: the failed call's frames (and the tensors they hold) are freed
-    as soon as the caller drops its own references, then :func:`free_memory`."""
+    as soon as the caller drops its own references, then :func:`free_memory`. A sticky
+    CUDA error becomes :class:`DeviceLost`."""
     try:
         return work()
-    except BaseException as exc:  # re-raised unless it is an OOM
+    except BaseException as exc:  # re-raised unless it is an OOM or a lost device
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if is_device_lost(exc):
+            raise DeviceLost(f"{device} is unusable: {first}") from None
         if not is_alloc_failure(torch, exc):
             raise
-        message = f"out of memory on {device}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        message = f"out of memory on {device}: {first}"
     free_memory(torch, device)
     raise OutOfMemory(message)
 
