@@ -195,8 +195,12 @@ class Budget:
     last: MemoryReading | None = None
     """The reading the last :meth:`bytes` used."""
 
-    def bytes(self) -> int:
+    def bytes(self, held: int = 0) -> int:
+        """``held``: bytes this worker's running batches hold now. A probe's free memory
+        has them taken out already; they are part of what this worker may use, so they
+        count back in (the caller charges its running batches against the result). A
+        fixed budget is the whole budget either way."""
         reading = self.last = self.probe.read()
         if self.probe.source == FixedBudget.source:
             return reading.free
-        return max(0, int(reading.free * self.target) - self.margin)
+        return max(0, int((reading.free + held) * self.target) - self.margin)

@@ -272,12 +272,18 @@ class Puller:
         return bad
 
     def take(self, cost: Callable[[JobEnvelope], tuple[int, int]],
-             max_tokens: int | None = None) -> list[Pulled]:
+             max_tokens: int | None = None, *,
+             fits: Callable[[int, int], bool] | None = None, strict: bool = False
+             ) -> list[Pulled]:
         """Pack the next batch: slots by priority (with shares), and within a priority the
         oldest job plus the buffered jobs nearest its length, so little is padding; the
         whole batch within the job and padded-token bounds (``max_tokens`` if given, else
-        the configured one). The first job is taken whatever its size."""
+        the configured one; or ``fits(sequences, longest)``, if given). The first job is
+        taken whatever its size, unless ``strict`` (work is running beside it)."""
         limit = self._max_tokens if max_tokens is None else max_tokens
+        if fits is None:
+            def fits(n: int, longest: int) -> bool:
+                return n * longest <= limit
         batch: list[Pulled] = []
         texts = longest = 0
         for priority, slots in self._slots().items():
@@ -286,7 +292,7 @@ class Puller:
             kept = set()
             for index in picked:
                 n, length = buffer[index].cost_by(cost)
-                if batch and (texts + n) * max(longest, length) > limit:
+                if (batch or strict) and not fits(texts + n, max(longest, length)):
                     break
                 kept.add(index)
                 batch.append(buffer[index])

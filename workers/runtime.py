@@ -39,7 +39,7 @@ from switchyard.workers.ledger import Ledger, dead_letters, outcomes
 from switchyard.workers.memory import Budget, FixedBudget, MemoryProbe, choose_probe
 from switchyard.workers.metrics import WorkerMetrics
 from switchyard.workers.puller import URGENT_MS, Pulled, Puller
-from switchyard.workers.sizing import BatchSizer
+from switchyard.workers.sizing import IDLE, BatchSizer, Running
 from switchyard.workers.spend import record_spend
 from switchyard.workers.spill import Spiller
 
@@ -109,6 +109,8 @@ class Worker:
         self._budget = Budget(probe, settings.memory_target, settings.memory_margin)
         self._sizer = BatchSizer(engine, self._budget, settings.max_batch_tokens)
         self.metrics = metrics or WorkerMetrics(pool, self.consumer, engine.device)
+        self.charged = 0
+        """Bytes the running batches are charged (engines that join: their cache)."""
         self._read_backoff = Backoff(first=0.1, most=0.5)
         self.spiller = Spiller(redis, config, pool)
         """Moves jobs waiting too long on local pools that overflow to this one."""
@@ -192,23 +194,26 @@ class Worker:
 
     async def _run_joining(self, stop: asyncio.Event) -> None:
         """For engines whose running batch takes newcomers: keep pulling while batches run,
-        as long as the memory budget has room for them (and at most MAX_RUNS at once)."""
-        running: dict[asyncio.Task[None], int] = {}  # task -> its padded tokens
+        as long as the memory budget has room for them beside what runs (at most MAX_RUNS
+        batches at once). When the next job does not fit, wait for a batch to end."""
+        running: dict[asyncio.Task[None], list[tuple[int, int]]] = {}  # task -> its costs
         try:
             while not stop.is_set():
                 for task in [t for t in running if t.done()]:
                     running.pop(task)
                     task.result()
-                in_use = sum(running.values())
-                if running and (len(running) >= MAX_RUNS
-                                or in_use >= self._sizer.token_limit()):
+                now = IDLE.plus([c for costs in running.values() for c in costs])
+                self.charged = self._sizer.charged(now)
+                if len(running) >= MAX_RUNS:
                     await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                     continue
-                batch = await self._next_batch(in_use)
+                batch = await self._next_batch(now)
                 if batch:
                     costs = [p.cost_by(self.engine.cost) for p in batch]
-                    running[asyncio.create_task(self._serve_alone(batch))] = (
-                        sum(n for n, _ in costs) * max(t for _, t in costs))
+                    self.charged = self._sizer.charged(now.plus(costs))
+                    running[asyncio.create_task(self._serve_alone(batch))] = costs
+                elif running and any(self._puller.buffers.values()):
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
         finally:
             await asyncio.gather(*running, return_exceptions=True)
 
@@ -217,9 +222,9 @@ class Worker:
         if finishing is not None:
             await finishing
 
-    async def _next_batch(self, in_use: int = 0) -> list[Pulled]:
-        """The next batch from the buffer (topped up first), within the memory budget less
-        ``in_use`` padded tokens already running."""
+    async def _next_batch(self, running: Running = IDLE) -> list[Pulled]:
+        """The next batch from the buffer (topped up first), within the memory budget
+        beside the ``running`` rows (see ``workers/sizing.py``)."""
         try:
             bad = await self._puller.fill()
             self._read_backoff.reset()
@@ -236,8 +241,9 @@ class Worker:
         if bad:
             await self._retry(self._dead_letter, bad)
         await self._cost_off_loop()
-        limit = max(1, self._sizer.token_limit() - in_use)
-        batch = self._puller.take(self.engine.cost, limit)
+        fits = self._sizer.fits(running)
+        limit = self._sizer.token_limit(fresh=False)
+        batch = self._puller.take(self.engine.cost, limit, fits=fits, strict=running.rows > 0)
         if batch and self._sizer.bounded:  # read about as many as the budget will take
             self._puller.window = self._sizer.window(batch, limit, self._config.pools[self.pool])
         self._heartbeat.info["last_batch"] = str(len(batch))

@@ -1,12 +1,22 @@
 """Sizes batches to the memory budget, and learns from running out of it.
 
 A batch may hold ``budget bytes / (engine.token_bytes x scale)`` padded tokens, where the
-budget is read from the memory probe before every batch. ``scale`` is what running out of
-memory taught: it starts at 1, grows by a quarter per out-of-memory *event* (one event
-fails every request of a running batch at once; it counts once), never beyond
-``MAX_SCALE``, and decays back towards 1 as batches run clean (its excess over 1 shrinks
-by ``DECAY`` per batch: halved after about 35), so one bad spell does not shrink batches
-for good.
+budget is read from the memory probe before every batch.
+
+An engine that keeps a running batch (``HoldsCache``: generation's KV cache) is charged
+for what its memory really does. Joined, every row is padded to the widest one, so the
+running rows and a new batch cost ``cache_bytes`` x rows x the widest final length
+(prompt + max tokens) of any of them; the activations (``token_bytes`` - ``cache_bytes``)
+exist only during one forward, so they are charged once, on the largest forward (the new
+batch's prefill, or a step of every row). The probe's free memory already has the running
+cache taken out, so what that cache holds now (``held_bytes``) counts back into the
+budget before the running rows are charged: counted once, not twice.
+
+``scale`` is what running out of memory taught: it starts at 1, grows by a quarter per
+out-of-memory *event* (one event fails every request of a running batch at once; it
+counts once), never beyond ``MAX_SCALE``, and decays back towards 1 as batches run clean
+(its excess over 1 shrinks by ``DECAY`` per batch: halved after about 35), so one bad
+spell does not shrink batches for good.
 
 A job that alone needs more than the whole budget (as measured when the worker started,
 idle, at the engine's own estimate: the learned scale stays out of it) can never run
@@ -17,18 +27,37 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from switchyard.broker.config import PoolConfig
 from switchyard.broker.schemas import JobEnvelope, JobState
 from switchyard.broker.units import format_size
-from switchyard.workers.engines.base import Engine
+from switchyard.workers.engines.base import Engine, HoldsCache
 from switchyard.workers.ledger import Finish, failure
 from switchyard.workers.memory import Budget, MemoryReading
 from switchyard.workers.puller import Pulled
 
-__all__ = ["BatchSizer"]
+__all__ = ["IDLE", "BatchSizer", "Fits", "Running"]
 
 log = logging.getLogger(__name__)
+
+Fits = Callable[[int, int], bool]
+"""``fits(sequences, longest)``: whether a new batch of that shape fits beside what runs."""
+
+
+@dataclass(frozen=True)
+class Running:
+    """What a worker's running batches hold: rows, and the widest final length."""
+
+    rows: int = 0
+    widest: int = 0
+
+    def plus(self, costs: Sequence[tuple[int, int]]) -> Running:
+        return Running(self.rows + sum(n for n, _ in costs),
+                       max([self.widest, *(t for _, t in costs)]))
+
+
+IDLE = Running()
 
 OOM_GROWTH = 1.25
 MAX_SCALE = 4.0
@@ -47,6 +76,7 @@ class BatchSizer:
         self.capacity = 0
         """Bytes a batch may use on an idle worker (read by :meth:`start`)."""
         self.last_budget = 0
+        self._cache = engine.cache_bytes if isinstance(engine, HoldsCache) else 0
 
     @property
     def bounded(self) -> bool:
@@ -58,12 +88,38 @@ class BatchSizer:
             log.info("batch memory budget %s (%s per padded token)",
                      format_size(self.capacity), format_size(self._engine.token_bytes))
 
-    def token_limit(self) -> int:
-        """Padded tokens the next batch may hold."""
+    def token_limit(self, *, fresh: bool = True) -> int:
+        """Padded tokens the next batch may hold on its own (nothing running); ``fresh``:
+        read the budget now (else the last one read)."""
         if not self.bounded:
             return self._max_tokens
-        self.last_budget = self._budget.bytes()
+        if fresh:
+            self.last_budget = self._read()
         return min(self._max_tokens, int(self.last_budget / self._per_token()))
+
+    def fits(self, running: Running = IDLE) -> Fits:
+        """The bound a new batch must keep beside ``running`` (the budget read now)."""
+        most = self._max_tokens
+        if not self.bounded:
+            return lambda n, longest: n * longest <= most
+        budget = self.last_budget = self._read()
+        cache, scale = self._cache, self.scale
+        forward = self._engine.token_bytes - cache  # only during a forward
+
+        def fits(n: int, longest: int) -> bool:
+            rows, width = running.rows + n, max(running.widest, longest)
+            need = cache * rows * width + forward * max(n * longest, rows)
+            return n * longest <= most and need * scale <= budget
+
+        return fits
+
+    def charged(self, running: Running) -> int:
+        """Bytes the running rows are charged (their cache at its widest)."""
+        return int(self._cache * running.rows * running.widest * self.scale)
+
+    def _read(self) -> int:
+        held = self._engine.held_bytes() if isinstance(self._engine, HoldsCache) else 0
+        return self._budget.bytes(held)
 
     def too_large(self, tokens: int) -> str:
         """Why a job of ``tokens`` padded tokens can never run here ('' if it can)."""
@@ -77,7 +133,7 @@ class BatchSizer:
         """A fresh reading (and budget, in ``last_budget``); None when not memory-bound."""
         if not self.bounded:
             return None
-        self.last_budget = self._budget.bytes()
+        self.last_budget = self._read()
         return self._budget.last
 
     def refuse(self, batch: Sequence[Pulled],

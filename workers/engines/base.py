@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 from switchyard.broker.schemas import ChatResult, EmbedResult, ErrorInfo, JobEnvelope, ServedBy
 from switchyard.workers.errors import OutOfMemory
 
-__all__ = ["Emit", "Engine", "EngineOutput", "ReportsOutOfMemory"]
+__all__ = ["Emit", "Engine", "EngineOutput", "HoldsCache", "ReportsOutOfMemory"]
 
 EngineOutput = EmbedResult | ChatResult | ErrorInfo
 """Per job: a result, or the reason that one job failed."""
@@ -55,3 +55,17 @@ class ReportsOutOfMemory(Protocol):
     from any thread."""
 
     out_of_memory: Callable[[OutOfMemory], None]
+
+
+@runtime_checkable
+class HoldsCache(Protocol):
+    """An engine whose running batch keeps memory between steps (a KV cache) while more
+    work joins it. The worker charges running rows ``cache_bytes`` per padded slot of the
+    merged cache (rows x the widest row), and a new batch ``token_bytes`` per token of
+    its own forward only; see ``workers/sizing.py``."""
+
+    cache_bytes: int
+    """Device memory one padded slot of the running cache holds (per row per column)."""
+
+    def held_bytes(self) -> int:
+        """What the running batch's cache holds now (may be read from any thread)."""

@@ -175,6 +175,13 @@ class Batch:
         self.rows += [rows[i] for i in keep]
         self._next += [tokens[i] for i in keep]
 
+    @property
+    def slots(self) -> int:
+        """Padded cache slots held: rows x cached columns (every layer holds that many
+        keys and values)."""
+        mask = self._mask
+        return 0 if mask is None else int(mask.shape[0] * mask.shape[1])
+
     def remove(self, gone: Callable[[Row], bool]) -> None:
         """Drop the rows for which ``gone`` is true (their request failed)."""
         keep = [i for i, r in enumerate(self.rows) if not gone(r)]

@@ -60,7 +60,7 @@ class GenerateEngine:
         self._torch: Any = torch
         self._model, self._tokenizer = _load(model)
         self._model.to(self.device)
-        self._kv = kv_bytes_per_token(self._model)
+        self._kv = self.cache_bytes = kv_bytes_per_token(self._model)
         self.token_bytes = self._kv + activation_estimate(self._model)
         self._max_input = max_input_tokens
         self._context = int(getattr(self._model.config, "max_position_embeddings", 0) or 1 << 30)
@@ -70,6 +70,9 @@ class GenerateEngine:
                                 lambda work: guard_oom(torch, self.device, work),
                                 lambda: free_memory(torch, self.device),
                                 lambda exc: self.out_of_memory(exc))
+
+    def held_bytes(self) -> int:
+        return self._loop.slots * self.cache_bytes
 
     @property
     def model(self) -> Any:

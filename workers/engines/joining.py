@@ -71,6 +71,7 @@ class DecodeLoop:
         """Called (in the decoding thread) for every out-of-memory error."""
         self._waiting: list[Row] = []  # taken in, not yet prefilled (this thread's own)
         self._cap = 0  # rows the batch may hold while put-back rows wait (0: no cap)
+        self._batch: Batch | None = None
         self._intake: list[Row] = []
         self._wake = threading.Condition()
         self._closed = False
@@ -101,9 +102,16 @@ class DecodeLoop:
         if self._thread is not None:
             self._thread.join()
 
+    @property
+    def slots(self) -> int:
+        """Padded cache slots the running batch holds now (read from any thread)."""
+        batch = self._batch
+        return 0 if batch is None else batch.slots
+
     def _run(self) -> None:
-        batch = Batch(self._model, self._tokenizer, self._device)
+        batch = self._batch = Batch(self._model, self._tokenizer, self._device)
         while True:
+            self._batch = batch
             with self._wake:
                 while (not self._intake and not self._waiting and not batch.rows
                        and not self._closed):
