@@ -19,8 +19,14 @@ $(VENV)/.installed-up: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[gpu,local,bench,gateway]'
 	touch $@
 
+# The lowest supported transformers (with the huggingface-hub it needs), in a folder of
+# its own that one test puts first on the path: the decode loop's tests run there too.
+TRANSFORMERS_LOWER := transformers==5.17.0 huggingface-hub==1.33.0
+
 $(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
+	PIP_CONSTRAINT= $(BIN)/python -m pip install -q --no-deps --upgrade \
+		--target $(VENV)/transformers-lower $(TRANSFORMERS_LOWER)
 	touch $@ $(VENV)/.installed-up
 
 up: $(VENV)/.installed-up

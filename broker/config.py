@@ -207,6 +207,9 @@ class PoolConfig(Strict):
     """embed: the packaged MiniLM by name, or a local model folder. generate: a local
     causal-LM folder, or ``builtin:tiny-llama`` (random weights: nonsense text)."""
     device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights and activations of embed and generate models. ``auto``: bfloat16 on a GPU
+    that supports it (float16 on one that does not), float32 on CPU."""
     partitions: Annotated[int, Field(ge=1, le=256)] = 1
     max_batch: Annotated[int, Field(ge=1, le=4096)] = 32
     max_batch_tokens: Annotated[int, Field(ge=1)] = 65_536

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -157,3 +158,38 @@ async def test_a_cancelled_stream_stops_its_generation_early(
         del engine.run
     (result,) = outputs
     assert result.usage.output_tokens < 300, result.usage  # type: ignore[attr-defined]
+
+
+def test_a_sliding_window_model_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    """Its cache drops old columns itself; joined rows would decode wrong."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from switchyard.workers.engines.tiny_llama import build_tiny_llama
+    from switchyard.workers.errors import EngineUnavailable
+
+    _, tokenizer = build_tiny_llama()
+    config = MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=1, vocab_size=259,
+                           sliding_window=8)
+    MistralForCausalLM(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(EngineUnavailable, match="DynamicSlidingWindowLayer"):
+        GenerateEngine(str(tmp_path), "cpu")
+    config.sliding_window = None  # the same model with full attention is served
+    MistralForCausalLM(config).save_pretrained(tmp_path)
+    assert GenerateEngine(str(tmp_path), "cpu").cache_bytes > 0
+
+
+async def test_a_bfloat16_model_decodes_and_is_charged_half_the_cache() -> None:
+    from switchyard.workers.engines.decoding import Prompt
+
+    full = GenerateEngine(BUILTIN, "cpu")
+    half = GenerateEngine(BUILTIN, "cpu", dtype="bfloat16")
+    try:
+        assert half.dtype == "bfloat16" and half.cache_bytes * 2 == full.cache_bytes
+        prompt = Prompt(half.tokenizer("hello")["input_ids"], max_tokens=12)
+        decoded = await half._generate([prompt, prompt], None)
+        assert [d.completion_tokens for d in decoded] == [12, 12]
+    finally:
+        full.close()
+        half.close()

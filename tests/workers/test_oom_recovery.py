@@ -181,3 +181,54 @@ async def test_one_oom_in_a_running_batch_is_one_event_and_every_job_succeeds(
     assert all(r.usage.output_tokens == 120 for r in results)
     assert worker.stats.oom_recoveries == 1
     assert worker._sizer.scale <= 1.25
+
+
+class Publisher:
+    """The delta publisher's contract (workers/deltas.py), in memory: each run of a job
+    streams its text from the start; characters already passed on are dropped."""
+
+    def __init__(self) -> None:
+        self.passed: dict[int, str] = {}
+
+    def emitter(self, keys: list[int]) -> Any:
+        produced = dict.fromkeys(keys, 0)
+
+        def emit(index: int, text: str) -> bool:
+            key = keys[index]
+            start = produced[key]
+            produced[key] = start + len(text)
+            sent = self.passed.get(key, "")
+            if produced[key] > len(sent):
+                self.passed[key] = sent + text[max(0, len(sent) - start):]
+            return True
+
+        return emit
+
+
+def test_a_request_that_fails_alone_keeps_its_rows_progress_for_the_next_run(
+        tiny: tuple[Any, Any]) -> None:
+    """A request of three rows: one finishes, then the batch runs out of memory, and
+    again with one row alone, so the request fails. Run again (as the worker's split
+    does), each job resumes where it stopped or is done at once: with other numerics
+    after the OOM, text started over would not match what its caller already has."""
+    model, tokenizer = tiny
+    wrapped = OomModel(model, lambda rows, prefill: not prefill and rows == 2)
+    wrapped.perturb_after = True
+    loop = _loop(wrapped, tokenizer)
+    prompts = [Prompt(tokenizer(t)["input_ids"], max_tokens=n, temperature=0.9, seed=i,
+                      stream=True, key=f"job{i}")
+               for i, (t, n) in enumerate([("a", 4), ("bb", 40), ("ccc", 40)])]
+    publisher = Publisher()
+    try:
+        first = loop.submit(prompts, publisher.emitter([0, 1, 2]))
+        while not wrapped.fired:
+            time.sleep(0.001)
+        wrapped.fired, wrapped.when = False, lambda rows, prefill: not prefill  # alone
+        with pytest.raises(OutOfMemory):
+            first.result(timeout=60)
+        results = [loop.submit([p], publisher.emitter([i])).result(timeout=60)[0]
+                   for i, p in enumerate(prompts)]
+    finally:
+        loop.close()
+    assert [r.completion_tokens for r in results] == [4, 40, 40]
+    assert [r.text for r in results] == [publisher.passed[i] for i in range(3)]

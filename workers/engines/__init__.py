@@ -33,7 +33,8 @@ def build_engine(pool: PoolConfig, device: str | None = None, *,
     if pool.engine == "generate":
         from switchyard.workers.engines.generate import GenerateEngine
 
-        return GenerateEngine(pool.model, device or pool.device, pool.max_input_tokens)
+        return GenerateEngine(pool.model, device or pool.device, pool.max_input_tokens,
+                              pool.dtype)
     from switchyard.workers.engines.embed import EmbedEngine
 
-    return EmbedEngine(pool.model, device or pool.device, pool.max_input_tokens)
+    return EmbedEngine(pool.model, device or pool.device, pool.max_input_tokens, pool.dtype)

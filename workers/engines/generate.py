@@ -36,7 +36,7 @@ from switchyard.workers.engines.costs import (
     measure_activation,
 )
 from switchyard.workers.engines.decoding import Decoded, Prompt
-from switchyard.workers.engines.embed import pick_device
+from switchyard.workers.engines.embed import pick_device, pick_dtype
 from switchyard.workers.engines.joining import DecodeLoop
 from switchyard.workers.engines.tiny_llama import BUILTIN, build_tiny_llama
 from switchyard.workers.errors import EngineUnavailable, OutOfMemory
@@ -49,7 +49,8 @@ class GenerateEngine:
     joins = True
     tokenises = True
 
-    def __init__(self, model: str, device: str = "auto", max_input_tokens: int = 1024) -> None:
+    def __init__(self, model: str, device: str = "auto", max_input_tokens: int = 1024,
+                 dtype: str = "auto") -> None:
         try:
             import torch
         except ImportError as exc:
@@ -59,7 +60,9 @@ class GenerateEngine:
         self.device = pick_device(torch, device)
         self._torch: Any = torch
         self._model, self._tokenizer = _load(model)
-        self._model.to(self.device)
+        self.dtype = pick_dtype(torch, self.device, dtype)
+        self._model.to(self.device, getattr(torch, self.dtype))
+        check_cache_layout(torch, self._model, model, self.device)
         self._kv = self.cache_bytes = kv_bytes_per_token(self._model)
         self.token_bytes = self._kv + activation_estimate(self._model)
         self._max_input = max_input_tokens
@@ -129,7 +132,7 @@ class GenerateEngine:
             # memory (or redelivered) produces the same text it already streamed.
             seed = request.seed if request.seed is not None else zlib.crc32(job.id.encode())
             prompts.append(Prompt(ids, request.max_tokens, request.temperature, request.top_p,
-                                  tuple(request.stop), seed, request.stream))
+                                  tuple(request.stop), seed, request.stream, job.id))
             rows.append(i)
         if prompts:
             decoded = await self._generate(prompts, lambda row, text: emit(rows[row], text))
@@ -164,6 +167,24 @@ def _result(decoded: Decoded, job: JobEnvelope, served_by: ServedBy) -> ChatResu
                         output_tokens=decoded.completion_tokens),
         ttft_ms=ttft, served_by=served_by,
     )
+
+
+def check_cache_layout(torch: Any, model: Any, name: str, device: str) -> None:
+    """Refuse a model whose KV cache the joiner cannot merge, pad and trim: it needs every
+    layer to be a plain full-attention cache (``DynamicLayer``). Sliding-window layers
+    (Mistral with ``sliding_window``, Gemma 2/3) drop old columns on their own, and hybrid
+    models (Mamba, Jamba) keep state that is not per-column; both would decode wrong."""
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([[1, 2, 3]], device=device), use_cache=True,
+                    logits_to_keep=1)
+    layers = getattr(out.past_key_values, "layers", None)
+    kinds = sorted({type(layer).__name__ for layer in layers or ()}) or [
+        type(out.past_key_values).__name__]
+    if kinds != ["DynamicLayer"]:
+        raise EngineUnavailable(
+            f"model {name} keeps a {'/'.join(kinds)} cache (sliding-window or hybrid "
+            "attention); the generate engine can batch only full-attention models. Serve it "
+            "from vLLM or SGLang behind a pool with engine = \"served\"")
 
 
 def _load(model: str) -> tuple[Any, Any]:

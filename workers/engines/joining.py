@@ -13,7 +13,9 @@ alive), and its rows wait to resume where they stopped, prefilled from their pro
 the tokens they already generated, half as many at a time: the text a caller already has
 stays the start of the text it gets. Out of memory while prefilling newcomers, they wait
 the same way and the running rows go on. A row that runs out of memory alone (nothing
-else in the batch) fails its request with :class:`OutOfMemory`: it does not fit. Any
+else in the batch) fails its request with :class:`OutOfMemory`: it does not fit (what
+the request's other rows got to is kept by job, so when the worker runs them again, in
+smaller batches, each resumes where it stopped or is done at once). Any
 other error in a step fails every request in the batch, and the worker splits and re-runs
 them to find the one that raises.
 """
@@ -35,6 +37,9 @@ __all__ = ["DecodeLoop"]
 
 log = logging.getLogger(__name__)
 
+KEPT_MOST = 1024
+"""Unfinished rows whose progress is kept for their job's next run, at most."""
+
 Guard = Callable[[Callable[[], list[Row]]], list[Row]]
 """Runs one admit or step, turning an out-of-memory error into ``OutOfMemory``."""
 
@@ -44,6 +49,7 @@ class _Submission:
         self.future: Future[list[Decoded]] = Future()
         self.results: list[Decoded | None] = [None] * size
         self.left = size
+        self.rows: list[Row] = []
 
     def done(self, row: Row) -> None:
         self.results[row.index] = row.decoded
@@ -72,6 +78,8 @@ class DecodeLoop:
         self._waiting: list[Row] = []  # taken in, not yet prefilled (this thread's own)
         self._cap = 0  # rows the batch may hold while put-back rows wait (0: no cap)
         self._batch: Batch | None = None
+        self._kept: dict[str, Decoded | tuple[list[int], Any, int | None]] = {}
+        """Progress of unfinished rows whose request failed, by prompt key (bounded)."""
         self._intake: list[Row] = []
         self._wake = threading.Condition()
         self._closed = False
@@ -86,7 +94,9 @@ class DecodeLoop:
         with self._wake:
             if self._closed:
                 raise RuntimeError("the decode loop is closed")
-            self._intake += rows
+            submission.rows = rows
+            fresh = [row for row in rows if not self._resume(row, emit)]
+            self._intake += fresh
             self._wake.notify()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="switchyard-decode",
@@ -180,6 +190,7 @@ class DecodeLoop:
             owner = rows[0].owner
             batch.remove(lambda r: r.owner is owner)
             self._waiting = [r for r in self._waiting if r.owner is not owner]
+            self._keep(owner)
             _fail(rows, exc)
             self._release()
             return
@@ -188,6 +199,38 @@ class DecodeLoop:
         self._cap = max(1, running + len(rows) // 2)
         self._waiting = [*rows, *self._waiting]
         self._release()
+
+    def _resume(self, row: Row, emit: Emit | None) -> bool:
+        """Give ``row`` what was kept of its prompt's earlier row (under the lock); True
+        if that row had finished (this one is then done already)."""
+        kept = self._kept.pop(row.prompt.key, None) if row.prompt.key else None
+        if kept is None:
+            return False
+        if isinstance(kept, Decoded):
+            row.decoded = kept
+            text = kept.text
+        else:
+            text = row.resume(*kept)
+        if text and emit is not None:
+            emit(row.index, text)  # from the start: the publisher drops what it sent
+        if isinstance(kept, Decoded):
+            row.owner.done(row)
+            return True
+        return False
+
+    def _keep(self, owner: _Submission) -> None:
+        """Keep what the rows of a failing request got to: finished rows' results,
+        unfinished rows' progress. The worker runs their jobs again, and each resumes
+        there instead of generating other text than its caller already has."""
+        with self._wake:
+            for row in owner.rows:
+                done = getattr(row, "decoded", None)
+                if not row.prompt.key or (done is None and not row.tail.ids):
+                    continue
+                self._kept[row.prompt.key] = done if done is not None else (
+                    list(row.tail.ids), row.generator, row.first_ms)
+            while len(self._kept) > KEPT_MOST:
+                self._kept.pop(next(iter(self._kept)))
 
     def _fresh(self, failed: Batch) -> Batch:
         """A new, empty batch; the failed one's cache freed first."""
