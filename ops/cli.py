@@ -12,7 +12,7 @@ from switchyard.broker.commands import run_command
 from switchyard.broker.locate import DEFAULT_STATE_DIR, STATE_DIR_ENV
 from switchyard.dispatcher import cli as dispatcher_cli
 from switchyard.dispatcher.gateway import cli as gateway_cli
-from switchyard.ops import acl, dlq, fake_provider
+from switchyard.ops import acl, dlq, fake_engine, fake_provider
 from switchyard.ops import status as status_cli
 from switchyard.ops.bench import cli as bench_cli
 from switchyard.ops.stack import UpOptions, up
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     acl.add_parser(sub)
     bench_cli.add_parser(sub)
     fake_provider.add_parser(sub)
+    fake_engine.add_parser(sub)
     return parser
 
 

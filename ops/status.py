@@ -127,7 +127,18 @@ def _worker_line(w: dict[str, str]) -> str:
                      f"({w.get('memory_source', '?')}), budget {format_size(budget)}")
     if w.get("gpu_util"):
         parts.append(f"GPU {float(w['gpu_util']):.0%} busy")
+    if w.get("engine_health"):
+        parts.append(_engine_load(w))
     return ", ".join(parts)
+
+
+def _engine_load(w: dict[str, str]) -> str:
+    """A served pool's engine: up or down, what it runs and queues, its cache use."""
+    load = f"engine {w['engine_health']}: {w.get('engine_inflight', '0')} in flight"
+    if w.get("engine_running"):
+        load += (f", {w['engine_running']} running, {w.get('engine_waiting', '?')} waiting, "
+                 f"KV cache {float(w.get('engine_kv') or 0):.0%}")
+    return load
 
 
 @dataclass(frozen=True)

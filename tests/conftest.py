@@ -88,7 +88,8 @@ def make_config(prefix: str, **pools: dict[str, Any]) -> SwitchyardConfig:
     pool has a model of its name (a chat model for generate pools); ``echo-chat`` is the
     echo pool's chat model."""
     pool_specs: dict[str, Any] = {"echo": {"engine": "echo"}, **pools}
-    models = {name: {"pool": name, "kind": "chat" if spec["engine"] == "generate" else "embed"}
+    models = {name: {"pool": name,
+                     "kind": "chat" if spec["engine"] in ("generate", "served") else "embed"}
               for name, spec in pool_specs.items()}
     return SwitchyardConfig.model_validate({
         "redis": {"prefix": prefix},

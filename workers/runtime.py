@@ -31,7 +31,13 @@ from switchyard.broker.scripts import Scripts
 from switchyard.broker.streams import ensure_groups, forget_consumer
 from switchyard.broker.wire import Wire
 from switchyard.workers.deltas import DeltaPublisher
-from switchyard.workers.engines.base import Engine, EngineOutput, ReportsOutOfMemory
+from switchyard.workers.engines.base import (
+    Engine,
+    EngineOutput,
+    HasRoom,
+    Released,
+    ReportsOutOfMemory,
+)
 from switchyard.workers.errors import DeviceLost, OutOfMemory, UnknownPool
 from switchyard.workers.execute import Crashed, Executor
 from switchyard.workers.heartbeat import Heartbeat, describe
@@ -137,11 +143,12 @@ class Worker:
 
     def _vitals(self) -> dict[str, str]:
         """Memory and utilisation for the heartbeat (and the metrics), read now."""
+        engine = self.engine.vitals() if isinstance(self.engine, HasRoom) else {}
         reading = self._sizer.vitals()
         if reading is None:
-            return {}
+            return engine
         self.metrics.memory(reading, self._sizer.last_budget)
-        return {"mem_free": str(reading.free), "mem_total": str(reading.total),
+        return {**engine, "mem_free": str(reading.free), "mem_total": str(reading.total),
                 "budget_bytes": str(self._sizer.last_budget),
                 "memory_source": self._budget.probe.source,
                 "gpu_util": "" if reading.utilisation is None else f"{reading.utilisation:.2f}"}
@@ -207,24 +214,45 @@ class Worker:
                 if len(running) >= MAX_RUNS:
                     await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                     continue
-                batch = await self._next_batch(now)
+                room = self.engine.room() if isinstance(self.engine, HasRoom) else None
+                if room == 0:  # the engine is full (or down): wait for room
+                    await self._wait_for_room(running)
+                    continue
+                batch = await self._next_batch(now, room)
                 if batch:
                     costs = [p.cost_by(self.engine.cost) for p in batch]
                     self.charged = self._sizer.charged(now.plus(costs))
                     running[asyncio.create_task(self._serve_alone(batch))] = costs
+                    if isinstance(self.engine, HasRoom):
+                        self.engine.taken(len(batch))
                 elif running and any(self._puller.buffers.values()):
                     await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
         finally:
             await asyncio.gather(*running, return_exceptions=True)
 
-    async def _serve_alone(self, batch: Sequence[Pulled]) -> None:
-        finishing = await self._serve(batch, None)
-        if finishing is not None:
-            await finishing
+    async def _wait_for_room(self, running: dict[asyncio.Task[None], list[tuple[int, int]]]
+                             ) -> None:
+        assert isinstance(self.engine, HasRoom)
+        if running:
+            await asyncio.wait(running, timeout=self.engine.scrape_s,
+                               return_when=asyncio.FIRST_COMPLETED)
+        else:
+            await asyncio.sleep(self.engine.scrape_s)
 
-    async def _next_batch(self, running: Running = IDLE) -> list[Pulled]:
+    async def _serve_alone(self, batch: Sequence[Pulled]) -> None:
+        try:
+            finishing = await self._serve(batch, None)
+            if finishing is not None:
+                await finishing
+        finally:
+            if isinstance(self.engine, HasRoom):
+                self.engine.settled(len(batch))
+
+    async def _next_batch(self, running: Running = IDLE, room: int | None = None
+                          ) -> list[Pulled]:
         """The next batch from the buffer (topped up first), within the memory budget
-        beside the ``running`` rows (see ``workers/sizing.py``)."""
+        beside the ``running`` rows (see ``workers/sizing.py``), and of at most ``room``
+        jobs if given."""
         try:
             bad = await self._puller.fill()
             self._read_backoff.reset()
@@ -242,6 +270,11 @@ class Worker:
             await self._retry(self._dead_letter, bad)
         await self._cost_off_loop()
         fits = self._sizer.fits(running)
+        if room is not None:
+            budget_fits = fits
+
+            def fits(n: int, longest: int) -> bool:
+                return n <= room and budget_fits(n, longest)
         limit = self._sizer.token_limit(fresh=False)
         batch = self._puller.take(self.engine.cost, limit, fits=fits, strict=running.rows > 0)
         if batch and self._sizer.bounded:  # read about as many as the budget will take
@@ -347,6 +380,16 @@ class Worker:
         if self._deltas.busy:
             await self._deltas.drain()  # every streamed delta lands before its job's outcome
             self._deltas.forget([p.entry.job_id for p in run])
+        released = [p for p, o in zip(run, outputs, strict=True) if isinstance(o, Released)]
+        if released:  # the engine could not take them: back to the queue, no attempt spent
+            if isinstance(starting, asyncio.Task):
+                await starting
+            await self._ledger.release(released)
+            self.stats.released += len(released)
+            kept = [i for i, o in enumerate(outputs) if not isinstance(o, Released)]
+            run, outputs = [run[i] for i in kept], [outputs[i] for i in kept]
+            if not run:
+                return
         crashed = [(p, o.message) for p, o in zip(run, outputs, strict=True)
                    if isinstance(o, Crashed)]
         if crashed:  # attempts + 1, or dead-lettered past the limit

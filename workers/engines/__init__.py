@@ -30,6 +30,10 @@ def build_engine(pool: PoolConfig, device: str | None = None, *,
         from switchyard.workers.engines.bridge import BridgeEngine
 
         return BridgeEngine(pool, config.providers, Scripts(redis), Keys(config.redis.prefix))
+    if pool.engine == "served":
+        from switchyard.workers.engines.served import ServedEngine
+
+        return ServedEngine(pool)
     if pool.engine == "generate":
         from switchyard.workers.engines.generate import GenerateEngine
 

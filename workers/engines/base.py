@@ -8,10 +8,16 @@ from typing import Protocol, runtime_checkable
 from switchyard.broker.schemas import ChatResult, EmbedResult, ErrorInfo, JobEnvelope, ServedBy
 from switchyard.workers.errors import OutOfMemory
 
-__all__ = ["Emit", "Engine", "EngineOutput", "HoldsCache", "ReportsOutOfMemory"]
+__all__ = ["Emit", "Engine", "EngineOutput", "HasRoom", "HoldsCache", "Released",
+           "ReportsOutOfMemory"]
 
 EngineOutput = EmbedResult | ChatResult | ErrorInfo
 """Per job: a result, or the reason that one job failed."""
+
+
+class Released(ErrorInfo):
+    """Not an outcome: the engine could not take this job (the serving engine it fronts
+    is down). The worker hands it back to the queue, with no attempt spent."""
 
 Emit = Callable[[int, str], bool]
 """``emit(i, text)``: a text delta of ``jobs[i]``, as it is produced. Safe to call from
@@ -69,3 +75,24 @@ class HoldsCache(Protocol):
 
     def held_bytes(self) -> int:
         """What the running batch's cache holds now (may be read from any thread)."""
+
+
+@runtime_checkable
+class HasRoom(Protocol):
+    """An engine that says how many more jobs it can take now (the ``served`` engine:
+    read from the serving engine it fronts). The worker pulls no more than that, and
+    waits about ``scrape_s`` for room when there is none."""
+
+    scrape_s: float
+
+    def room(self) -> int:
+        """Jobs to send now (0: none, wait)."""
+
+    def taken(self, jobs: int) -> None:
+        """The worker took this many jobs for the engine (they count as in flight) ..."""
+
+    def settled(self, jobs: int) -> None:
+        """... and is done with this many (run, skipped or handed back)."""
+
+    def vitals(self) -> dict[str, str]:
+        """The engine's load, published with the heartbeat."""
