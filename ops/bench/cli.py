@@ -1,4 +1,4 @@
-"""`switchyard bench queue|embed|generate|bridge|overload|chaos`."""
+"""`switchyard bench queue|embed|generate|gpu|bridge|overload|chaos|gateway`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from switchyard.ops.bench import (
     embed,
     gateway,
     generate,
+    gpu,
     overload,
     queue,
 )
@@ -73,6 +74,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         generate.GenerateBenchOptions(tuple(int(c) for c in ns.concurrency.split(",")),
                                       ns.requests, ns.max_tokens, ns.model, ns.device,
                                       ns.continuous, ns.redis_url)))))
+
+    u = kinds.add_parser("gpu", help="the generate engine on one GPU: memory, utilisation, "
+                         "tokens/s against generate and generate_batch, a real OOM")
+    u.add_argument("--model", default="", help="default: builtin:llama-1b on CUDA, "
+                   "builtin:tiny-llama elsewhere (a smoke run)")
+    u.add_argument("--concurrency", default="1,8,32")
+    u.add_argument("--requests", type=int, default=64)
+    u.add_argument("--max-tokens", type=int, default=128)
+    u.set_defaults(handler=lambda ns: _print(gpu.render(gpu.run_gpu_bench(gpu.GpuBenchOptions(
+        ns.model, tuple(int(c) for c in ns.concurrency.split(",")), ns.requests,
+        ns.max_tokens)))))
 
     b = kinds.add_parser("bridge", help="provider bridge overhead vs direct calls; failover")
     b.add_argument("--requests", type=int, default=2_000)

@@ -38,7 +38,7 @@ from switchyard.workers.engines.costs import (
 from switchyard.workers.engines.decoding import Decoded, Prompt
 from switchyard.workers.engines.embed import pick_device, pick_dtype
 from switchyard.workers.engines.joining import DecodeLoop
-from switchyard.workers.engines.tiny_llama import BUILTIN, build_tiny_llama
+from switchyard.workers.engines.tiny_llama import BUILTINS, build_tiny_llama
 from switchyard.workers.errors import EngineUnavailable, OutOfMemory
 
 __all__ = ["GenerateEngine"]
@@ -59,7 +59,7 @@ class GenerateEngine:
             ) from exc
         self.device = pick_device(torch, device)
         self._torch: Any = torch
-        self._model, self._tokenizer = _load(model)
+        self._model, self._tokenizer = _load(model, self.device)
         self.dtype = pick_dtype(torch, self.device, dtype)
         self._model.to(self.device, getattr(torch, self.dtype))
         check_cache_layout(torch, self._model, model, self.device)
@@ -187,13 +187,13 @@ def check_cache_layout(torch: Any, model: Any, name: str, device: str) -> None:
             "from vLLM or SGLang behind a pool with engine = \"served\"")
 
 
-def _load(model: str) -> tuple[Any, Any]:
-    if model == BUILTIN:
-        return build_tiny_llama()
+def _load(model: str, device: str) -> tuple[Any, Any]:
+    if model in BUILTINS:
+        return build_tiny_llama(**BUILTINS[model], device=device)
     path = Path(model).expanduser()
     if not (path / "config.json").is_file():
         raise EngineUnavailable(f"no model folder at {path} (expected a config.json there); "
-                                f"or use {BUILTIN}")
+                                f"or use one of {', '.join(BUILTINS)}")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side="left")

@@ -12,9 +12,17 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BUILTIN", "build_tiny_llama"]
+__all__ = ["BUILTIN", "BUILTINS", "build_tiny_llama"]
 
 BUILTIN = "builtin:tiny-llama"
+BUILTINS: dict[str, dict[str, Any]] = {
+    BUILTIN: {},
+    # About a billion parameters (Llama 3.2 1B's shape, this tokenizer's 259-token
+    # vocabulary): for `switchyard bench gpu`, where no weights may be downloaded.
+    "builtin:llama-1b": {"layers": 16, "hidden": 2048, "heads": 32, "kv_heads": 8,
+                         "intermediate": 8192, "init": 0.02},
+}
+"""Random-weight Llamas built from a config, by name."""
 
 _CHAT_TEMPLATE = (
     "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
@@ -41,24 +49,29 @@ def _tokenizer() -> Any:
     return tokenizer
 
 
-def build_tiny_llama(seed: int = 0, *, layers: int = 2, hidden: int = 64) -> tuple[Any, Any]:
-    """(model, tokenizer): the same weights for the same arguments, in any process."""
+def build_tiny_llama(seed: int = 0, *, layers: int = 2, hidden: int = 64, heads: int = 4,
+                     kv_heads: int = 2, intermediate: int = 0, init: float = 0.5,
+                     device: str = "cpu") -> tuple[Any, Any]:
+    """(model, tokenizer): the same weights for the same arguments, in any process
+    (built on ``device``: a billion parameters initialise there in seconds)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = _tokenizer()
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
-        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=len(tokenizer), hidden_size=hidden,
+        intermediate_size=intermediate or hidden * 2, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads,
         max_position_embeddings=4096, pad_token_id=0, bos_token_id=1, eos_token_id=2,
         # Wide initial weights give peaked logits, so greedy decoding is not decided by
-        # rounding differences between batch shapes.
-        initializer_range=0.5,
+        # rounding differences between batch shapes (the tiny one's default).
+        initializer_range=init,
     )
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        model: Any = LlamaForCausalLM(config)
+        with torch.device(device):
+            model: Any = LlamaForCausalLM(config)
         model.eval()
         with torch.no_grad():
             printable = {tokenizer.convert_tokens_to_ids(t) for t in
