@@ -23,8 +23,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from switchyard.ops.fake_server import BackgroundServer
 
 __all__ = ["EngineShape", "FakeEngine", "add_parser", "command"]
 
@@ -103,37 +105,17 @@ class _Pool:
                     "waiting": len(self.queue)}
 
 
-class _Server(ThreadingHTTPServer):
-    request_queue_size = 1024
-    daemon_threads = True
-
-
-class FakeEngine:
+class FakeEngine(BackgroundServer):
     """The engine, on 127.0.0.1:``port`` (0: any free port), in a background thread."""
 
     def __init__(self, shape: EngineShape | None = None, port: int = 0,
                  host: str = "127.0.0.1") -> None:
         self.pool = _Pool(shape or EngineShape())
-        self._server = _Server((host, port), _handler(self.pool))
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(_handler(self.pool), port, host)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> FakeEngine:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> FakeEngine:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        return f"http://127.0.0.1:{self.port}"
 
 
 def _handler(pool: _Pool) -> type[BaseHTTPRequestHandler]:

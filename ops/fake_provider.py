@@ -18,8 +18,10 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field, fields, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from switchyard.ops.fake_server import BackgroundServer
 
 __all__ = ["PROFILES", "FakeProfile", "FakeProvider", "add_parser", "command"]
 
@@ -68,15 +70,11 @@ PROFILES = {
 }
 
 
-class _Server(ThreadingHTTPServer):
-    request_queue_size = 1024  # a load test opens hundreds of connections at once
-
-
 KEEP = 10_000
 """Requests remembered (a long-running fake must not grow without bound)."""
 
 
-class FakeProvider:
+class FakeProvider(BackgroundServer):
     """The server, on 127.0.0.1:``port`` (0: any free port), in a background thread."""
 
     def __init__(self, profile: FakeProfile | None = None, port: int = 0,
@@ -90,27 +88,11 @@ class FakeProvider:
         self.requests: deque[tuple[str, dict[str, str], dict[str, Any]]] = deque(maxlen=KEEP)
         """(path, headers, JSON body) of each of the last model requests."""
         self._lock = threading.Lock()
-        self._server = _Server((host, port), _handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(_handler(self), port, host)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-
-    def start(self) -> FakeProvider:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> FakeProvider:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        return f"http://127.0.0.1:{self.port}/v1"
 
     def set(self, **changes: Any) -> None:
         self.profile = replace(self.profile, **changes)
