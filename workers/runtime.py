@@ -26,7 +26,7 @@ from switchyard.broker.config import SwitchyardConfig
 from switchyard.broker.eviction import check_eviction_policy
 from switchyard.broker.keys import Keys
 from switchyard.broker.retry import Backoff, until_done
-from switchyard.broker.schemas import ServedBy, now_ms
+from switchyard.broker.schemas import ErrorInfo, ServedBy, now_ms
 from switchyard.broker.scripts import Scripts
 from switchyard.broker.streams import ensure_groups, forget_consumer
 from switchyard.broker.wire import Wire
@@ -62,6 +62,16 @@ the finish sends it in its own round trip (``"with"``); or landed before the eng
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+def _set_aside(run: Sequence[Pulled], outputs: Sequence[EngineOutput], kind: type[ErrorInfo]
+               ) -> tuple[list[tuple[Pulled, ErrorInfo]], list[Pulled], list[EngineOutput]]:
+    """(the jobs whose output is a ``kind``, with it; the others; their outputs)."""
+    aside = [(p, o) for p, o in zip(run, outputs, strict=True) if isinstance(o, kind)]
+    if not aside:
+        return [], list(run), list(outputs)
+    kept = [i for i, o in enumerate(outputs) if not isinstance(o, kind)]
+    return aside, [run[i] for i in kept], [outputs[i] for i in kept]
 
 
 def consumer_name() -> str:
@@ -380,27 +390,18 @@ class Worker:
         if self._deltas.busy:
             await self._deltas.drain()  # every streamed delta lands before its job's outcome
             self._deltas.forget([p.entry.job_id for p in run])
-        released = [p for p, o in zip(run, outputs, strict=True) if isinstance(o, Released)]
+        released, run, outputs = _set_aside(run, outputs, Released)
+        crashed, run, outputs = _set_aside(run, outputs, Crashed)
+        if (released or crashed) and isinstance(starting, asyncio.Task):
+            await starting  # (a start landing after them would mark those jobs running)
         if released:  # the engine could not take them: back to the queue, no attempt spent
-            if isinstance(starting, asyncio.Task):
-                await starting
-            await self._ledger.release(released)
+            await self._ledger.release([p for p, _ in released])
             self.stats.released += len(released)
-            kept = [i for i, o in enumerate(outputs) if not isinstance(o, Released)]
-            run, outputs = [run[i] for i in kept], [outputs[i] for i in kept]
-            if not run:
-                return
-        crashed = [(p, o.message) for p, o in zip(run, outputs, strict=True)
-                   if isinstance(o, Crashed)]
         if crashed:  # attempts + 1, or dead-lettered past the limit
-            if isinstance(starting, asyncio.Task):  # (a start landing after the requeue
-                await starting                      # would mark the re-queued job running)
-            verdicts = await self._ledger.requeue(crashed)
+            verdicts = await self._ledger.requeue([(p, o.message) for p, o in crashed])
             self.stats.dead_lettered += verdicts.count("dead")
-            kept = [i for i, o in enumerate(outputs) if not isinstance(o, Crashed)]
-            run, outputs = [run[i] for i in kept], [outputs[i] for i in kept]
-            if not run:
-                return
+        if not run:
+            return
         await self._complete(run, outputs, starting)
 
     async def _complete(self, run: Sequence[Pulled], outputs: Sequence[EngineOutput],
