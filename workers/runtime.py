@@ -16,8 +16,7 @@ import os
 import secrets
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -26,7 +25,7 @@ from switchyard.broker.config import SwitchyardConfig
 from switchyard.broker.eviction import check_eviction_policy
 from switchyard.broker.keys import Keys
 from switchyard.broker.retry import Backoff, until_done
-from switchyard.broker.schemas import ErrorInfo, ServedBy, now_ms
+from switchyard.broker.schemas import ServedBy, now_ms
 from switchyard.broker.scripts import Scripts
 from switchyard.broker.streams import ensure_groups, forget_consumer
 from switchyard.broker.wire import Wire
@@ -35,18 +34,17 @@ from switchyard.workers.engines.base import (
     Engine,
     EngineOutput,
     HasRoom,
-    Released,
     ReportsOutOfMemory,
 )
 from switchyard.workers.errors import DeviceLost, OutOfMemory, UnknownPool
-from switchyard.workers.execute import Crashed, Executor
+from switchyard.workers.execute import Executor
+from switchyard.workers.finishing import Finisher, Starting, WorkerStats
 from switchyard.workers.heartbeat import Heartbeat, describe
-from switchyard.workers.ledger import Ledger, dead_letters, outcomes
+from switchyard.workers.ledger import Ledger
 from switchyard.workers.memory import Budget, FixedBudget, MemoryProbe, choose_probe
 from switchyard.workers.metrics import WorkerMetrics
 from switchyard.workers.puller import URGENT_MS, Pulled, Puller
 from switchyard.workers.sizing import IDLE, BatchSizer, Running
-from switchyard.workers.spend import record_spend
 from switchyard.workers.spill import Spiller
 
 __all__ = ["Worker", "WorkerStats", "consumer_name"]
@@ -56,39 +54,12 @@ log = logging.getLogger(__name__)
 MAX_RUNS = 16
 """Batches an engine that takes newcomers may have running at once."""
 
-Starting = asyncio.Task[dict[int, str]] | Literal["with"] | None
-"""A batch's ``start`` as its finish sees it: still in flight (the task); not sent, so
-the finish sends it in its own round trip (``"with"``); or landed before the engine ran."""
-
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def _set_aside(run: Sequence[Pulled], outputs: Sequence[EngineOutput], kind: type[ErrorInfo]
-               ) -> tuple[list[tuple[Pulled, ErrorInfo]], list[Pulled], list[EngineOutput]]:
-    """(the jobs whose output is a ``kind``, with it; the others; their outputs)."""
-    aside = [(p, o) for p, o in zip(run, outputs, strict=True) if isinstance(o, kind)]
-    if not aside:
-        return [], list(run), list(outputs)
-    kept = [i for i, o in enumerate(outputs) if not isinstance(o, kind)]
-    return aside, [run[i] for i in kept], [outputs[i] for i in kept]
-
-
 def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
-@dataclass
-class WorkerStats:
-    batches: int = 0
-    jobs: int = 0
-    failed: int = 0
-    dead_lettered: int = 0
-    released: int = 0
-    oom_recoveries: int = 0
-    too_large: int = 0
-    duplicates: int = 0
-    """Results dropped because their job had one already (first result wins)."""
 
 
 class Worker:
@@ -136,6 +107,8 @@ class Worker:
             engine, ServedBy(worker=self.consumer, pool=pool, engine=engine.name,
                              device=engine.device),
             self._deltas, self._out_of_memory, self._ran)
+        self._finisher = Finisher(self._ledger, self._deltas, self.stats, self.metrics, engine,
+                                  redis, keys)
         self._heartbeat = Heartbeat(
             redis, keys.pool(pool), self.consumer, describe(engine.name, engine.device, settings),
             interval_s=config.worker.heartbeat_s, ttl_s=config.worker.heartbeat_ttl_s,
@@ -234,7 +207,7 @@ class Worker:
                     self.charged = self._sizer.charged(now.plus(costs))
                     running[asyncio.create_task(self._serve_alone(batch))] = costs
                     if isinstance(self.engine, HasRoom):
-                        self.engine.taken(len(batch))
+                        self.engine.taken([p.entry.job_id for p in batch])
                 elif running and any(self._puller.buffers.values()):
                     await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -256,7 +229,7 @@ class Worker:
                 await finishing
         finally:
             if isinstance(self.engine, HasRoom):
-                self.engine.settled(len(batch))
+                self.engine.settled([p.entry.job_id for p in batch])
 
     async def _next_batch(self, running: Running = IDLE, room: int | None = None
                           ) -> list[Pulled]:
@@ -277,7 +250,7 @@ class Worker:
                 await self._retry(ensure_groups, self._redis, self._partitions, self._scripts)
             return []
         if bad:
-            await self._retry(self._dead_letter, bad)
+            await self._retry(self._finisher.dead_letter, bad)
         await self._cost_off_loop()
         fits = self._sizer.fits(running)
         if room is not None:
@@ -382,61 +355,7 @@ class Worker:
             await previous
         if not run:
             return None
-        return asyncio.create_task(self._retry(self._finish, run, outputs, starting))
-
-    async def _finish(self, run: Sequence[Pulled], outputs: Sequence[EngineOutput],
-                      starting: Starting = None
-                      ) -> None:
-        if self._deltas.busy:
-            await self._deltas.drain()  # every streamed delta lands before its job's outcome
-            self._deltas.forget([p.entry.job_id for p in run])
-        released, run, outputs = _set_aside(run, outputs, Released)
-        crashed, run, outputs = _set_aside(run, outputs, Crashed)
-        if (released or crashed) and isinstance(starting, asyncio.Task):
-            await starting  # (a start landing after them would mark those jobs running)
-        if released:  # the engine could not take them: back to the queue, no attempt spent
-            await self._ledger.release([p for p, _ in released])
-            self.stats.released += len(released)
-        if crashed:  # attempts + 1, or dead-lettered past the limit
-            verdicts = await self._ledger.requeue([(p, o.message) for p, o in crashed])
-            self.stats.dead_lettered += verdicts.count("dead")
-        if not run:
-            return
-        await self._complete(run, outputs, starting)
-
-    async def _complete(self, run: Sequence[Pulled], outputs: Sequence[EngineOutput],
-                        starting: Starting
-                        ) -> None:
-        items, failed = outcomes(run, outputs)
-        # (not `+= await`: finishes run concurrently)
-        finished = await self._ledger.finish(items, start=run if starting == "with" else ())
-        self.stats.jobs += finished.written
-        duplicates = finished.duplicates
-        if starting is not None:  # results of jobs start had ended were dropped: expected
-            verdicts = finished.started if starting == "with" else await starting
-            ended = {p.entry.job_id for p in run if verdicts[id(p)] != "run"}
-            if ended:
-                self._deltas.forget(list(ended))
-                duplicates = sum(1 for job_id in finished.dropped if job_id not in ended)
-        if duplicates:
-            self.stats.duplicates += duplicates
-            self.metrics.duplicates.inc(duplicates)
-            log.warning("%d results dropped: their jobs had results already (re-queued while "
-                        "running here)", duplicates)
-        # Counted after the outcomes went out, off the path of the callers' latency.
-        self.stats.failed += failed
-        self.metrics.job("succeeded", len(items) - failed)
-        self.metrics.job("failed", failed)
-        self.metrics.batch([p.cost_by(self.engine.cost) for p in run], outputs)
-        if self.engine.name == "bridge":
-            await self._retry(record_spend, self._redis, self._keys, self.metrics, run, outputs)
-
-    async def _dead_letter(self, bad: Sequence[Pulled]) -> None:
-        for p in bad:
-            log.warning("dead-lettering entry %s of %s: %s", p.entry.entry_id, p.entry.stream,
-                        p.error)
-        await self._ledger.finish(dead_letters(bad))
-        self.stats.dead_lettered += len(bad)
+        return asyncio.create_task(self._retry(self._finisher.finish, run, outputs, starting))
 
     async def _shutdown(self, beating: asyncio.Task[None]) -> None:
         held = self._puller.drain()

@@ -88,11 +88,12 @@ class HasRoom(Protocol):
     def room(self) -> int:
         """Jobs to send now (0: none, wait)."""
 
-    def taken(self, jobs: int) -> None:
-        """The worker took this many jobs for the engine (they count as in flight) ..."""
+    def taken(self, jobs: Sequence[str]) -> None:
+        """The worker took these jobs (by id) for the engine: they count as in flight
+        until the engine is done with them, or ..."""
 
-    def settled(self, jobs: int) -> None:
-        """... and is done with this many (run, skipped or handed back)."""
+    def settled(self, jobs: Sequence[str]) -> None:
+        """... the worker is (run, skipped by ``start``, or handed back)."""
 
     def vitals(self) -> dict[str, str]:
         """The engine's load, published with the heartbeat."""

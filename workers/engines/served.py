@@ -61,7 +61,8 @@ class ServedEngine:
         self._http = httpx.AsyncClient(base_url=base, timeout=settings.connect_timeout_s)
         self.load: EngineLoad | None = None
         self.healthy = True
-        self.inflight = 0
+        self._claimed: set[str] = set()
+        self._answered: set[str] = set()
         self._sent = 0
         self._sent_at_reading = 0
         self._job_tokens = 0.0
@@ -87,12 +88,19 @@ class ServedEngine:
         return room(self.settings, self.load, self.inflight, self._sent - self._sent_at_reading,
                     self._job_tokens)
 
-    def taken(self, jobs: int) -> None:
-        self.inflight += jobs
-        self._sent += jobs
+    @property
+    def inflight(self) -> int:
+        """Jobs taken for the engine that it has not finished with (a job whose answer
+        came counts no more, while the worker still writes its outcome)."""
+        return len(self._claimed) - len(self._answered)
 
-    def settled(self, jobs: int) -> None:
-        self.inflight -= jobs
+    def taken(self, jobs: Sequence[str]) -> None:
+        self._claimed.update(jobs)
+        self._sent += len(jobs)
+
+    def settled(self, jobs: Sequence[str]) -> None:
+        self._claimed.difference_update(jobs)
+        self._answered.difference_update(jobs)
 
     def vitals(self) -> dict[str, str]:
         """The engine's load, for the heartbeat (``switchyard status`` shows it)."""
@@ -172,6 +180,9 @@ class ServedEngine:
                                              self.settings.first_token_timeout_s)
         except ProviderError as exc:
             return self._failed(exc, request.stream and bool(first))
+        finally:
+            if job.id in self._claimed:
+                self._answered.add(job.id)
         return ChatResult(
             text=done.text, finish_reason="length" if done.finish_reason == "length" else "stop",
             usage=UsageInfo(input_tokens=done.input_tokens, output_tokens=done.output_tokens),
