@@ -33,25 +33,9 @@ from switchyard.broker.config import SwitchyardConfig
 from switchyard.broker.settings import RedisSettings
 from switchyard.dispatcher.client import AsyncClient
 from switchyard.ops.bench.common import bench_env
-from switchyard.ops.bench.generate import bare_generate, continuous_batching, prompts
+from switchyard.ops.bench.generate import CONFIG, bare_generate, continuous_batching, prompts
 
 __all__ = ["GpuBenchOptions", "GpuReport", "render", "run_gpu_bench"]
-
-CONFIG = """
-[redis]
-prefix = "sygpu"
-[pools.llm]
-engine = "generate"
-model = "{model}"
-max_batch = {batch}
-max_input_tokens = 2048
-memory_target = 0.9
-[pools.llm.caps]
-standard = 1000000
-[models.llm]
-pool = "llm"
-kind = "chat"
-"""
 
 
 @dataclass(frozen=True)
@@ -90,7 +74,7 @@ def run_gpu_bench(options: GpuBenchOptions) -> GpuReport:
     engine = GenerateEngine(model, "cuda:0" if cuda else "cpu", 2048)
     report = GpuReport(engine.device, model, sum(p.numel() for p in engine.model.parameters()),
                        0, 0)
-    toml = CONFIG.format(model=model, batch=max(options.concurrency))
+    toml = CONFIG.format(model=model, device=engine.device, batch=max(options.concurrency))
     with bench_env(toml) as env:
         texts = prompts(options.requests)
         mixed = [t * (1 + i % 4) for i, t in enumerate(texts)]  # mixed lengths
