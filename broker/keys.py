@@ -98,16 +98,18 @@ class JobIdSource:
     _BATCH = 512
 
     def __init__(self) -> None:
-        self._random = b""
+        self._random = ""
+        """Hex digits, 24 a job id."""
         self._at = 0
         self._pid = 0
 
     def new(self, pool: str, partition: int) -> str:
         if self._at >= len(self._random) or self._pid != os.getpid():
-            self._random, self._at, self._pid = os.urandom(12 * self._BATCH), 0, os.getpid()
-        token = self._random[self._at:self._at + 12].hex()
-        self._at += 12
-        return f"{pool}.{partition}.{token}"
+            self._random, self._at = os.urandom(12 * self._BATCH).hex(), 0
+            self._pid = os.getpid()
+        at = self._at
+        self._at = at + 24
+        return f"{pool}.{partition}.{self._random[at:at + 24]}"
 
 
 @dataclass(frozen=True)

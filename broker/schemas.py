@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -64,24 +64,38 @@ TERMINAL_STATES = frozenset(
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    __wire_fields__: ClassVar[tuple[str, ...]] = ()
+    """The fields in the schema's order (which the JSON follows), for :meth:`built`."""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls.__wire_fields__ = tuple(cls.__pydantic_fields__)
+
     @classmethod
     def built(cls, **fields: Any) -> Self:
         """A model from values checked already, naming every field: as ``model_construct``
         (no validation), without its per-field defaults pass, for the per-job hot paths.
-        The result is the same model (``tests/broker/test_schemas.py`` pins it)."""
-        try:  # in the schema's order, which the JSON follows
-            ordered = {name: fields[name] for name in cls.__pydantic_fields__}
-        except KeyError:
-            ordered = {}
-        if len(ordered) != len(fields):
-            raise TypeError(f"{cls.__name__}.built needs all of "
-                            f"{', '.join(cls.__pydantic_fields__)}")
+        The result is the same model (``tests/broker/test_schemas.py`` pins it). Fields
+        named in the schema's order are taken as they come; others are put in order."""
+        if tuple(fields) != cls.__wire_fields__:
+            try:
+                ordered = {name: fields[name] for name in cls.__wire_fields__}
+            except KeyError:
+                ordered = {}
+            if len(ordered) != len(fields):
+                raise TypeError(f"{cls.__name__}.built needs all of "
+                                f"{', '.join(cls.__wire_fields__)}")
+            fields = ordered
         model = cls.__new__(cls)
-        object.__setattr__(model, "__dict__", ordered)
-        object.__setattr__(model, "__pydantic_fields_set__", set(ordered))
-        object.__setattr__(model, "__pydantic_extra__", None)
-        object.__setattr__(model, "__pydantic_private__", None)
+        _set(model, "__dict__", fields)
+        _set(model, "__pydantic_fields_set__", set(fields))
+        _set(model, "__pydantic_extra__", None)
+        _set(model, "__pydantic_private__", None)
         return model
+
+
+_set = object.__setattr__
 
 
 class EmbedRequest(_Wire):

@@ -17,7 +17,7 @@ write that is not (``XACK`` of id ``0-0``, ``PEXPIRE``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from importlib import resources
 from typing import Literal, TypeVar, get_args
 
@@ -46,9 +46,9 @@ ADMISSION: frozenset[ScriptName] = frozenset({"enqueue", "reserve", "replay"})
 """Scripts refused over ``maxmemory``; every other one runs there (``allow-oom``)."""
 
 
-def grouped(items: Iterable[T], key: Callable[[T], str], size: int) -> list[list[T]]:
+def grouped(items: Iterable[T], key: Callable[[T], Hashable], size: int) -> list[list[T]]:
     """Items grouped by key (first-seen order kept), each group cut into runs of ``size``."""
-    groups: dict[str, list[T]] = {}
+    groups: dict[Hashable, list[T]] = {}
     for item in items:
         groups.setdefault(key(item), []).append(item)
     return [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]

@@ -69,8 +69,10 @@ def _fields(raw: object) -> dict[str, str]:
     if isinstance(raw, dict):
         return {str(k): str(v) for k, v in raw.items()}
     if isinstance(raw, list):
-        if len(raw) % 2 == 0 and all(type(v) is str for v in raw):  # (text replies: as is)
-            return dict(zip(raw[::2], raw[1::2], strict=True))
+        pairs = iter(raw)
+        fields = dict(zip(pairs, pairs, strict=False))
+        if 2 * len(fields) == len(raw) and all(type(v) is str for v in raw):  # (text: as is)
+            return fields
         return {str(raw[i]): str(raw[i + 1]) for i in range(0, len(raw) - 1, 2)}
     raise TypeError(f"unexpected stream entry fields: {type(raw).__name__}")
 

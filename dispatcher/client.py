@@ -15,13 +15,13 @@ from typing import Self, TypeVar
 
 from redis.exceptions import RedisError
 
-from switchyard.broker.calls import settle_call
+from switchyard.broker.calls import StreamPolicy, settle_call
 from switchyard.broker.config import ModelConfig, SwitchyardConfig, load_config
 from switchyard.broker.durability import DurabilityProbe
 from switchyard.broker.errors import BrokerUnavailable, UnsafeEvictionPolicy, redis_failure
 from switchyard.broker.eviction import check_eviction_policy
 from switchyard.broker.jobs import read_job
-from switchyard.broker.keys import JobIdSource, Keys
+from switchyard.broker.keys import JobIdSource, Keys, PartitionKeys
 from switchyard.broker.locate import redis_url as resolve_redis_url
 from switchyard.broker.schemas import (
     ChatMessage,
@@ -44,6 +44,7 @@ from switchyard.dispatcher.admission import (
 )
 from switchyard.dispatcher.errors import AdmissionRejected, InvalidRequest
 from switchyard.dispatcher.jobs import AnyResult, AsyncJob, R
+from switchyard.dispatcher.lanes import Lanes, Planned, spill_ms
 from switchyard.dispatcher.limits import check_options
 from switchyard.dispatcher.policies import Policies
 from switchyard.dispatcher.rejections import rejection
@@ -101,6 +102,7 @@ class AsyncClient:
         self._job_ids = JobIdSource()
         self._routing = Routing(self.config, self.keys, self.redis)
         self._policies = Policies(self.config)
+        self._lanes = Lanes(self.config, self._routing, self._policies, self.client_id)
         self._eviction_checked = False
 
     async def __aenter__(self) -> Self:
@@ -126,6 +128,7 @@ class AsyncClient:
         quotas (else it shares the one ``default`` bucket). For names an operator made,
         such as the tenants of the gateway's run-time API keys; never for a caller's."""
         self._policies.own.add(tenant)
+        self._lanes.clear()
 
     async def live_pools(self) -> list[str]:
         """The configured pools that have a live worker (heartbeats checked once a second)."""
@@ -198,8 +201,24 @@ class AsyncClient:
                      max_retries: int | None) -> AsyncJob[R]:
         """Admit a checked submission (see :mod:`~switchyard.dispatcher.submissions`),
         retrying rejections (see :meth:`chat`)."""
-        if self._wire is not None:
-            handle = await self._plain(job, kind, max_retries)
+        planned = None if self._wire is None else self.direct_plan(job, max_retries,
+                                                                   self._job_ids)
+        if planned is not None:
+            # The hot path: a plain admission is one ``enqueue`` on the wire, which answers
+            # or fails it within ``timeout_s`` (no timer of its own). No handle: the
+            # general path takes the call, from the start (nothing was admitted, or the
+            # idempotency key finds the job).
+            entry, handle = planned.entry, None
+            waiter, deltas = self.replies.expect(entry.job_id, entry.reply,
+                                                 deltas=wants_deltas(job.request))
+            try:
+                verdict = parse_admission(await self._submitter.submit(entry))
+                handle = self.direct_handle(verdict, planned, kind, waiter, deltas)
+            except (RedisError, OSError) as exc:
+                raise redis_failure(self.settings.display(), exc) from exc
+            finally:
+                if handle is None:
+                    self.replies.forget(entry.job_id)
             if handle is not None:
                 return handle
         job, retries = self._checked(job, max_retries)
@@ -250,30 +269,6 @@ class AsyncClient:
             await self.bounded(self._warn_if_evicting(), limit)
         return await self.bounded(self._admit(job, kind), limit)
 
-    async def _plain(self, job: Submission, kind: type[R],
-                     max_retries: int | None) -> AsyncJob[R] | None:
-        """The hot path: a plain admission (see :meth:`direct_plan`) is one ``enqueue`` on
-        the wire, which answers or fails it within ``timeout_s`` (no timer of its own).
-        None: the general path takes the call, from the start (nothing was admitted, or
-        the idempotency key finds the job)."""
-        planned = self.direct_plan(job, max_retries, self._job_ids)
-        if planned is None:
-            return None
-        entry, job, retries, route = planned
-        waiter, deltas = self.replies.expect(entry.job_id, entry.reply,
-                                             deltas=wants_deltas(job.request))
-        handle = None
-        try:
-            verdict = parse_admission(await self._submitter.submit(entry))
-            handle = self.direct_handle(verdict, entry, job, kind, waiter, deltas, retries,
-                                        route)
-        except (RedisError, OSError) as exc:
-            raise redis_failure(self.settings.display(), exc) from exc
-        finally:
-            if handle is None:
-                self.replies.forget(entry.job_id)
-        return handle
-
     async def _warn_if_evicting(self) -> None:
         """A client cannot refuse to start as workers do: it says so, loudly, once."""
         try:
@@ -319,12 +314,12 @@ class AsyncClient:
         if route.overflow is not None:
             alive = await self._routing.alive(route.pool)
             pools = [*([route.pool] if alive else []), route.overflow]
-        spill_ms = self._spill_ms(route, job)
+        spill = spill_ms(self.config, route, job.deadline_s)
         for pool_name in pools:
             if key is not None and pool_name != route.pool:
                 verdict, handle = await self._reserve_and_enqueue(pool_name, job, kind, key)
             else:
-                verdict, handle = await self._enqueue(pool_name, job, kind, spill_ms, key)
+                verdict, handle = await self._enqueue(pool_name, job, kind, spill, key)
             if handle is not None:
                 return handle
             # A tenant over its quota is not let through to a costlier pool.
@@ -342,47 +337,53 @@ class AsyncClient:
         home = self._routing.partition(route.pool, job.idempotency_key)
         return home.idempotency(job.tenant, job.idempotency_key)
 
-    def _spill_ms(self, route: ModelConfig, job: Submission) -> int:
-        """The predicted wait past which the route's own pool does not admit the job (0:
-        none): the ``deadline_share`` of its deadline."""
-        pool = self.config.pools[route.pool]
-        if job.deadline_s is None or not pool.admission_control:
-            return 0
-        return max(1, int(job.deadline_s * 1000 * pool.deadline_share))
-
     def direct_plan(self, job: Submission, max_retries: int | None, ids: JobIdSource
-                    ) -> tuple[Enqueue, Submission, int, ModelConfig] | None:
-        """For the plain-admission paths (:meth:`_plain`, and the sync client's
-        ``direct.py``, from its own thread with its own ``ids``): the checked submission's entry
-        when its first admission attempt is one ``enqueue`` on its route's own pool and
-        needs nothing but that call; None when the general path must take it (a durable
-        job, a route with an overflow pool not known to be alive, a deadline shorter than
-        ``[redis] timeout_s``, the client's first call).
-        Returns the entry, the checked submission, its retries and its route."""
-        job, retries = self._checked(job, max_retries)
-        route = self._routing.route(job.model, job.request.kind)
+                    ) -> Planned | None:
+        """For the plain-admission paths (:meth:`submit`, and the sync client's
+        ``direct.py``, from its own thread with its own ``ids``): the submission's entry,
+        checked, when its first admission attempt is one ``enqueue`` on its route's own
+        pool and needs nothing but that call; None when the general path must take it (a
+        durable job, a route with an overflow pool not known to be alive, a deadline
+        shorter than ``[redis] timeout_s``, the client's first call)."""
+        check_options(job, max_retries)
+        lane = self._lanes.get(job.model, job.request.kind, job.priority, job.tenant)
+        route = lane.route
+        deadline_s = lane.deadline_s if job.deadline_s is None else job.deadline_s
         if job.durable or not self._eviction_checked or (
                 route.overflow is not None and not self._routing.known_alive(route.pool)) or (
-                job.deadline_s is not None and job.deadline_s < self.config.redis.timeout_s):
+                deadline_s < self.config.redis.timeout_s):
             return None
-        key = self._key_on(route, job)
-        entry = self._entry(route.pool, job, self._spill_ms(route, job), key, ids=ids)
-        return entry, job, retries, route
+        part = self._lanes.part(lane, job.idempotency_key)
+        if job.idempotency_key is None and job.deadline_s is None:
+            entry = self._entry_on(part.keys, part.policy, part.reply, job, deadline_s,
+                                   lane.spill_ms, None, lane.tenant, ids.new(route.pool,
+                                                                             part.keys.partition),
+                                   group=part.group)
+        else:
+            key = None if job.idempotency_key is None else part.keys.idempotency(
+                job.tenant, job.idempotency_key)
+            entry = self._entry_on(part.keys, part.policy, part.reply, job, deadline_s,
+                                   spill_ms(self.config, route, deadline_s), key, lane.tenant,
+                                   ids.new(route.pool, part.keys.partition))
+        retries = max_retries if max_retries is not None else (
+            DEFAULT_BATCH_RETRIES if job.priority == "batch" else 0)
+        return Planned(entry, job, deadline_s, retries, route)
 
-    def direct_handle(self, verdict: Verdict, entry: Enqueue, job: Submission,
-                      kind: type[R], waiter: asyncio.Future[str], deltas: Deltas | None,
-                      retries: int, route: ModelConfig) -> AsyncJob[R] | None:
+    def direct_handle(self, verdict: Verdict, planned: Planned, kind: type[R],
+                      waiter: asyncio.Future[str], deltas: Deltas | None) -> AsyncJob[R] | None:
         """The fast path's answer: the admitted job's handle; the rejection when the async
         path would raise it too (no retries, no other pool to try); else None (the async
         path takes the call, from the start)."""
+        job = planned.job
         if isinstance(verdict, Admitted):
-            return self._admitted(verdict, entry.job_id, job, kind, waiter, deltas)
-        if isinstance(verdict, Duplicate | Reserved) or retries:
+            return self._admitted(verdict, planned.entry.job_id, job.tenant, planned.deadline_s,
+                                  kind, waiter, deltas)
+        if isinstance(verdict, Duplicate | Reserved) or planned.retries:
             return None
-        if route.overflow is not None and not isinstance(verdict, TenantRefused):
+        if planned.route.overflow is not None and not isinstance(verdict, TenantRefused):
             return None
-        raise rejection(self.config, job.model, route.pool, job.priority, verdict,
-                        job.deadline_s)
+        raise rejection(self.config, job.model, planned.route.pool, job.priority, verdict,
+                        planned.deadline_s)
 
     async def _reserve_and_enqueue(self, pool_name: str, job: Submission, kind: type[R],
                                    key: str) -> tuple[Verdict, AsyncJob[R] | None]:
@@ -418,12 +419,12 @@ class AsyncClient:
         raise _StaleKey(verdict.job_id, reserved=False)
 
     async def _enqueue(
-        self, pool_name: str, job: Submission, kind: type[R], spill_ms: int,
+        self, pool_name: str, job: Submission, kind: type[R], spill: int,
         idempotency_key: str | None, job_id: str | None = None,
     ) -> tuple[Verdict, AsyncJob[R] | None]:
         """One admission attempt on one pool: (verdict, the job's handle if admitted)."""
         fsync = job.durable and await self._durability.mode() == "waitaof"
-        entry = self._entry(pool_name, job, spill_ms, idempotency_key, job_id, fsync)
+        entry = self._entry(pool_name, job, spill, idempotency_key, job_id, fsync)
         waiter, deltas = self.replies.expect(entry.job_id, entry.reply,
                                              deltas=wants_deltas(job.request))
         try:
@@ -432,42 +433,51 @@ class AsyncClient:
             self.replies.forget(entry.job_id)
             raise
         if isinstance(verdict, Admitted):
-            return verdict, self._admitted(verdict, entry.job_id, job, kind, waiter, deltas)
+            return verdict, self._admitted(verdict, entry.job_id, job.tenant, job.deadline_s,
+                                           kind, waiter, deltas)
         self.replies.forget(entry.job_id)
         if isinstance(verdict, Duplicate | Reserved):
             return verdict, await self._existing(verdict, kind, job.tenant)
         return verdict, None
 
-    def _entry(self, pool_name: str, job: Submission, spill_ms: int,
-               idempotency_key: str | None, job_id: str | None = None, fsync: bool = False,
-               *, ids: JobIdSource | None = None) -> Enqueue:
-        """The ``enqueue`` entry of one admission attempt on one pool (no Redis call).
-        ``ids``: where a new job id comes from (the sync client's thread has its own)."""
+    def _entry(self, pool_name: str, job: Submission, spill: int,
+               idempotency_key: str | None, job_id: str | None = None, fsync: bool = False
+               ) -> Enqueue:
+        """The ``enqueue`` entry of one admission attempt of a checked submission on one
+        pool (no Redis call)."""
         keys = self._routing.partition(pool_name, job.idempotency_key)
-        job_id = job_id or (ids or self._job_ids).new(pool_name, keys.partition)
+        policy = self._policies.get(pool_name, keys, job.priority, job.tenant)
+        return self._entry_on(keys, policy, keys.reply(self.client_id), job, job.deadline_s,
+                              spill, idempotency_key, self._counted_as(job.tenant),
+                              job_id or self._job_ids.new(pool_name, keys.partition), fsync)
+
+    def _entry_on(self, keys: PartitionKeys, policy: StreamPolicy, reply: str, job: Submission,
+                  deadline_s: float | None, spill: int, idempotency_key: str | None,
+                  tenant: str | None, job_id: str, fsync: bool = False, group: str = ""
+                  ) -> Enqueue:
+        """The entry of a job ``job_id`` onto one stream (``policy``) of one partition.
+        ``tenant``: the name the envelope carries (see :meth:`_counted_as`); ``group``: the
+        submitter's group, when known (see ``submitter.py``)."""
         created = now_ms()
         envelope = JobEnvelope.built(
-            v=1, attempts=0, id=job_id, model=job.model, priority=job.priority,
-            created_ms=created, tenant=self._counted_as(job.tenant),
-            deadline_ms=None if job.deadline_s is None else created + int(job.deadline_s * 1000),
-            request=job.request,
-        )
-        jobs = self.config.jobs
-        policy = self._policies.get(pool_name, keys, job.priority, job.tenant)
+            v=1, id=job_id, model=job.model, priority=job.priority, created_ms=created,
+            deadline_ms=None if deadline_s is None else created + int(deadline_s * 1000),
+            tenant=tenant, attempts=0, request=job.request)
         entry = Enqueue(
-            policy=policy, reply=keys.reply(self.client_id), job_key=keys.job(job_id),
-            idempotency_key=idempotency_key, job_id=job_id, payload=envelope.model_dump_json(),
-            idempotency_ttl_ms=int(jobs.idempotency_ttl_s * 1000) if idempotency_key else 0,
-            spill_ms=spill_ms, tokens=request_tokens(job.request) if policy.tenant else 0,
-            deadline_ms=0 if job.deadline_s is None else max(1, int(job.deadline_s * 1000)),
-            owner=job.tenant, fsync=fsync)
+            policy, reply, keys.job(job_id), idempotency_key, job_id,
+            envelope.model_dump_json(),
+            int(self.config.jobs.idempotency_ttl_s * 1000) if idempotency_key else 0,
+            spill, request_tokens(job.request) if policy.tenant else 0,
+            0 if deadline_s is None else max(1, int(deadline_s * 1000)), job.tenant, fsync,
+            group)
         if policy.tenant and policy.tenant.tpm and entry.tokens > policy.tenant.tpm:
             raise InvalidRequest(f"the request needs about {entry.tokens} tokens, more than "
                                  f"tenant {policy.tenant.name!r} may use in a minute here")
         return entry
 
-    def _admitted(self, verdict: Admitted, job_id: str, job: Submission, kind: type[R],
-                  waiter: asyncio.Future[str], deltas: Deltas | None) -> AsyncJob[R]:
+    def _admitted(self, verdict: Admitted, job_id: str, tenant: str | None,
+                  deadline_s: float | None, kind: type[R], waiter: asyncio.Future[str],
+                  deltas: Deltas | None) -> AsyncJob[R]:
         if verdict.start_ms is not None:  # the prediction, higher priorities included
             start: float | None = verdict.start_ms / 1000
         elif verdict.position == 0:
@@ -476,8 +486,8 @@ class AsyncClient:
             start = None if not verdict.drain_rate else verdict.position / verdict.drain_rate
         return AsyncJob(self, job_id, kind, position=verdict.position,
                         estimated_start_s=start, waiter=waiter, deltas=deltas,
-                        deadline_ms=verdict.deadline_ms, tenant=job.tenant,
-                        deadline_s=job.deadline_s)
+                        deadline_ms=verdict.deadline_ms, tenant=tenant,
+                        deadline_s=deadline_s)
 
     def _counted_as(self, tenant: str | None) -> str | None:
         """The tenant name a job's envelope carries: the one its quotas, keys and metric

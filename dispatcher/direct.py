@@ -65,7 +65,7 @@ class Direct:
         sha = self._client.scripts.sha("enqueue")
         if planned is None or sha is None:
             return None
-        entry, job, retries, route = planned
+        entry = planned.entry
         replies = self._client.replies
         waiter, deltas = replies.waiter(self._loop, wants_deltas(job.request))
         self._loop.call_soon_threadsafe(replies.register, entry.job_id, entry.reply, waiter,
@@ -74,8 +74,8 @@ class Direct:
         try:
             _, keys, args = enqueue_call_for([entry])
             reply: Any = self._redis().evalsha(sha, len(keys), *keys, *args)
-            handle = self._client.direct_handle(parse_admission(reply[0]), entry, job, kind,
-                                                waiter, deltas, retries, route)
+            handle = self._client.direct_handle(parse_admission(reply[0]), planned, kind,
+                                                waiter, deltas)
         except NoScriptError:  # the server lost its scripts: the async path loads them
             return None
         except (RedisError, OSError) as exc:

@@ -33,8 +33,11 @@ def check_embed(texts: Sequence[str], limits: LimitsConfig) -> None:
     if len(texts) > limits.max_texts:
         raise InvalidRequest(f"{len(texts)} texts in one request; at most {limits.max_texts} "
                              "([limits] max_texts)")
-    size = sum(len(t) if t.isascii() else utf8_size(t, f"input[{i}]")
-               for i, t in enumerate(texts))  # (ASCII: one byte a character, no surrogate)
+    if len(texts) == 1 and texts[0].isascii():  # (one byte a character, no surrogate)
+        size = len(texts[0])
+    else:
+        size = sum(len(t) if t.isascii() else utf8_size(t, f"input[{i}]")
+                   for i, t in enumerate(texts))
     _check_size(size, limits)
 
 

@@ -159,26 +159,46 @@ class ReplyRouter:
 
     async def _read_once(self) -> bool:
         """One read; whether it answered any caller."""
-        if self._wire is not None:
-            reply = await self._read_on_wire(self._wire)
-        else:
-            reply = await self._read_on_pool()
-        entries = parse_stream_reply(reply)
-        self._unread_trim += len(entries)
-        for entry in entries:
-            self._last[entry.stream] = entry.entry_id
-            fields = entry.fields
-            if "fwd" in fields:
-                self._forward(entry.job_id, fields["fwd"], fields.get("fr", ""))
-            elif "t" in fields:
-                deltas = self._deltas.get(entry.job_id)
-                if deltas is not None and fields.get("n", "").isdigit():
-                    deltas.put(int(fields["n"]), fields["t"])
-            elif "o" in fields:
-                if self.observer is not None:
-                    self.observer(entry.job_id)
-                self._deliver(entry.job_id, fields["o"])
-        return bool(entries)
+        if self._wire is None:
+            entries = parse_stream_reply(await self._read_on_pool())
+            for entry in entries:
+                self._last[entry.stream] = entry.entry_id
+                self._route(entry.fields)
+            self._unread_trim += len(entries)
+            return bool(entries)
+        reply = await self._read_on_wire(self._wire)
+        if not isinstance(reply, list):  # (nil: the block timed out)
+            return False
+        read = 0
+        for stream, messages in reply:  # RESP2: [[stream, [[entry id, [k, v, ...]], ...]]]
+            for _, fields in messages:
+                if not fields:
+                    continue
+                # An outcome (the usual entry) is delivered as it is, without a dict.
+                if (len(fields) == 4 and fields[0] == "id" and fields[2] == "o"
+                        and self.observer is None):
+                    self._deliver(fields[1], fields[3])
+                else:
+                    self._route(dict(zip(fields[::2], fields[1::2], strict=False)))
+            if messages:
+                self._last[stream] = messages[-1][0]
+                read += len(messages)
+        self._unread_trim += read
+        return read > 0
+
+    def _route(self, fields: dict[str, str]) -> None:
+        """One reply entry's fields to whoever waits for them."""
+        job_id = fields.get("id", "")
+        if "fwd" in fields:
+            self._forward(job_id, fields["fwd"], fields.get("fr", ""))
+        elif "t" in fields:
+            deltas = self._deltas.get(job_id)
+            if deltas is not None and fields.get("n", "").isdigit():
+                deltas.put(int(fields["n"]), fields["t"])
+        elif "o" in fields:
+            if self.observer is not None:
+                self.observer(job_id)
+            self._deliver(job_id, fields["o"])
 
     async def _read_on_wire(self, wire: Wire) -> object:
         commands: list[list[str | int]] = []

@@ -46,7 +46,9 @@ class Routing:
         return next(self._round_robin) % count
 
     def partition(self, pool_name: str, idempotency_key: str | None) -> PartitionKeys:
-        index = self.index(pool_name, idempotency_key)
+        return self.partition_at(pool_name, self.index(pool_name, idempotency_key))
+
+    def partition_at(self, pool_name: str, index: int) -> PartitionKeys:
         keys = self._partitions.get((pool_name, index))
         if keys is None:
             keys = self._partitions[pool_name, index] = self._keys.partition(pool_name, index)

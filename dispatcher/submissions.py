@@ -20,14 +20,15 @@ def embed_submission(
     limits: LimitsConfig, model: str, input: str | Sequence[str], priority: Priority,
     deadline_s: float | None, idempotency_key: str | None, tenant: str | None, durable: bool,
 ) -> Submission:
-    texts = [input] if isinstance(input, str) else input
-    if not isinstance(texts, list | tuple) or not texts or not all(
-        isinstance(t, str) for t in texts
-    ):
+    if type(input) is str:  # (the common call, checked without a loop)
+        texts = [input]
+    elif isinstance(input, list | tuple) and input and all(isinstance(t, str) for t in input):
+        texts = list(input)
+    else:
         raise InvalidRequest("embed input must be a string or a non-empty list of strings")
     check_embed(texts, limits)
     # Checked above, so built without a second validation pass (this is the hot path).
-    request = EmbedRequest.built(kind="embed", input=list(texts))
+    request = EmbedRequest.built(kind="embed", input=texts)
     return Submission(model, request, priority, deadline_s, idempotency_key, tenant, durable)
 
 

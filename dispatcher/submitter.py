@@ -19,7 +19,7 @@ from switchyard.broker.errors import BrokerUnavailable, DurabilityUnavailable
 from switchyard.broker.schemas import ChatRequest, EmbedRequest, Priority
 from switchyard.broker.scripts import ScriptCall, Scripts, grouped
 
-__all__ = ["Enqueue", "Submission", "Submitter", "enqueue_call_for"]
+__all__ = ["Enqueue", "Submission", "Submitter", "enqueue_call_for", "group_key"]
 
 MAX_PENDING = 4_000
 PER_CALL = 500
@@ -50,6 +50,8 @@ class Enqueue:
     """The tenant that submitted it (recorded in the job hash)."""
     fsync: bool = False
     """Durable: sent in a round trip of its own that ends with WAITAOF (Redis 7.2+)."""
+    group: str = ""
+    """Its :func:`group_key`, when the caller has it at hand ('': made here)."""
 
 
 @dataclass(slots=True)
@@ -165,11 +167,16 @@ class Submitter:
 
 
 def _group_key(pending: _Pending) -> str:
-    """Jobs share a call when they share a stream policy, a reply stream, idempotency TTL
-    spill threshold and owner."""
     job = pending[0]
-    return (f"{id(job.policy)}\n{job.reply}\n{job.idempotency_ttl_ms}\n{job.spill_ms}\n"
-            f"{job.owner}")
+    return job.group or group_key(job.policy, job.reply, job.idempotency_ttl_ms, job.spill_ms,
+                                  job.owner)
+
+
+def group_key(policy: StreamPolicy, reply: str, idempotency_ttl_ms: int, spill_ms: int,
+              owner: str | None) -> str:
+    """Jobs share a call when they share a stream policy, a reply stream, idempotency TTL,
+    spill threshold and owner."""
+    return f"{id(policy)}\n{reply}\n{idempotency_ttl_ms}\n{spill_ms}\n{owner}"
 
 
 def _call(group: Sequence[_Pending]) -> ScriptCall:

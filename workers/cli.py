@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pydantic import ByteSize
 
+from switchyard.broker import heap
 from switchyard.broker.config import load_config
 from switchyard.broker.locate import redis_url as resolve_redis_url
 from switchyard.broker.settings import RedisSettings
@@ -137,6 +138,7 @@ async def _watch(config_path: str | None, redis_url: str | None) -> int:
     redis = RedisSettings.from_url(resolve_redis_url(config, redis_url)).connect()
     try:
         watchdog = Watchdog(redis, config)
+        heap.settle()
         log.info("watchdog %s: every %g s", watchdog.consumer, config.watchdog.interval_s)
         await watchdog.run(stop)
         log.info("watchdog stopped: %s", watchdog.stats)
@@ -228,6 +230,7 @@ async def _serve(options: WorkerOptions) -> int:
         await engine.warmup()
         probe = choose_probe(engine.device, pool.memory_budget) if engine.token_bytes else None
         worker = Worker(redis, config, options.pool, engine, probe=probe)
+        heap.settle()  # started: the modules and the model are never walked again
         if options.metrics_port is not None:
             worker.metrics.serve(options.metrics_port, options.metrics_host)
         log.info("worker %s serving pool %s: engine %s on %s, redis %s%s", worker.consumer,

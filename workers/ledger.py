@@ -72,8 +72,8 @@ def outcomes(run: Sequence[Pulled],
                 error=output, finished_ms=finished)
         else:
             outcome = JobOutcome.built(
-                v=1, id=pulled.entry.job_id, state=JobState.SUCCEEDED, error=None,
-                result=output, finished_ms=finished)
+                v=1, id=pulled.entry.job_id, state=JobState.SUCCEEDED, result=output,
+                error=None, finished_ms=finished)
         items.append(Finish(pulled, outcome))
     return items, failed
 
@@ -106,12 +106,12 @@ class Ledger:
         carries that name; a key never written costs nothing to clear)."""
         return (pulled.envelope.tenant or DEFAULT_TENANT) if pulled.envelope else "-"
 
-    def _finish_group(self, item: Finish) -> str:
+    def _finish_group(self, item: Finish) -> tuple[str, str, bool, str]:
         """Entries share a complete call when they share a stream, a reply stream, a mode
         and a tenant."""
         p = item.pulled
         reply = p.entry.reply if p.reply_owned else "-"
-        return f"{p.entry.stream}\n{reply}\n{bool(item.dead_reason)}\n{self._tenant(p)}"
+        return p.entry.stream, reply, bool(item.dead_reason), self._tenant(p)
 
     async def start(self, batch: Sequence[Pulled]) -> dict[int, str]:
         """Mark jobs running; verdicts by ``id(pulled)``: 'run', 'skip' (already ended) or
@@ -122,7 +122,7 @@ class Ledger:
     def _start_calls(self, batch: Sequence[Pulled]
                      ) -> tuple[list[list[Pulled]], list[ScriptCall]]:
         jobs = self._config.jobs
-        groups = grouped(batch, lambda p: f"{p.entry.stream}\n{p.entry.reply}", PER_CALL)
+        groups = grouped(batch, lambda p: (p.entry.stream, p.entry.reply), PER_CALL)
         calls: list[ScriptCall] = []
         for group in groups:
             keys = [group[0].entry.stream, group[0].entry.reply, group[0].keys.held]
@@ -131,7 +131,7 @@ class Ledger:
                 int(jobs.reply_ttl_s * 1000), jobs.reply_maxlen]
             for p in group:
                 assert p.envelope is not None
-                keys.append(p.keys.job(p.entry.job_id))
+                keys.append(p.job_key)
                 args += [p.entry.entry_id, p.entry.job_id, p.envelope.deadline_ms or 0]
             calls.append(("start", keys, args))
         return groups, calls
@@ -168,7 +168,7 @@ class Ledger:
         for item in group:
             p, outcome = item.pulled, item.outcome
             job_id = p.entry.job_id if p.owned else ""
-            keys.append(p.keys.job(job_id or "-"))
+            keys.append(p.job_key)
             args += [p.entry.entry_id, job_id, outcome.state.value if outcome else "",
                      outcome.model_dump_json() if outcome and job_id else ""]
             if dead:
@@ -189,7 +189,7 @@ class Ledger:
         """Hand entries read but never started back (to their retry lanes)."""
         calls: list[ScriptCall] = [
             ("release",
-             [p.entry.stream, p.keys.job(p.entry.job_id), p.keys.retry_of(p.entry.stream),
+             [p.entry.stream, p.job_key, p.keys.retry_of(p.entry.stream),
               p.keys.held],
              [GROUP, p.entry.entry_id, p.entry.job_id, p.entry.reply, p.entry.payload])
             for p in held

@@ -14,7 +14,9 @@ Every worker owns its registry (no process-wide state); all series carry ``pool`
   ``switchyard_too_large_total``;
 - ``switchyard_duplicate_executions_total``: results dropped because their job already
   had one (it was re-queued while this worker ran it: first result wins);
-- ``switchyard_cost_usd_total{provider, tenant}``: what bridges spent.
+- ``switchyard_cost_usd_total{provider, tenant}``: what bridges spent;
+- ``python_gc_collections_total{generation}`` and ``python_gc_objects_collected_total``:
+  the process's garbage collector (see ``broker/heap.py``), unlabelled.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    start_http_server,
+)
 
 from switchyard.broker.schemas import ChatResult
 from switchyard.workers.memory import MemoryReading
@@ -38,6 +47,7 @@ _TTFT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 class WorkerMetrics:
     def __init__(self, pool: str, worker: str, device: str) -> None:
         self.registry = CollectorRegistry()
+        GCCollector(registry=self.registry)
         labels = {"pool": pool, "worker": worker, "device": device}
 
         def make(kind: Any, name: str, doc: str, **kw: Any) -> Any:

@@ -56,9 +56,12 @@ class Pulled:
     cost: tuple[int, int] | None = field(init=False, default=None)
     deadline: int = field(init=False)
     """The envelope's start deadline (epoch ms), 0 when none (or undecoded)."""
+    job_key: str = field(init=False)
+    """Its job's hash (a placeholder's when not ``owned``)."""
 
     def __post_init__(self) -> None:
         self.owned = self.keys.owns(self.entry.job_id)
+        self.job_key = self.keys.job(self.entry.job_id if self.owned else "-")
         self.reply_owned = self.keys.owns_reply(self.entry.reply)
         self.deadline = (self.envelope.deadline_ms or 0) if self.envelope is not None else 0
 
@@ -155,6 +158,8 @@ class Puller:
         self.buffers: dict[Priority, deque[Pulled]] = {p: deque() for p in PRIORITIES}
         self._newest: dict[str, str] = {}
         """Per stream, the newest entry id read (see :meth:`fill`)."""
+        self._unheld = False
+        """Whether the buffers may hold entries not held yet (see :meth:`hold_rest`)."""
         self._uncertain = False
 
     @classmethod
@@ -217,6 +222,7 @@ class Puller:
                 streams: dict[Any, Any] = dict.fromkeys(self._where, ">")
                 reply = await self._redis.xreadgroup(
                     GROUP, self._consumer, streams, count=self.window, block=self._block_ms)
+            self._unheld = True
             return self._accept(parse_stream_reply(reply), held=False)
         calls: list[ScriptCall] = []
         for priority, buffer in self.buffers.items():
@@ -241,6 +247,9 @@ class Puller:
         """Hold the buffered entries not held yet: what the blocking read brought beyond
         the batch taken. Awaited before the next batch is taken (a hold landing after
         that batch's ``start`` would mark a running job as not started)."""
+        if not self._unheld:  # (only a blocking read brings entries not held)
+            return
+        self._unheld = False
         by_partition: dict[str, list[Pulled]] = {}
         for pulled in (p for b in self.buffers.values() for p in b if not p.held):
             by_partition.setdefault(pulled.keys.base, []).append(pulled)
@@ -297,7 +306,11 @@ class Puller:
                 kept.add(index)
                 batch.append(buffer[index])
                 texts, longest = texts + n, max(longest, length)
-            self.buffers[priority] = deque(p for i, p in enumerate(buffer) if i not in kept)
+            if len(kept) == len(buffer) or kept == set(range(len(kept))):  # the oldest
+                for _ in kept:
+                    buffer.popleft()
+            else:
+                self.buffers[priority] = deque(p for i, p in enumerate(buffer) if i not in kept)
             if len(kept) < len(picked):
                 break
         return batch
@@ -322,6 +335,13 @@ class Puller:
                 waiting[priority] -= give
             if urgent:
                 break  # a higher priority with urgent jobs of its own keeps its turn
+        present = [p for p in PRIORITIES if waiting[p] > 0]
+        if len(present) == 1:  # one priority waits: it takes every slot (no credit moves)
+            only = present[0]
+            give = min(left, waiting[only])
+            if give:
+                slots[only] = slots.get(only, 0) + give
+            left = 0
         for _ in range(left):
             chosen = self._scheduler.choose(waiting)
             if chosen is None:

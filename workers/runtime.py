@@ -271,9 +271,11 @@ class Worker:
     async def _cost_off_loop(self) -> None:
         """Cost the entries just read in a thread: engines tokenise to cost a job, which
         for long inputs would hold up the event loop (and its heartbeats)."""
+        if not self.engine.tokenises:
+            return
         fresh = [p for b in self._puller.buffers.values() for p in b
                  if p.cost is None and p.envelope is not None]
-        if fresh and self.engine.tokenises:
+        if fresh:
             cost = self.engine.cost
             await asyncio.to_thread(lambda: [p.cost_by(cost) for p in fresh])
 

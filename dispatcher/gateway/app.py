@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from switchyard.broker import heap
 from switchyard.broker.apikeys import ApiKeyStore
 from switchyard.broker.config import SwitchyardConfig, load_config
 from switchyard.broker.errors import SwitchyardError
@@ -60,12 +61,16 @@ def from_environment() -> Starlette:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
-    return create_app(load_config(), redis_url=os.environ.get(REDIS_URL_ENV) or None)
+    return create_app(load_config(), redis_url=os.environ.get(REDIS_URL_ENV) or None,
+                      settle_heap=True)
 
 
-def create_app(config: SwitchyardConfig, *, redis_url: str | None = None) -> Starlette:
+def create_app(config: SwitchyardConfig, *, redis_url: str | None = None,
+               settle_heap: bool = False) -> Starlette:
     """Plain Starlette routes (no FastAPI layer: its request handling cost the gateway
-    about a quarter of its CPU under load, see docs/architecture.md)."""
+    about a quarter of its CPU under load, see docs/architecture.md). ``settle_heap``: a
+    gateway process of its own, whose garbage collector is Switchyard's to set once it
+    has started (see ``broker/heap.py``)."""
     metrics = GatewayMetrics()
 
     @contextlib.asynccontextmanager
@@ -76,6 +81,8 @@ def create_app(config: SwitchyardConfig, *, redis_url: str | None = None) -> Sta
         try:
             await gateway.auth.check_startable()
             app.state.gateway = gateway
+            if settle_heap:
+                heap.settle()
             yield
         finally:
             if gateway.tasks:
