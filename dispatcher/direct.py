@@ -5,12 +5,13 @@ Handing each call to the portal's loop and back costs two thread wake-ups, about
 as the round trip itself (see docs/architecture.md, issue 15). So for the common case, a
 job whose first admission attempt is one ``enqueue`` on its route's own pool, the sync
 client builds the entry with the async client's own code (:meth:`AsyncClient.direct_plan`),
-registers the reply waiter on the loop without waiting for it (``call_soon_threadsafe``,
-queued before the job is sent, so it is in place before any reply can be read), sends it,
-and reads the verdict with the same parser. Anything else (a duplicate key, a rejection the
-async path would retry or spill, a durable job, the first call of a client, a script the
-server lost) goes to the async path, from the start: nothing was admitted, or the key finds
-the job admitted.
+registers the reply waiter for the loop without waiting for it (``register_soon``: queued
+for the reply reader before the job is sent, so it is in place before any reply can be
+read, and without waking the loop's thread where the reader already reads the stream),
+sends it, and reads the verdict with the same parser. Anything else (a duplicate key, a
+rejection the async path would retry or spill, a durable job, the first call of a client,
+a script the server lost) goes to the async path, from the start: nothing was admitted, or
+the key finds the job admitted.
 """
 
 from __future__ import annotations
@@ -68,8 +69,7 @@ class Direct:
         entry = planned.entry
         replies = self._client.replies
         waiter, deltas = replies.waiter(self._loop, wants_deltas(job.request))
-        self._loop.call_soon_threadsafe(replies.register, entry.job_id, entry.reply, waiter,
-                                        deltas)
+        replies.register_soon(self._loop, entry.job_id, entry.reply, waiter, deltas)
         handle = None
         try:
             _, keys, args = enqueue_call_for([entry])
