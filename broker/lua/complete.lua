@@ -23,6 +23,7 @@ for _, i in ipairs({2, 3, 4, 5}) do ms(i) end
 redis.call('XACK', KEYS[1], ARGV[1], '0-0')
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local now_s = tostring(now)  -- (converted once, not once a job)
 local reply = KEYS[4]
 local dead = ARGV[6] == 'dead'
 local f = dead and 6 or 4
@@ -40,7 +41,7 @@ for i = 1, n do
     local had = redis.call('HMGET', job_key, 'state', 'by')
     local state = had[1]
     if state ~= 'succeeded' and state ~= 'failed' and state ~= 'cancelled' and state ~= 'expired' then
-      redis.call('HSET', job_key, 'state', final, 'outcome', outcome, 'finished', now,
+      redis.call('HSET', job_key, 'state', final, 'outcome', outcome, 'finished', now_s,
         'by', ARGV[8])
       redis.call('PEXPIRE', job_key, ARGV[2])
       redis.call('XADD', reply, 'MAXLEN', '~', ARGV[4], '*', 'id', id, 'o', outcome)

@@ -231,6 +231,7 @@ local function over_quota(tokens)  -- why the tenant may not have one more job, 
 end
 
 local out, drain = {}, nil
+local rate_s = rate > 0 and tostring(rate) or ''
 for i = 1, (#KEYS - 2 - tail) / per do
   local job_key, idem_key = KEYS[3 + per * (i - 1)], KEYS[4 + per * (i - 1)]
   local a = 19 + 4 * (i - 1)
@@ -262,7 +263,7 @@ for i = 1, (#KEYS - 2 - tail) / per do
     out[i] = {'rejected', depth, drain[1], drain[2], drain[3], drain[4], cap}
   else
     local within, payload = tonumber(ARGV[a + 3]), ARGV[a + 1]
-    local deadline = within > 0 and now + within or nil
+    local deadline = within > 0 and tostring(now + within) or nil  -- (one conversion a job)
     if deadline then
       payload = string.gsub(payload, '"deadline_ms":%-?%d+', '"deadline_ms":' .. deadline, 1)
     end
@@ -285,8 +286,8 @@ for i = 1, (#KEYS - 2 - tail) / per do
       inflight, here, reqs, toks = inflight + 1, here + 1, reqs - 1, toks - tokens
     end
     local start = avail > 0 and math.floor(ahead * 1000 / avail) or nil
-    out[i] = {'admitted', id, entry, depth, rate > 0 and tostring(rate) or '',
-              deadline and tostring(deadline) or '', start and tostring(start) or ''}
+    out[i] = {'admitted', id, entry, depth, rate_s, deadline or '',
+              start and tostring(start) or ''}
     depth, ahead = depth + 1, ahead + 1
   end
 end

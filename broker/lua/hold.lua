@@ -22,9 +22,10 @@ local ttl = ms(4, 1)
 redis.call('PEXPIRE', KEYS[1], ttl)
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local now_s = tostring(now)  -- (the score of every member: converted once)
 local added = {}
 for i = 5, #ARGV do
-  added[#added + 1] = now
+  added[#added + 1] = now_s
   added[#added + 1] = ARGV[i]
 end
 local reply = {}
@@ -39,8 +40,9 @@ for _, stream in ipairs(reply) do
     local fields = entry[2]
     for j = 1, #fields, 2 do
       if fields[j] == 'id' then
-        added[#added + 1] = now
+        added[#added + 1] = now_s
         added[#added + 1] = fields[j + 1]
+        break
       end
     end
   end

@@ -15,6 +15,7 @@ for _, i in ipairs({3, 4, 5, 6}) do ms(i) end
 redis.call('XACK', KEYS[1], ARGV[1], '0-0')
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local now_s = tostring(now)  -- (converted once, not once a job)
 local reply = KEYS[2]
 local out = {}
 for i = 1, #KEYS - 3 do
@@ -36,7 +37,7 @@ for i = 1, #KEYS - 3 do
     redis.call('XDEL', KEYS[1], entry)
     out[i] = 'expired'
   else
-    redis.call('HSET', job_key, 'state', 'running', 'worker', ARGV[2], 'started', now)
+    redis.call('HSET', job_key, 'state', 'running', 'worker', ARGV[2], 'started', now_s)
     if not state then
       redis.call('PEXPIRE', job_key, ARGV[3])
     end
