@@ -47,3 +47,16 @@ def test_built_equals_the_validated_model(inputs: list[str], created: int,
 def test_built_needs_every_field() -> None:
     with pytest.raises(TypeError, match="needs all of"):
         EmbedRequest.built(input=["x"])
+
+
+def test_built_refuses_a_field_the_schema_lacks_and_orders_the_rest() -> None:
+    """Fields named in the schema's order are taken as given (the hot paths' calls);
+    in any other order they are put in it; a name the schema lacks is refused either way."""
+    for fields in ({"kind": "embed", "input": ["x"], "extra": 1},
+                   {"extra": 1, "input": ["x"], "kind": "embed"}):
+        with pytest.raises(TypeError, match="needs all of"):
+            EmbedRequest.built(**fields)
+    shuffled = Usage.built(output_tokens=2, input_tokens=1)
+    assert list(shuffled.__dict__) == ["input_tokens", "output_tokens"]
+    assert shuffled == Usage(input_tokens=1, output_tokens=2)
+    assert shuffled.model_dump_json() == '{"input_tokens":1,"output_tokens":2}'

@@ -6,6 +6,8 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from switchyard.broker.schemas import Priority
 from switchyard.workers.scheduler import PriorityScheduler
@@ -76,3 +78,44 @@ def test_urgent_lower_priority_jobs_go_first_unless_a_higher_one_is_urgent() -> 
     assert puller._slots() == {"interactive": 3, "batch": 1}
     puller.buffers["interactive"].appendleft(_pulled(keys, "interactive", now + 300, 50))
     assert puller._slots() == {"interactive": 4}  # strict priority again
+
+
+def _slots_by_turns(puller: Any, max_batch: int) -> dict[str, int]:
+    """The slots as the scheduler hands them out one at a time (what ``Puller._slots``
+    shortcuts when only one priority waits), urgent jobs aside."""
+    waiting = {p: len(b) for p, b in puller.buffers.items()}
+    slots: dict[str, int] = {}
+    for _ in range(max_batch):
+        chosen = puller._scheduler.choose(waiting)
+        if chosen is None:
+            break
+        puller._scheduler.commit(chosen, waiting)
+        waiting[chosen] -= 1
+        slots[chosen] = slots.get(chosen, 0) + 1
+    return slots
+
+
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40), st.integers(0, 40)),
+                min_size=1, max_size=6),
+       st.sampled_from([0.0, 0.1, 0.25, 0.5]), st.integers(1, 32))
+def test_slots_match_the_scheduler_turn_by_turn(rounds: list[tuple[int, int, int]],
+                                                share: float, max_batch: int) -> None:
+    """Issue 15: the one-priority shortcut hands out what the turns would, and leaves the
+    credits as they would, over a sequence of batches."""
+    from switchyard.broker.keys import Keys
+    from switchyard.workers.puller import Puller
+    keys = Keys("t").partition("echo", 0)
+    fast, slow = (Puller(None, [keys], "w", max_batch=max_batch,  # type: ignore[arg-type]
+                         max_batch_tokens=10**6, lower_share=share, block_ms=10)
+                  for _ in range(2))
+    n = 0
+    for counts in rounds:
+        for puller in (fast, slow):
+            for priority, count in zip(("interactive", "standard", "batch"), counts,
+                                       strict=True):
+                puller.buffers[priority].clear()  # type: ignore[index]
+                puller.buffers[priority].extend(  # type: ignore[index]
+                    _pulled(keys, priority, 0, n + i) for i in range(count))
+        n += sum(counts)
+        assert fast._slots() == _slots_by_turns(slow, max_batch)
+        assert fast._scheduler.credit == slow._scheduler.credit
