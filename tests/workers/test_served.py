@@ -217,3 +217,20 @@ def test_room_counts_what_the_reading_cannot_show() -> None:
     assert room(settings, half, 2, 0) == 1  # 0.25 a request: one more under 0.9
     assert room(settings, half, 3, 0) == 0  # ... and one is on its way already
     assert room(settings, EngineLoad(2, 1, 0.3, "vllm"), 3, 0) == 0  # it queues: none
+
+
+def test_room_frees_what_was_answered_since_the_reading() -> None:
+    """A request answered after the reading no longer runs: its slot and its share of the
+    cache are free again (the worker sent 1, 3, 1, 3 to a 4-sequence engine without it)."""
+    from switchyard.broker.config import ServedConfig
+    from switchyard.workers.engines.engine_load import EngineLoad, room
+
+    settings = ServedConfig(max_running=4, max_waiting=0, kv_high=0.9)
+    one = EngineLoad(1, 0, 0.01, "vllm")
+    assert room(settings, one, 0, 0) == 3  # as read: one still running
+    assert room(settings, one, 0, 0, done_since=1) == 4  # it was answered since
+    half = EngineLoad(2, 0, 0.5, "vllm", capacity=1000)
+    assert room(settings, EngineLoad(4, 0, 0.5, "vllm"), 2, 0, done_since=2) == 2
+    assert room(settings, half, 1, 0) == 1  # 0.25 a request, two running: one more fits
+    assert room(settings, half, 1, 0, done_since=1) == 2  # one left: two more fit
+    assert room(settings, half, 0, 0, done_since=5) == 3  # none left: three (never below 0)

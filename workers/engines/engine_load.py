@@ -78,7 +78,7 @@ def _first(values: dict[str, list[float]], names: tuple[str, ...]) -> list[float
 
 
 def room(settings: ServedConfig, load: EngineLoad | None, inflight: int, sent_since: int,
-         job_tokens: float = 0.0) -> int:
+         job_tokens: float = 0.0, done_since: int = 0) -> int:
     """Requests to send now. Never more in flight than ``max_running`` + ``max_waiting``;
     nothing while the engine queues more than ``max_waiting`` or its cache is past
     ``kv_high``; and no more than its cache has room for: at the cache use per running
@@ -86,18 +86,23 @@ def room(settings: ServedConfig, load: EngineLoad | None, inflight: int, sent_si
     tokens: an upper bound) of the cache's capacity, or else one at a time until a
     reading shows one running. Jobs the reading cannot show yet are counted against the
     room: those sent since it, or (what covers a request still on its way when the engine
-    was read) all those in flight beyond what it shows running and waiting."""
+    was read) all those in flight beyond what it shows running and waiting. Requests
+    answered since it (``done_since``) no longer run, nor hold their share of the cache:
+    without that, a worker whose batch ended just after a reading sent the next one as
+    if the engine were still busy, and kept it a request short of full."""
     slots = settings.max_running + settings.max_waiting
     free = slots - inflight
     if load is None:
         return max(0, free)
     if load.waiting > settings.max_waiting or load.kv >= settings.kv_high:
         return 0
+    running = max(0, load.running - done_since)
     queue = settings.max_waiting - load.waiting
-    engine = slots - load.running - load.waiting
-    unseen = max(sent_since, inflight - load.running - load.waiting)
-    if load.running and load.kv > 0:
-        by_cache = math.floor((settings.kv_high - load.kv) * load.running / load.kv + 1e-9)
+    engine = slots - running - load.waiting
+    unseen = max(sent_since, inflight - running - load.waiting)
+    if load.running and load.kv > 0:  # at the reading's cache use per running request
+        per = load.kv / load.running
+        by_cache = math.floor((settings.kv_high - per * running) / per + 1e-9)
     elif load.capacity and job_tokens > 0:
         by_cache = math.floor((settings.kv_high - load.kv) * load.capacity / job_tokens)
     else:

@@ -65,6 +65,9 @@ class ServedEngine:
         self._answered: set[str] = set()
         self._sent = 0
         self._sent_at_reading = 0
+        self._done = 0
+        """Jobs whose answer came (or failed), ever; as of the last reading, below."""
+        self._done_at_reading = 0
         self._job_tokens = 0.0
         """A moving average of the jobs' token bounds (prompt estimate + max tokens)."""
         self._scraping: asyncio.Task[None] | None = None
@@ -86,7 +89,7 @@ class ServedEngine:
         if not self.healthy:
             return 0
         return room(self.settings, self.load, self.inflight, self._sent - self._sent_at_reading,
-                    self._job_tokens)
+                    self._job_tokens, self._done - self._done_at_reading)
 
     @property
     def inflight(self) -> int:
@@ -113,7 +116,7 @@ class ServedEngine:
 
     async def scrape(self) -> None:
         """One reading of the engine's metrics (or its health, without metrics)."""
-        sent = self._sent
+        sent, done = self._sent, self._done
         path = "/health" if self.settings.metrics == "none" else self.settings.metrics_path
         try:
             response = await self._http.get(path)
@@ -123,7 +126,7 @@ class ServedEngine:
             return
         if self.settings.metrics != "none":
             self.load = parse_metrics(response.text, self.settings.metrics)
-        self._sent_at_reading = sent
+        self._sent_at_reading, self._done_at_reading = sent, done
         self._set_health(True, "")
 
     async def _scrape_forever(self) -> None:
@@ -183,6 +186,7 @@ class ServedEngine:
         finally:
             if job.id in self._claimed:
                 self._answered.add(job.id)
+                self._done += 1
         return ChatResult(
             text=done.text, finish_reason="length" if done.finish_reason == "length" else "stop",
             usage=UsageInfo(input_tokens=done.input_tokens, output_tokens=done.output_tokens),
