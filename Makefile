@@ -16,7 +16,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed-up: pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[gpu,local,bench,gateway]'
+	$(BIN)/python -m pip install -q -e '.[gpu,local,bench,gateway,batch]'
 	touch $@
 
 # The lowest supported transformers (with the huggingface-hub it needs), in a folder of

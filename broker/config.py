@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ByteSize, Field, ValidationError, field_validator, model_validator
 
+from switchyard.broker.batch_config import BatchConfig
 from switchyard.broker.confbase import Seconds, Strict
 from switchyard.broker.errors import ConfigError
 from switchyard.broker.gateway_config import GatewayConfig
@@ -31,6 +32,7 @@ __all__ = [
     "DEFAULT_REDIS_URL",
     "DEFAULT_TENANT",
     "ENGINE_KINDS",
+    "BatchConfig",
     "BridgeConfig",
     "CapsConfig",
     "DefaultDeadlines",
@@ -377,6 +379,7 @@ class SwitchyardConfig(Strict):
     watchdog: WatchdogConfig = WatchdogConfig()
     limits: LimitsConfig = LimitsConfig()
     gateway: GatewayConfig = GatewayConfig()
+    batch: BatchConfig = BatchConfig()
     pools: dict[str, PoolConfig] = Field(default_factory=_default_pools)
     models: dict[str, ModelConfig] = Field(default_factory=_default_models)
     providers: dict[str, ProviderConfig] = Field(default_factory=_default_providers)

@@ -246,5 +246,26 @@ class Keys:
         """The gateway's run-time API keys, by digest (a hash; never a key itself)."""
         return f"{self.prefix}:{{apikeys}}"
 
+    def batch(self, batch_id: str) -> str:
+        """A batch's record (a hash); its lease shares its hash tag."""
+        return f"{self.prefix}:{{{batch_id}}}:batch"
+
+    def batch_lease(self, batch_id: str) -> str:
+        """The token of the batch worker running a batch, while its lease holds."""
+        return f"{self.prefix}:{{{batch_id}}}:lease"
+
+    def batch_resume(self, batch_id: str) -> str:
+        """Set while a batch worker hands a lapsed batch to rq again (one hand-over)."""
+        return f"{self.prefix}:{{{batch_id}}}:resume"
+
+    def batches_of(self, tenant: str) -> str:
+        """A tenant's batches (a zset: batch id -> created, ms), newest last."""
+        return f"{self.prefix}:{{batches}}:tenant:{tenant}"
+
+    @property
+    def batches_running(self) -> str:
+        """Batches a worker runs (a zset: batch id -> when its lease lapses, ms)."""
+        return f"{self.prefix}:{{batches}}:running"
+
     def pool(self, pool: str) -> PoolKeys:
         return PoolKeys(self.prefix, pool)

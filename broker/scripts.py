@@ -36,7 +36,7 @@ T = TypeVar("T")
 ScriptName = Literal["enqueue", "start", "complete", "release", "cancel", "breaker_allow",
                      "breaker_record", "ratelimit_take", "ratelimit_observe", "spill_forward",
                      "requeue", "expire", "replay", "reserve", "settle", "groups", "beat",
-                     "forget", "lapse", "hold"]
+                     "forget", "lapse", "hold", "batch_status", "batch_lease"]
 _NAMES: tuple[ScriptName, ...] = get_args(ScriptName)
 
 ScriptCall = tuple[ScriptName, Sequence[str], Sequence[str | int | float]]

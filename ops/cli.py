@@ -11,6 +11,7 @@ from pathlib import Path
 from switchyard.broker.commands import run_command
 from switchyard.broker.locate import DEFAULT_STATE_DIR, STATE_DIR_ENV
 from switchyard.dispatcher import cli as dispatcher_cli
+from switchyard.dispatcher.batches import cli as batches_cli
 from switchyard.dispatcher.gateway import cli as gateway_cli
 from switchyard.ops import acl, dlq, fake_engine, fake_provider
 from switchyard.ops import status as status_cli
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     workers_cli.add_parser(sub)
     dispatcher_cli.add_parser(sub)
     gateway_cli.add_parser(sub)
+    batches_cli.add_parser(sub)
     status_cli.add_parser(sub)
     dlq.add_parser(sub)
     acl.add_parser(sub)

@@ -22,7 +22,7 @@ from switchyard.ops.redis_server import free_port
 from switchyard.workers.cli import worker_command
 from switchyard.workers.supervisor import stop_process
 
-__all__ = ["GatewayProcess", "WorkerProcess"]
+__all__ = ["BatchWorkerProcess", "GatewayProcess", "WorkerProcess"]
 
 
 class _Child:
@@ -133,3 +133,34 @@ class GatewayProcess(_Child):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise self._failed("the gateway")
             time.sleep(0.05)
+
+
+class BatchWorkerProcess(_Child):
+    """One `switchyard batch-worker` child (an rq worker running batches), in a session of
+    its own so that a test can kill it whole; stopped by its PID (SIGTERM: it hands its
+    batch back and exits)."""
+
+    def __init__(self, redis_url: str, config_path: Path, *, log: Path | None = None) -> None:
+        self.log = log or config_path.with_name("batch-worker.log")
+        self.args = [sys.executable, "-m", "switchyard.ops", "batch-worker", "--config",
+                     str(config_path), "--redis-url", redis_url]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 120.0) -> Self:
+        """Start it; ready once it logs that it listens on its queue."""
+        with self.log.open("ab") as out:
+            mark = out.tell()
+            self.process = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while "Listening on" not in self.log.read_text(errors="replace")[mark:]:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise self._failed("the batch worker")
+            time.sleep(0.05)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()

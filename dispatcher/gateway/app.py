@@ -31,8 +31,17 @@ from switchyard.broker import heap
 from switchyard.broker.apikeys import ApiKeyStore
 from switchyard.broker.config import SwitchyardConfig, load_config
 from switchyard.broker.errors import SwitchyardError
+from switchyard.dispatcher.batches.files import FileStore
+from switchyard.dispatcher.batches.records import BatchRecords
+from switchyard.dispatcher.batches.worker import rq_queue
 from switchyard.dispatcher.client import AsyncClient
-from switchyard.dispatcher.gateway import jobs_view, routes_anthropic, routes_openai
+from switchyard.dispatcher.gateway import (
+    jobs_view,
+    routes_anthropic,
+    routes_batches,
+    routes_files,
+    routes_openai,
+)
 from switchyard.dispatcher.gateway.auth import Authenticator
 from switchyard.dispatcher.gateway.errors import (
     GatewayError,
@@ -76,8 +85,12 @@ def create_app(config: SwitchyardConfig, *, redis_url: str | None = None,
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         client = AsyncClient(config, redis_url=redis_url)
-        gateway = Gateway(config, client, Authenticator(
-            config, ApiKeyStore(client.redis, client.keys)), metrics)
+        gateway = Gateway(
+            config, client, Authenticator(config, ApiKeyStore(client.redis, client.keys)),
+            metrics, FileStore.for_config(config),
+            BatchRecords(client.redis, client.keys, client.scripts,
+                         config.batch.file_retention_s),
+            rq_queue(config, client.settings.url))
         try:
             await gateway.auth.check_startable()
             app.state.gateway = gateway
@@ -88,6 +101,7 @@ def create_app(config: SwitchyardConfig, *, redis_url: str | None = None,
             if gateway.tasks:
                 await asyncio.wait(gateway.tasks, timeout=config.redis.timeout_s)
             await client.aclose()
+            gateway.queue.connection.close()
 
     middleware = [Middleware(_Observed, metrics=metrics)]
     if config.gateway.cors_origins:
@@ -97,7 +111,7 @@ def create_app(config: SwitchyardConfig, *, redis_url: str | None = None,
             expose_headers=["x-request-id", "retry-after", "retry-after-ms", "location"]))
     return Starlette(
         routes=[*routes_openai.routes, *routes_anthropic.routes, *jobs_view.routes,
-                *_ops_routes()],
+                *routes_files.routes, *routes_batches.routes, *_ops_routes()],
         middleware=middleware, lifespan=lifespan,
         exception_handlers={SwitchyardError: _answer, HTTPException: _answer,
                             Exception: _answer})
@@ -142,9 +156,10 @@ def _ops_routes() -> list[Route]:
             Route("/metrics", metrics, methods=["GET"])]
 
 
-_JOB_PATH = re.compile(r"^/v1/jobs/[^/]+")
+_ID_PATHS = [(re.compile(rf"^/v1/{family}/[^/]+"), f"/v1/{family}/{{id}}")
+             for family in ("jobs", "files", "batches")]
 _KNOWN = {"/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/models",
-          "/healthz", "/readyz", "/metrics"}
+          "/v1/files", "/v1/batches", "/healthz", "/readyz", "/metrics"}
 
 
 def _route(path: str) -> str:
@@ -152,8 +167,9 @@ def _route(path: str) -> str:
         return path
     if path.startswith("/v1/models/"):
         return "/v1/models/{id}"
-    if _JOB_PATH.match(path):
-        return _JOB_PATH.sub("/v1/jobs/{id}", path)
+    for pattern, label in _ID_PATHS:
+        if pattern.match(path):
+            return pattern.sub(label, path)
     return "other"
 
 

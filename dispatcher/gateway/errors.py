@@ -18,6 +18,12 @@ import math
 from typing import Any
 
 from switchyard.broker.errors import BrokerUnavailable, DurabilityUnavailable, SwitchyardError
+from switchyard.dispatcher.batches.errors import (
+    BatchError,
+    BatchNotFound,
+    FileNotFound,
+    FileRejected,
+)
 from switchyard.dispatcher.errors import (
     AdmissionRejected,
     InvalidRequest,
@@ -98,11 +104,23 @@ def http_error(exc: Exception, max_retry_after_s: float) -> GatewayError:
         status = _FAILED_STATUS.get(exc.code, 500)
         return GatewayError(status, "invalid_request_error" if status < 500 else "server_error",
                             exc.message, code=exc.code)
+    if isinstance(exc, BatchError):
+        return _batch_error(exc)
     if isinstance(exc, BrokerUnavailable | DurabilityUnavailable):
         return GatewayError(503, "server_error", str(exc), code="broker_unavailable",
                             headers=_retry_headers(1.0, max_retry_after_s))
     return GatewayError(500, "server_error", f"internal error ({type(exc).__name__})",
                         code="internal_error")
+
+
+def _batch_error(exc: BatchError) -> GatewayError:
+    if isinstance(exc, FileRejected):
+        if exc.too_large:
+            return GatewayError(413, "invalid_request_error", str(exc), code="file_too_large")
+        return GatewayError(400, "invalid_request_error", str(exc), param=exc.param)
+    if isinstance(exc, FileNotFound | BatchNotFound):
+        return GatewayError(404, "invalid_request_error", str(exc), code="not_found")
+    return GatewayError(409, "invalid_request_error", str(exc), code="conflict")
 
 
 def _rejected(exc: AdmissionRejected, max_retry_after_s: float) -> GatewayError:

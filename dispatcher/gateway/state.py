@@ -1,5 +1,6 @@
 """What one gateway process holds: its config, its one async client, the authenticator,
-its metrics, and the background tasks it started (cancels of abandoned jobs)."""
+its metrics, the background tasks it started (cancels of abandoned jobs), and for the
+batch API the file store, the batch records and rq's batch queue."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from rq import Queue
 from starlette.requests import Request
 
-from switchyard.broker.config import SwitchyardConfig
+from switchyard.broker.config import DEFAULT_TENANT, SwitchyardConfig
+from switchyard.dispatcher.batches.files import FileStore
+from switchyard.dispatcher.batches.records import BatchRecords
 from switchyard.dispatcher.client import AsyncClient
 from switchyard.dispatcher.gateway.auth import Authenticator
 from switchyard.dispatcher.gateway.metrics import GatewayMetrics
@@ -24,7 +28,16 @@ class Gateway:
     client: AsyncClient
     auth: Authenticator
     metrics: GatewayMetrics
+    files: FileStore
+    batches: BatchRecords
+    queue: Queue
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @staticmethod
+    def owner(tenant: str | None) -> str:
+        """Whose files and batches a caller sees: its tenant's (``default`` under
+        ``auth = "none"``, where everyone is)."""
+        return tenant or DEFAULT_TENANT
 
     @property
     def body_limit(self) -> int:

@@ -1,0 +1,51 @@
+"""A batch worker killed mid-batch (issue 18): another takes the batch up where it stood
+once its lease lapses; every line ends in the output once, and the engine ran each once
+(the workers kept running through the kill, and the lines sent again found their jobs by
+their idempotency keys)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from switchyard.ops.processes import BatchWorkerProcess
+from tests.dispatcher.batches.conftest import (
+    BatchStack,
+    lines_of,
+    request_line,
+    submit,
+    wait_for,
+)
+
+
+def _metric(url: str, name: str) -> float:
+    total = 0.0
+    for line in httpx.get(url).text.splitlines():
+        if line.startswith(name) and 'outcome="failed"' not in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_a_killed_batch_worker_loses_no_line_and_runs_none_twice(
+        batch_stack: BatchStack) -> None:
+    client = batch_stack.sdk()
+    ran_before = _metric(batch_stack.slow_metrics, "switchyard_jobs_total")
+    batch = submit(client, [request_line(f"k{i}", f"t{i}", model="slow") for i in range(300)])
+    deadline = time.monotonic() + 30
+    while client.batches.retrieve(batch.id).request_counts.completed < 30:  # type: ignore[union-attr]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    batch_stack.batch_worker.kill()  # SIGKILL, mid-batch
+    assert client.batches.retrieve(batch.id).status == "in_progress"
+    with BatchWorkerProcess(batch_stack.redis_url, batch_stack.config_path,
+                            log=batch_stack.folder / "second-batch-worker.log"):
+        done = wait_for(client, batch.id, timeout_s=90)
+    assert done.status == "completed"
+    output = lines_of(client, done.output_file_id)
+    assert sorted(line["custom_id"] for line in output) == sorted(f"k{i}" for i in range(300))
+    assert len({line["response"]["request_id"] for line in output}) == 300
+    assert done.request_counts.completed == 300 and not done.error_file_id  # type: ignore[union-attr]
+    ran = _metric(batch_stack.slow_metrics, "switchyard_jobs_total") - ran_before
+    assert ran == 300  # each line's job ran once
+    assert _metric(batch_stack.slow_metrics, "switchyard_duplicate_executions_total") == 0
