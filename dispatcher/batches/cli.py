@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from switchyard.broker.errors import SwitchyardError
+from switchyard.dispatcher.batches.errors import BatchError
 
 __all__ = ["add_parser"]
 
@@ -67,15 +67,18 @@ def _batch(ns: argparse.Namespace) -> int:
     base = (ns.base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
     key = os.environ.get(API_KEY_ENV, "")
     headers = {"authorization": f"Bearer {key}"} if key else {}
-    with httpx.Client(base_url=f"{base}/v1", headers=headers, timeout=60.0) as http:
-        if ns.action == "submit":
-            print(json.dumps(_submit(http, ns)))
-        elif ns.action == "status":
-            _status(http, ns.id, ns.once)
-        elif ns.action == "results":
-            _results(http, ns.id, ns.output, ns.errors)
-        else:
-            print(json.dumps(_call(http, "POST", f"/batches/{ns.id}/cancel")))
+    try:
+        with httpx.Client(base_url=f"{base}/v1", headers=headers, timeout=60.0) as http:
+            if ns.action == "submit":
+                print(json.dumps(_submit(http, ns)))
+            elif ns.action == "status":
+                _status(http, ns.id, ns.once)
+            elif ns.action == "results":
+                _results(http, ns.id, ns.output, ns.errors)
+            else:
+                print(json.dumps(_call(http, "POST", f"/batches/{ns.id}/cancel")))
+    except httpx.HTTPError as exc:
+        raise BatchError(f"cannot reach the gateway at {base}: {exc}") from None
     return 0
 
 
@@ -86,7 +89,7 @@ def _call(http: httpx.Client, method: str, path: str, **kw: Any) -> Any:
             message = response.json()["error"]["message"]
         except (ValueError, KeyError, TypeError):
             message = response.text[:200]
-        raise SwitchyardError(f"the gateway answered {response.status_code}: {message}")
+        raise BatchError(f"the gateway answered {response.status_code}: {message}")
     return response.json()
 
 
@@ -152,7 +155,7 @@ def _progress(status: str, done: int, total: int, failed: int, rate: float) -> s
 def _results(http: httpx.Client, batch_id: str, output: Path, errors: Path | None) -> None:
     batch = _call(http, "GET", f"/batches/{batch_id}")
     if batch["status"] not in ENDED:
-        raise SwitchyardError(f"batch {batch_id} is {batch['status']}: no output yet")
+        raise BatchError(f"batch {batch_id} is {batch['status']}: no output yet")
     for file_id, path in ((batch.get("output_file_id"), output),
                           (batch.get("error_file_id"), errors)):
         if path is None:
@@ -162,7 +165,7 @@ def _results(http: httpx.Client, batch_id: str, output: Path, errors: Path | Non
             continue
         with http.stream("GET", f"/files/{file_id}/content") as response, path.open("wb") as out:
             if response.status_code >= 400:
-                raise SwitchyardError(f"the gateway answered {response.status_code} for "
+                raise BatchError(f"the gateway answered {response.status_code} for "
                                       f"file {file_id}")
             for chunk in response.iter_bytes():
                 out.write(chunk)

@@ -49,3 +49,26 @@ def test_a_killed_batch_worker_loses_no_line_and_runs_none_twice(
     ran = _metric(batch_stack.slow_metrics, "switchyard_jobs_total") - ran_before
     assert ran == 300  # each line's job ran once
     assert _metric(batch_stack.slow_metrics, "switchyard_duplicate_executions_total") == 0
+
+
+def test_sigterm_hands_the_batch_back_at_once_and_another_worker_ends_it(
+        batch_stack: BatchStack) -> None:
+    client = batch_stack.sdk()
+    batch_stack.batch_worker.stop()  # (this test runs its own)
+    first = BatchWorkerProcess(batch_stack.redis_url, batch_stack.config_path,
+                               log=batch_stack.folder / "term-first.log").start()
+    batch = submit(client, [request_line(f"h{i}", f"t{i}", model="slow") for i in range(300)])
+    deadline = time.monotonic() + 30
+    while client.batches.retrieve(batch.id).request_counts.completed < 30:  # type: ignore[union-attr]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    stopped = time.monotonic()
+    assert first.stop(timeout_s=20) == 0  # SIGTERM: no waiting for the batch to end
+    assert time.monotonic() - stopped < 5
+    assert client.batches.retrieve(batch.id).status == "in_progress"
+    with BatchWorkerProcess(batch_stack.redis_url, batch_stack.config_path,
+                            log=batch_stack.folder / "term-second.log"):
+        done = wait_for(client, batch.id, timeout_s=90)
+    assert done.status == "completed"
+    output = lines_of(client, done.output_file_id)
+    assert sorted(line["custom_id"] for line in output) == sorted(f"h{i}" for i in range(300))
