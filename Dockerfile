@@ -1,4 +1,4 @@
-# One image for every Switchyard process: gateway, worker, bridge and watchdog.
+# One image for every Switchyard process: gateway, worker, bridge, watchdog, batch worker.
 # GPU hosts: build FROM an image with CUDA's torch instead, or install the CUDA wheel.
 FROM python:3.11-slim
 WORKDIR /app
@@ -10,6 +10,6 @@ COPY workers ./workers
 COPY ops ./ops
 # src/switchyard/ links to the folders above: the image installs them as switchyard.*
 COPY src ./src
-RUN pip install --no-cache-dir -c constraints.txt '.[gpu,gateway]'
+RUN pip install --no-cache-dir -c constraints.txt '.[gpu,gateway,batch]'
 ENTRYPOINT ["switchyard"]
 CMD ["--help"]

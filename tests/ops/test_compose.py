@@ -22,6 +22,22 @@ def test_compose_file_is_valid() -> None:
     assert "--appendonly" in services["redis"]["command"]
     assert services["watchdog"]["command"] == ["watchdog"]
     assert services["worker-minilm"]["command"][:3] == ["worker", "--pool", "minilm"]
+    assert services["batch-worker"]["command"] == ["batch-worker"]
+    files = {v["target"]: v["source"] for v in services["gateway"]["volumes"]}
+    assert files == {v["target"]: v["source"] for v in services["batch-worker"]["volumes"]}
+    assert services["gateway"]["environment"]["SWITCHYARD_BATCH__FILES_DIR"] in files
+
+
+def test_rq_dashboard_runs_only_when_asked_for() -> None:
+    binary = Path(compose.__file__).parent / "docker-compose"
+    args = [str(binary), "-f", str(ROOT / "docker-compose.yml")]
+    plain = subprocess.run([*args, "config", "--services"], capture_output=True, text=True,
+                           timeout=60)
+    asked = subprocess.run([*args, "--profile", "rq-dashboard", "config", "--services"],
+                           capture_output=True, text=True, timeout=60)
+    assert plain.returncode == asked.returncode == 0
+    assert "rq-dashboard" not in plain.stdout.split()
+    assert "rq-dashboard" in asked.stdout.split()
 
 
 def test_a_broken_compose_file_fails(tmp_path: Path) -> None:
