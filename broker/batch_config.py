@@ -41,3 +41,9 @@ class BatchConfig(Strict):
     lease_s: Annotated[float, Field(ge=0.5, le=3_600)] = 10.0
     """A running batch's lease: a batch worker renews it a third of this often; once it
     lapses (the worker died), any batch worker takes the batch up where it stood."""
+    list_price_in: Annotated[float, Field(ge=0)] = 0.0
+    """USD per million input tokens at a provider's list price: each batch reports what
+    its tokens would have cost there, beside what they cost here (0, with
+    ``list_price_out`` 0: not reported)."""
+    list_price_out: Annotated[float, Field(ge=0)] = 0.0
+    """USD per million output tokens at that provider."""

@@ -265,6 +265,10 @@ class PoolConfig(Strict):
     bridge: BridgeConfig = BridgeConfig()
     served: ServedConfig = ServedConfig()
     """served: the local serving engine this pool's workers front."""
+    cost_per_hour: Annotated[float, Field(ge=0)] = 0.0
+    """USD an hour of one worker's device costs: each result served here carries its
+    share of its batch's device time as ``cost_usd`` (0: none). Bridge pools price
+    results by their targets' ``price_in`` and ``price_out`` instead."""
 
 
 ENGINE_KINDS: dict[str, frozenset[str]] = {

@@ -11,6 +11,7 @@ fault: it is not split, and reaches the worker.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from switchyard.broker.schemas import ErrorInfo, ServedBy
 from switchyard.workers.deltas import DeltaPublisher
 from switchyard.workers.engines.base import Engine, EngineOutput
 from switchyard.workers.errors import DeviceLost, OutOfMemory
+from switchyard.workers.pricing import priced
 from switchyard.workers.puller import Pulled
 
 __all__ = ["Crashed", "Executor"]
@@ -39,12 +41,16 @@ class Executor:
     """Called on each out-of-memory error, before the batch is split."""
     ran: Callable[[], None]
     """Called for each engine call that returned."""
+    per_hour: float = 0.0
+    """The pool's ``cost_per_hour``: results get their share of the call's time (0: no
+    cost is put on them)."""
 
     async def run(self, batch: Sequence[Pulled]) -> list[EngineOutput]:
         """One output per job of ``batch``, in order (see the module docstring)."""
         if not batch:
             return []
         envelopes = [p.envelope for p in batch if p.envelope is not None]
+        started = time.perf_counter()
         try:
             outputs = await self.engine.run(envelopes, self.served_by,
                                             self.deltas.emitter(batch))
@@ -67,6 +73,9 @@ class Executor:
         if split:  # outside the handler: the error (and what it holds) is gone by now
             return await self._halves(batch)
         self.ran()
+        if self.per_hour:
+            return priced(outputs, [p.cost_by(self.engine.cost)[1] for p in batch],
+                          time.perf_counter() - started, self.per_hour)
         return outputs
 
     async def _halves(self, batch: Sequence[Pulled]) -> list[EngineOutput]:

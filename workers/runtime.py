@@ -106,7 +106,8 @@ class Worker:
         self._executor = Executor(
             engine, ServedBy(worker=self.consumer, pool=pool, engine=engine.name,
                              device=engine.device),
-            self._deltas, self._out_of_memory, self._ran)
+            self._deltas, self._out_of_memory, self._ran,
+            per_hour=0.0 if engine.name == "bridge" else settings.cost_per_hour)
         self._finisher = Finisher(self._ledger, self._deltas, self.stats, self.metrics, engine,
                                   redis, keys)
         self._heartbeat = Heartbeat(

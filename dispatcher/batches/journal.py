@@ -23,6 +23,8 @@ class Journal:
         folder.mkdir(parents=True, exist_ok=True)
         self.output_path = folder / f"{batch_id}.output.jsonl"
         self.errors_path = folder / f"{batch_id}.errors.jsonl"
+        self.costs_path = folder / f"{batch_id}.costs.jsonl"
+        """What each answered line cost (``cost_usd``), when it cost anything."""
         self.completed = 0
         self.failed = 0
         self.done: set[str] = set()
@@ -38,7 +40,7 @@ class Journal:
 
     def reset(self) -> None:
         self.close()
-        for path in (self.output_path, self.errors_path):
+        for path in (self.output_path, self.errors_path, self.costs_path):
             path.unlink(missing_ok=True)
         self.completed = self.failed = self.written_unnamed = 0
         self.done.clear()
@@ -61,8 +63,11 @@ class Journal:
             count += 1
         return count
 
-    def output(self, custom_id: str, line: str) -> None:
+    def output(self, custom_id: str, line: str, cost_usd: float = 0.0) -> None:
         self._append(self.output_path, line)
+        if cost_usd:
+            self._append(self.costs_path, json.dumps({"custom_id": custom_id,
+                                                      "usd": cost_usd}))
         self.done.add(custom_id)
         self.completed += 1
 
@@ -79,6 +84,20 @@ class Journal:
         if out is None:
             out = self._open[path] = path.open("a", encoding="utf-8")
         out.write(line + "\n")
+
+    def cost_usd(self) -> float:
+        """What the answered lines cost, each counted once (a line answered again after a
+        take-up is the same job: the same cost)."""
+        if not self.costs_path.exists():
+            return 0.0
+        costs: dict[str, float] = {}
+        for raw in self.costs_path.read_text(encoding="utf-8").splitlines():
+            try:
+                item = json.loads(raw)
+            except ValueError:  # (a line cut by a kill)
+                continue
+            costs[item["custom_id"]] = float(item["usd"])
+        return sum(costs.values())
 
     def flush(self) -> None:
         for out in self._open.values():

@@ -245,7 +245,8 @@ class _Run:
                                                              error))
         else:
             self.journal.output(line.custom_id, L.output_line(line.custom_id, sent.job.id,
-                                                              sent.render(result)))
+                                                              sent.render(result)),
+                                result.cost_usd or 0.0)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -324,10 +325,29 @@ class _Run:
         if not self.files.exists(tenant, err_id):
             fields["error_file_id"] = ""
         if self.files.exists(tenant, out_id):
-            fields["usage"] = _usage(self.files.path(self.files.record(tenant, out_id)))
+            usage = _usage(self.files.path(self.files.record(tenant, out_id)))
+            fields["usage"] = usage
+            cost = self._cost(usage)
+            if cost:
+                fields["cost"] = cost
         await self.records.move(self.id, "finalizing", final, **fields)
         await self.records.stop_running(self.id)
+        self.journal.costs_path.unlink(missing_ok=True)
         return final
+
+    def _cost(self, usage: dict[str, Any]) -> dict[str, float]:
+        """What the batch cost (its results' ``cost_usd``: device time on GPU pools with a
+        ``cost_per_hour``, provider charges on bridges) and, with ``[batch] list_price_*``,
+        what its tokens would have cost at that list price."""
+        cost: dict[str, float] = {}
+        spent = self.journal.cost_usd()
+        if spent:
+            cost["usd"] = round(spent, 9)
+        price_in, price_out = self.settings.list_price_in, self.settings.list_price_out
+        if price_in or price_out:
+            cost["list_price_usd"] = round((usage["input_tokens"] * price_in
+                                            + usage["output_tokens"] * price_out) / 1e6, 9)
+        return cost
 
 
 async def _cancel(sent: L.Sent) -> None:

@@ -34,6 +34,7 @@ window_s = {window_s}
 max_lines = 2000
 max_file_bytes = 400000
 in_flight = 50
+list_price_in = 0.5
 [tenants.alpha]
 api_keys_sha256 = ["{alpha}"]
 [tenants.beta]
@@ -44,6 +45,7 @@ engine = "echo"
 engine = "echo"
 max_batch = 4
 delay_ms = 40
+cost_per_hour = 3.6
 [models.echo]
 pool = "echo"
 [models.echo-chat]

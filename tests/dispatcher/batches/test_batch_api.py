@@ -163,3 +163,16 @@ def test_an_upload_over_the_limits_is_refused(batch_stack: BatchStack, content: 
     assert len(client.files.list().data) == before
     with pytest.raises(openai.BadRequestError):
         client.files.create(file=("x.jsonl", b"{}\n"), purpose="fine-tune")
+
+
+def test_a_batch_reports_its_device_cost_beside_a_list_price(batch_stack: BatchStack) -> None:
+    """The slow pool costs 3.6 USD an hour (0.001 a second) and runs 4 lines in 40 ms: 40
+    lines are about 10 x 40 ms of device time, 0.0004 USD; at the configured list price
+    (0.5 USD per million input tokens) their 80 tokens cost 0.00004 USD."""
+    client = batch_stack.sdk()
+    done = wait_for(client, submit(client, [request_line(f"p{i}", f"two words{i}",
+                                                         model="slow")
+                                            for i in range(40)]).id)
+    cost = (done.model_extra or {})["cost"]
+    assert 0.0004 <= cost["usd"] <= 0.0008
+    assert cost["list_price_usd"] == pytest.approx(80 * 0.5 / 1e6)
