@@ -229,7 +229,16 @@ class PoolConfig(Strict):
     predicted start (behind the higher ones) would miss its deadline. Set it to
     guarantee lower priorities a share at the higher ones' expense."""
     delay_ms: Annotated[float, Field(ge=0.0)] = 0.0
-    """echo: how long each batch takes."""
+    """echo: how long each batch takes ..."""
+    job_delay_ms: Annotated[float, Field(ge=0.0)] = 0.0
+    """echo: ... plus this much for each job in it (a device that is saturated: a bigger
+    batch costs more)."""
+    backfill_batch: Annotated[int, Field(ge=0, le=4096)] = 0
+    """While ``interactive`` or ``standard`` work arrived within the last second, a batch
+    of background (``batch`` priority) work is at most this many jobs (0: a quarter of
+    ``max_batch``), so foreground work waits at most that long behind it; background
+    work never rides in a batch with foreground work (unless ``lower_share`` says so, or
+    its start deadline is close)."""
     memory_budget: ByteSize | None = None
     """A fixed memory budget per batch ('2GiB'): CPU workers use it (default 2 GiB); on a
     GPU it replaces the free memory that NVML or torch reports."""

@@ -15,6 +15,7 @@ batch the worker runs first is held (:meth:`Puller.hold_rest`) before the next b
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -74,6 +75,9 @@ class Pulled:
 
 URGENT_MS = 1_000
 """A buffered job this close to its start deadline (and not past it) is urgent."""
+FOREGROUND_S = 1.0
+"""How long after ``interactive`` or ``standard`` work was read background batches stay
+small (``PoolConfig.backfill_batch``)."""
 
 
 def _urgent_in(buffer: deque[Pulled], now: int) -> int:
@@ -130,6 +134,7 @@ class Puller:
         window: int | None = None,
         kinds: frozenset[str] = frozenset({"embed", "chat"}),
         foreign: frozenset[str] = frozenset(),
+        backfill: int = 0,
     ) -> None:
         self._redis = redis
         self._reading: Wire | None = None
@@ -150,6 +155,9 @@ class Puller:
         does not know may be a client's alias: not refused)."""
         self._block_ms = block_ms
         self._scheduler = PriorityScheduler(lower_share)
+        self._backfill = backfill or max(1, max_batch // 4)
+        self._foreground_at = -FOREGROUND_S
+        """When foreground work was last read (monotonic s)."""
         self._where = {lane(k, p): (k, p) for p in PRIORITIES
                        for lane in (PartitionKeys.retry, PartitionKeys.stream)
                        for k in partitions}
@@ -176,6 +184,7 @@ class Puller:
             kinds=ENGINE_KINDS[settings.engine],
             foreign=frozenset(m for m, route in config.models.items()
                               if pool not in (route.pool, route.overflow)),
+            backfill=settings.backfill_batch,
         )
 
     @property
@@ -264,6 +273,8 @@ class Puller:
 
     def _accept(self, entries: list[StreamEntry], *, held: bool) -> list[Pulled]:
         bad = []
+        if any(self._where[e.stream][1] != "batch" for e in entries):
+            self._foreground_at = time.monotonic()
         for entry in entries:
             self._newest[entry.stream] = entry.entry_id  # in id order, per stream
             keys, priority = self._where[entry.stream]
@@ -327,12 +338,14 @@ class Puller:
         slots: dict[Priority, int] = {}
         left = self._max_batch
         now = now_ms()
+        urgent_batch = 0
         for priority in PRIORITIES:
             urgent = _urgent_in(self.buffers[priority], now)
             if urgent and priority != PRIORITIES[0] and not slots:
                 give = min(urgent, left)
                 slots[priority], left = give, left - give
                 waiting[priority] -= give
+                urgent_batch = give if priority == "batch" else 0
             if urgent:
                 break  # a higher priority with urgent jobs of its own keeps its turn
         present = [p for p in PRIORITIES if waiting[p] > 0]
@@ -349,7 +362,26 @@ class Puller:
             self._scheduler.commit(chosen, waiting)
             waiting[chosen] -= 1
             slots[chosen] = slots.get(chosen, 0) + 1
+        self._background(slots, urgent_batch)
         return {p: slots[p] for p in PRIORITIES if p in slots}
+
+    def _background(self, slots: dict[Priority, int], urgent: int) -> None:
+        """Background work backfills: it takes no slot beside foreground work, and while
+        foreground work comes it runs in batches of at most ``backfill`` (its urgent jobs
+        and a ``lower_share`` the operator set aside)."""
+        extra = slots.get("batch", 0) - urgent
+        if extra <= 0 or self._scheduler.share:
+            return
+        if any(n for p, n in slots.items() if p != "batch"):
+            keep = 0
+        elif time.monotonic() - self._foreground_at < FOREGROUND_S:
+            keep = min(extra, self._backfill)
+        else:
+            return
+        if urgent + keep:
+            slots["batch"] = urgent + keep
+        else:
+            del slots["batch"]
 
     async def aclose(self) -> None:
         if self._reading is not None:

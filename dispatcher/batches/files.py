@@ -126,10 +126,12 @@ class FileStore:
         self._clock = clock
 
     @classmethod
-    def for_config(cls, config: SwitchyardConfig) -> FileStore:
+    def for_config(cls, config: SwitchyardConfig, root: Path | None = None) -> FileStore:
+        """The store ``[batch]`` describes (``root``: in this folder instead)."""
         batch = config.batch
         state = Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR)
-        root = Path(batch.files_dir) if batch.files_dir else state / "files"
+        if root is None:
+            root = Path(batch.files_dir) if batch.files_dir else state / "files"
         return cls(root, FileLimits(int(batch.max_file_bytes), batch.max_lines,
                                     int(batch.tenant_quota_bytes), batch.file_retention_s))
 

@@ -31,6 +31,8 @@ class Journal:
         """``custom_id`` of every line written."""
         self.written_unnamed = 0
         """Error lines of lines that had no ``custom_id``."""
+        self.input_tokens = self.output_tokens = 0
+        """Summed over the output lines' responses (their bodies' ``usage``)."""
         self._open: dict[Path, IO[str]] = {}
 
     def resume(self) -> None:
@@ -43,6 +45,7 @@ class Journal:
         for path in (self.output_path, self.errors_path, self.costs_path):
             path.unlink(missing_ok=True)
         self.completed = self.failed = self.written_unnamed = 0
+        self.input_tokens = self.output_tokens = 0
         self.done.clear()
 
     def _read(self, path: Path) -> int:
@@ -55,7 +58,10 @@ class Journal:
                 out.truncate(len(whole))
         count = 0
         for raw in whole.splitlines():
-            custom_id = json.loads(raw).get("custom_id")
+            item = json.loads(raw)
+            custom_id = item.get("custom_id")
+            if path == self.output_path:
+                self._count(item["response"]["body"].get("usage") or {})
             if custom_id is None:
                 self.written_unnamed += 1
             else:
@@ -63,8 +69,15 @@ class Journal:
             count += 1
         return count
 
-    def output(self, custom_id: str, line: str, cost_usd: float = 0.0) -> None:
+    def _count(self, usage: dict[str, int]) -> None:
+        self.input_tokens += int(usage.get("prompt_tokens", 0))
+        self.output_tokens += int(usage.get("completion_tokens", 0))
+
+    def output(self, custom_id: str, line: str, usage: dict[str, int],
+               cost_usd: float = 0.0) -> None:
+        """A line's answer (``usage``: its response body's)."""
         self._append(self.output_path, line)
+        self._count(usage)
         if cost_usd:
             self._append(self.costs_path, json.dumps({"custom_id": custom_id,
                                                       "usd": cost_usd}))

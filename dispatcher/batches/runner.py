@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import random
 import secrets
@@ -45,6 +44,11 @@ from switchyard.dispatcher.gateway.errors import GatewayError, http_error
 __all__ = ["run", "run_job"]
 
 _FINAL = {"cancelled": "cancelled", "expired": "expired", None: "completed"}
+CHUNK = 100
+"""Lines admitted together (their admissions coalesce into a round trip or two)."""
+LANES = 32
+"""Coroutines answering admitted lines, in the order they were admitted: a slow line holds
+up one lane, not the batch."""
 
 
 def run_job(batch_id: str) -> str:
@@ -179,17 +183,17 @@ class _Run:
                                      "message": "the file has no lines", "param": None}]
 
     async def _feed(self, todo: list[L.Line]) -> None:
-        slots = asyncio.Semaphore(self.settings.in_flight)
-        for line in todo:
-            await slots.acquire()
-            if self.stop is not None:
-                slots.release()
-                break
-            task = asyncio.create_task(self._line(line, slots))
-            self.running.add(task)
-            task.add_done_callback(self.running.discard)
-        if self.running:
-            await asyncio.gather(*self.running, return_exceptions=True)
+        """Admit the lines ``CHUNK`` at a time, at most ``in_flight`` unanswered, and
+        answer them in ``LANES``; then, if the window closed, the rest ``batch_expired``."""
+        admitted: asyncio.Queue[tuple[L.Line, L.Sent] | None] = asyncio.Queue()
+        room = asyncio.Semaphore(self.settings.in_flight)
+        lanes = [asyncio.create_task(self._answering(admitted, room)) for _ in range(LANES)]
+        feeding = asyncio.create_task(self._feeding(todo, admitted, room))
+        self.running.update([feeding, *lanes])
+        await asyncio.gather(feeding, return_exceptions=True)
+        for _ in lanes:
+            admitted.put_nowait(None)
+        await asyncio.gather(*lanes, return_exceptions=True)
         if self.stop == "expired":
             for line in todo:
                 if line.custom_id not in self.journal.done:
@@ -197,24 +201,42 @@ class _Run:
                         line.custom_id, "batch_expired", "the request was not executed "
                         "before the batch's completion window closed"))
 
-    async def _line(self, line: L.Line, slots: asyncio.Semaphore) -> None:
-        try:
-            sent = await self._admit(line)
-            if sent is not None:
-                self.sent[line.custom_id] = sent
-                try:
-                    await self._answer(line, sent)
-                finally:
-                    self.sent.pop(line.custom_id, None)
-        finally:
-            slots.release()
+    async def _feeding(self, todo: list[L.Line],
+                       admitted: asyncio.Queue[tuple[L.Line, L.Sent] | None],
+                       room: asyncio.Semaphore) -> None:
+        size = min(CHUNK, self.settings.in_flight)  # (a chunk larger would never fit)
+        for first in range(0, len(todo), size):
+            chunk = todo[first:first + size]
+            for _ in chunk:
+                await room.acquire()
+            if self.stop is not None:
+                return
+            sents = await asyncio.gather(*(self._admit(line) for line in chunk))
+            for line, sent in zip(chunk, sents, strict=True):
+                if sent is None:  # it failed alone (written), or feeding stopped
+                    room.release()
+                else:
+                    self.sent[line.custom_id] = sent
+                    admitted.put_nowait((line, sent))
+
+    async def _answering(self, admitted: asyncio.Queue[tuple[L.Line, L.Sent] | None],
+                         room: asyncio.Semaphore) -> None:
+        while (item := await admitted.get()) is not None:
+            line, sent = item
+            try:
+                await self._answer(line, sent)
+            finally:
+                self.sent.pop(line.custom_id, None)
+                room.release()
 
     async def _admit(self, line: L.Line) -> L.Sent | None:
         """The line's job, admitted (rejections waited out); None when it never was: it
         failed on its own (written), or feeding stopped."""
         key = f"{self.id}:{line.custom_id}"
         while self.stop is None:
-            left = self.state.expires_at - time.time()
+            # The rest of the window, in whole seconds: lines admitted together share it,
+            # and so share one enqueue call (their spill thresholds are the same).
+            left = float(int(self.state.expires_at - time.time()))
             if left <= 0:
                 self._stop("expired")
                 break
@@ -244,9 +266,9 @@ class _Run:
             self.journal.error(line.custom_id, L.failed_line(line.custom_id, sent.job.id,
                                                              error))
         else:
-            self.journal.output(line.custom_id, L.output_line(line.custom_id, sent.job.id,
-                                                              sent.render(result)),
-                                result.cost_usd or 0.0)
+            body = sent.render(result)
+            self.journal.output(line.custom_id, L.output_line(line.custom_id, sent.job.id, body),
+                                body.get("usage") or {}, result.cost_usd or 0.0)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -303,15 +325,16 @@ class _Run:
         recorded first, so a worker taking this up places them under the same ones),
         then the final status."""
         self.journal.close()
-        if self.state.status != "finalizing":
+        counts = {"completed": self.journal.completed, "failed": self.journal.failed}
+        if self.state.status == "finalizing":  # taken up as it finished: read what is left
             self.journal.resume()
+            counts = {"completed": self.state.completed, "failed": self.state.failed}
         out_id = self.state.output_file_id or new_file_id()
         err_id = self.state.error_file_id or new_file_id()
         moved, status = await self.records.move(
             self.id, "in_progress cancelling finalizing", "finalizing",
             finalizing_at=self.state.stamps.get("finalizing_at", int(time.time())),
-            ending=final, output_file_id=out_id, error_file_id=err_id,
-            completed=self.journal.completed, failed=self.journal.failed)
+            ending=final, output_file_id=out_id, error_file_id=err_id, **counts)
         if not moved:
             return status
         tenant = self.state.tenant
@@ -325,7 +348,7 @@ class _Run:
         if not self.files.exists(tenant, err_id):
             fields["error_file_id"] = ""
         if self.files.exists(tenant, out_id):
-            usage = _usage(self.files.path(self.files.record(tenant, out_id)))
+            usage = self._usage(out_id)
             fields["usage"] = usage
             cost = self._cost(usage)
             if cost:
@@ -334,6 +357,18 @@ class _Run:
         await self.records.stop_running(self.id)
         self.journal.costs_path.unlink(missing_ok=True)
         return final
+
+    def _usage(self, output_id: str) -> dict[str, Any]:
+        """OpenAI's batch usage: the journal's sum over its output lines (each answered
+        once, whichever worker wrote it); read from the output file itself when the batch
+        was taken up after the journal had become it."""
+        journal = self.journal
+        if journal.input_tokens or journal.output_tokens or journal.completed:
+            return _openai_usage(journal.input_tokens, journal.output_tokens)
+        again = Journal(self.files.root / "batches", self.id)
+        again.output_path = self.files.path(self.files.record(self.state.tenant, output_id))
+        again.resume()
+        return _openai_usage(again.input_tokens, again.output_tokens)
 
     def _cost(self, usage: dict[str, Any]) -> dict[str, float]:
         """What the batch cost (its results' ``cost_usd``: device time on GPU pools with a
@@ -355,15 +390,7 @@ async def _cancel(sent: L.Sent) -> None:
         await sent.job.cancel()
 
 
-def _usage(output: Path) -> dict[str, Any]:
-    """OpenAI's batch usage, summed over the output file's responses (so a batch taken up
-    after a kill counts every line once, whichever worker answered it)."""
-    inp = out = 0
-    with output.open(encoding="utf-8") as lines:
-        for raw in lines:
-            usage = json.loads(raw)["response"]["body"].get("usage") or {}
-            inp += int(usage.get("prompt_tokens", 0))
-            out += int(usage.get("completion_tokens", 0))
+def _openai_usage(inp: int, out: int) -> dict[str, Any]:
     return {"input_tokens": inp, "output_tokens": out, "total_tokens": inp + out,
             "input_tokens_details": {"cached_tokens": 0},
             "output_tokens_details": {"reasoning_tokens": 0}}

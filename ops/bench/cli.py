@@ -1,4 +1,4 @@
-"""`switchyard bench queue|embed|generate|gpu|bridge|overload|chaos|gateway`."""
+"""`switchyard bench queue|embed|generate|gpu|bridge|overload|chaos|gateway|batch`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from switchyard.ops.bench import (
+    batch,
     bridge,
     chaos,
     defaults,
@@ -42,6 +43,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         queue.QueueBenchOptions(jobs=ns.jobs, producers=ns.producers, chunk=ns.chunk,
                                 sync_calls=ns.sync_calls, rate=ns.rate, seconds=ns.seconds,
                                 segments=ns.segments, redis_url=ns.redis_url)))))
+    b = kinds.add_parser("batch", help="background batches: throughput against the client, "
+                         "and interactive latency beside a batch")
+    b.add_argument("--lines", type=int, default=10_000)
+    b.add_argument("--rounds", type=int, default=3)
+    b.add_argument("--job-ms", type=float, default=2.0,
+                   help="backfill: what each job adds to a batch of the busy echo pool")
+    b.add_argument("--max-batch", type=int, default=32)
+    b.add_argument("--seconds", type=float, default=10.0, help="each interactive stretch")
+    b.add_argument("--load", type=float, default=0.5,
+                   help="the interactive load, as a share of the busy pool's capacity")
+    b.set_defaults(handler=lambda ns: _print(batch.render(batch.run_batch_bench(
+        batch.BatchBenchOptions(ns.lines, ns.rounds, ns.job_ms, ns.max_batch, ns.seconds,
+                                ns.load)))))
     g = kinds.add_parser("gateway", help="the HTTP gateway vs a canned endpoint and the "
                          "Python client (needs wrk)")
     g.add_argument("--rounds", type=int, default=3)

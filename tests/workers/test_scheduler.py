@@ -92,6 +92,8 @@ def _slots_by_turns(puller: Any, max_batch: int) -> dict[str, int]:
         puller._scheduler.commit(chosen, waiting)
         waiting[chosen] -= 1
         slots[chosen] = slots.get(chosen, 0) + 1
+    if not puller._scheduler.share and "batch" in slots and len(slots) > 1:
+        del slots["batch"]  # background work does not ride with foreground work
     return slots
 
 
@@ -119,3 +121,31 @@ def test_slots_match_the_scheduler_turn_by_turn(rounds: list[tuple[int, int, int
         n += sum(counts)
         assert fast._slots() == _slots_by_turns(slow, max_batch)
         assert fast._scheduler.credit == slow._scheduler.credit
+
+
+def _puller(max_batch: int, share: float = 0.0, backfill: int = 0) -> Any:
+    from switchyard.broker.keys import Keys
+    from switchyard.workers.puller import Puller
+    keys = Keys("t").partition("echo", 0)
+    puller = Puller(None, [keys], "w", max_batch=max_batch,  # type: ignore[arg-type]
+                    max_batch_tokens=10**6, lower_share=share, block_ms=10, backfill=backfill)
+    return puller, keys
+
+
+def test_background_work_backfills_and_never_rides_with_foreground_work() -> None:
+    """Issue 18: a batch holds no ``batch`` priority job beside foreground ones, and while
+    foreground work comes, background batches are small (``backfill``); alone, they are
+    whole; a ``lower_share`` the operator set still holds."""
+    import time
+    puller, keys = _puller(16, backfill=4)
+    puller.buffers["interactive"].extend(_pulled(keys, "interactive", 0, i) for i in range(3))
+    puller.buffers["batch"].extend(_pulled(keys, "batch", 0, 100 + i) for i in range(40))
+    assert puller._slots() == {"interactive": 3}
+    puller.buffers["interactive"].clear()
+    assert puller._slots() == {"batch": 16}  # no foreground lately: a whole batch
+    puller._foreground_at = time.monotonic()  # foreground work was just read
+    assert puller._slots() == {"batch": 4}
+    shared, keys = _puller(10, share=0.2)
+    shared.buffers["interactive"].extend(_pulled(keys, "interactive", 0, i) for i in range(30))
+    shared.buffers["batch"].extend(_pulled(keys, "batch", 0, 100 + i) for i in range(30))
+    assert shared._slots().get("batch", 0) >= 1

@@ -21,7 +21,7 @@ def build_engine(pool: PoolConfig, device: str | None = None, *,
     """Build the pool's engine; torch is imported only for engines that need it. A bridge
     needs the whole ``config`` (its providers) and ``redis`` (its circuit breakers)."""
     if pool.engine == "echo":
-        return EchoEngine(pool.delay_ms)
+        return EchoEngine(pool.delay_ms, pool.job_delay_ms)
     if pool.engine == "bridge":
         if config is None or redis is None:
             raise EngineUnavailable("a bridge engine needs the configuration and Redis")

@@ -1,7 +1,9 @@
 """The ``echo`` engine: no model. It returns its input after an optional delay.
 
 It exists to measure the platform itself (queueing, admission, batching, replies,
-streaming) without a model's cost in the way; ``switchyard bench queue`` uses it. Embed
+streaming) without a model's cost in the way; ``switchyard bench queue`` uses it. With
+``delay_ms`` a batch takes that long, and ``job_delay_ms`` more per job in it (a device
+that is busy: ``switchyard bench batch`` runs it so). Embed
 results carry empty vectors and the input texts under ``echo``; chat results are the
 last message's text, streamed word by word when asked.
 """
@@ -31,8 +33,9 @@ class EchoEngine:
     joins = False
     tokenises = False
 
-    def __init__(self, delay_ms: float = 0.0) -> None:
+    def __init__(self, delay_ms: float = 0.0, job_delay_ms: float = 0.0) -> None:
         self._delay = delay_ms / 1000.0
+        self._job_delay = job_delay_ms / 1000.0
 
     async def warmup(self) -> None:
         return None
@@ -45,8 +48,8 @@ class EchoEngine:
 
     async def run(self, jobs: Sequence[JobEnvelope], served_by: ServedBy,
                   emit: Emit) -> list[EngineOutput]:
-        if self._delay:
-            await asyncio.sleep(self._delay)
+        if self._delay or self._job_delay:
+            await asyncio.sleep(self._delay + self._job_delay * len(jobs))
         return [_chat(i, job.request, served_by, emit) if isinstance(job.request, ChatRequest)
                 else EmbedResult.built(
                     kind="embed", vectors=[[] for _ in job.request.input], dimensions=0,
