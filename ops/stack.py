@@ -1,5 +1,6 @@
 """`switchyard up`: a private Redis (AOF on), one worker per configured pool, a watchdog,
-and the HTTP gateway (with the ``gateway`` extra) with a local API key it prints.
+and the HTTP gateway (with the ``gateway`` extra) with a local API key it prints, and a
+batch worker beside it for the Batch API.
 
 Where the configuration names no Redis, `up` runs one on loopback with a generated
 password, and writes its URL (mode 0600) to ``<state dir>/redis.url``, which the CLI and
@@ -52,7 +53,9 @@ def up(options: UpOptions) -> int:
     config = load_config(options.config)
     server = _redis_for(config, options.state_dir, options.durable)
     url = server.url if server else os.environ.get("REDIS_URL", config.redis.url)
-    env = {"SWITCHYARD_REDIS__URL": url}
+    # (the gateway and the batch worker share the Batch API's files under the state dir)
+    env = {"SWITCHYARD_REDIS__URL": url,
+           STATE_DIR_ENV: str(options.state_dir.resolve())}
     url_file = options.state_dir / STACK_URL_FILE
     supervisor = Supervisor(say=lambda line: print(line, flush=True))
     stopping = stop_signals()
@@ -106,6 +109,11 @@ def _start_gateway(supervisor: Supervisor, config: SwitchyardConfig, options: Up
     if options.config:
         args += ["--config", options.config]
     supervisor.start("gateway", args, options.state_dir / "logs" / "gateway.log", env)
+    batches = [sys.executable, "-m", "switchyard.ops", "batch-worker"]
+    if options.config:
+        batches += ["--config", options.config]
+    supervisor.start("batch worker", batches, options.state_dir / "logs" / "batch-worker.log",
+                     env)
     return key
 
 

@@ -57,14 +57,18 @@ def test_sigterm_hands_the_batch_back_at_once_and_another_worker_ends_it(
     batch_stack.batch_worker.stop()  # (this test runs its own)
     first = BatchWorkerProcess(batch_stack.redis_url, batch_stack.config_path,
                                log=batch_stack.folder / "term-first.log").start()
-    batch = submit(client, [request_line(f"h{i}", f"t{i}", model="slow") for i in range(300)])
-    deadline = time.monotonic() + 30
-    while client.batches.retrieve(batch.id).request_counts.completed < 30:  # type: ignore[union-attr]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    stopped = time.monotonic()
-    assert first.stop(timeout_s=20) == 0  # SIGTERM: no waiting for the batch to end
-    assert time.monotonic() - stopped < 5
+    try:
+        batch = submit(client, [request_line(f"h{i}", f"t{i}", model="slow")
+                                for i in range(300)])
+        deadline = time.monotonic() + 30
+        while client.batches.retrieve(batch.id).request_counts.completed < 30:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        stopped = time.monotonic()
+        assert first.stop(timeout_s=20) == 0  # SIGTERM: no waiting for the batch to end
+        assert time.monotonic() - stopped < 5
+    finally:
+        first.stop()
     assert client.batches.retrieve(batch.id).status == "in_progress"
     with BatchWorkerProcess(batch_stack.redis_url, batch_stack.config_path,
                             log=batch_stack.folder / "term-second.log"):
