@@ -234,11 +234,13 @@ class PoolConfig(Strict):
     """echo: ... plus this much for each job in it (a device that is saturated: a bigger
     batch costs more)."""
     backfill_batch: Annotated[int, Field(ge=0, le=4096)] = 0
-    """While ``interactive`` or ``standard`` work arrived within the last second, a batch
-    of background (``batch`` priority) work is at most this many jobs (0: a quarter of
-    ``max_batch``), so foreground work waits at most that long behind it; background
-    work never rides in a batch with foreground work (unless ``lower_share`` says so, or
-    its start deadline is close)."""
+    """For a device whose batch takes longer the more it holds (a saturated GPU): with it
+    set, background (``batch`` priority) work never rides in a batch with interactive or
+    standard work (unless ``lower_share`` says so, or its start deadline is close), and
+    while such work arrived within the last second a batch of background work is at most
+    this many jobs, so foreground work waits at most that long behind it. 0 (the
+    default): background work fills the slots foreground work leaves, which costs
+    nothing where a batch takes as long whatever it holds."""
     memory_budget: ByteSize | None = None
     """A fixed memory budget per batch ('2GiB'): CPU workers use it (default 2 GiB); on a
     GPU it replaces the free memory that NVML or torch reports."""

@@ -363,7 +363,7 @@ class AsyncClient:
             key = None if job.idempotency_key is None else part.keys.idempotency(
                 job.tenant, job.idempotency_key)
             entry = self._entry_on(part.keys, part.policy, part.reply, job, deadline_s,
-                                   spill_ms(self.config, route, deadline_s), key, lane.tenant,
+                                   self._lanes.spill(lane, deadline_s), key, lane.tenant,
                                    ids.new(route.pool, part.keys.partition))
         retries = max_retries if max_retries is not None else (
             DEFAULT_BATCH_RETRIES if job.priority == "batch" else 0)

@@ -84,6 +84,7 @@ class Lanes:
         self._policies = policies
         self._client_id = client_id
         self._lanes: dict[tuple[str, str, str, str | None], Lane] = {}
+        self._spills: dict[tuple[str, float], int] = {}
 
     def get(self, model: str, kind: str, priority: Priority, tenant: str | None) -> Lane:
         """The lane of a checked submission's model, kind, priority and tenant. Raises
@@ -103,8 +104,22 @@ class Lanes:
             return lane.parts[0]
         return lane.parts[self._routing.index(lane.route.pool, idempotency_key)]
 
+    def spill(self, lane: Lane, deadline_s: float) -> int:
+        """:func:`spill_ms` of a job with its own deadline (callers that send many with
+        the same one, a batch's lines, look it up once)."""
+        if deadline_s == lane.deadline_s:
+            return lane.spill_ms
+        key = (lane.route.pool, deadline_s)
+        found = self._spills.get(key)
+        if found is None:
+            if len(self._spills) >= MAX_LANES:
+                self._spills.clear()
+            found = self._spills[key] = spill_ms(self._config, lane.route, deadline_s)
+        return found
+
     def clear(self) -> None:
         self._lanes.clear()
+        self._spills.clear()
 
     def _build(self, model: str, kind: str, priority: Priority, tenant: str | None) -> Lane:
         counted = None if tenant is None else self._policies.counted(tenant)

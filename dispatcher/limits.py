@@ -73,7 +73,7 @@ def check_options(job: Submission, max_retries: object) -> None:
     key = job.idempotency_key
     if key is not None and not (isinstance(key, str) and 0 < len(key) <= 256):
         raise InvalidRequest("idempotency_key must be a string of 1 to 256 characters")
-    if key is not None:
+    if key is not None and not key.isascii():  # (ASCII is valid UTF-8 as it is)
         utf8_size(key, "idempotency_key")
     if job.tenant is not None and not (isinstance(job.tenant, str)
                                        and TENANT_NAME.match(job.tenant)):

@@ -155,7 +155,7 @@ class Puller:
         does not know may be a client's alias: not refused)."""
         self._block_ms = block_ms
         self._scheduler = PriorityScheduler(lower_share)
-        self._backfill = backfill or max(1, max_batch // 4)
+        self._backfill = backfill
         self._foreground_at = -FOREGROUND_S
         """When foreground work was last read (monotonic s)."""
         self._where = {lane(k, p): (k, p) for p in PRIORITIES
@@ -366,11 +366,12 @@ class Puller:
         return {p: slots[p] for p in PRIORITIES if p in slots}
 
     def _background(self, slots: dict[Priority, int], urgent: int) -> None:
-        """Background work backfills: it takes no slot beside foreground work, and while
-        foreground work comes it runs in batches of at most ``backfill`` (its urgent jobs
-        and a ``lower_share`` the operator set aside)."""
+        """With ``backfill`` set (``PoolConfig.backfill_batch``), background work only
+        backfills: it takes no slot beside foreground work, and while foreground work
+        comes it runs in batches of at most ``backfill`` (its urgent jobs and a
+        ``lower_share`` the operator set aside still go)."""
         extra = slots.get("batch", 0) - urgent
-        if extra <= 0 or self._scheduler.share:
+        if not self._backfill or extra <= 0 or self._scheduler.share:
             return
         if any(n for p, n in slots.items() if p != "batch"):
             keep = 0

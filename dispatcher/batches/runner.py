@@ -36,15 +36,17 @@ from switchyard.dispatcher.batches.errors import BatchNotFound, FileNotFound
 from switchyard.dispatcher.batches.files import FileStore, new_file_id
 from switchyard.dispatcher.batches.journal import Journal
 from switchyard.dispatcher.batches.records import BatchRecords, BatchState
-from switchyard.dispatcher.batches.worker import BROKER_URL_ENV
 from switchyard.dispatcher.client import AsyncClient
 from switchyard.dispatcher.errors import AdmissionRejected, JobCancelled, JobExpired
 from switchyard.dispatcher.gateway.errors import GatewayError, http_error
 
-__all__ = ["run", "run_job"]
+__all__ = ["BROKER_URL_ENV", "run", "run_job"]
+
+BROKER_URL_ENV = "SWITCHYARD_BATCH_BROKER_URL"
+"""Where ``switchyard batch-worker --redis-url`` hands the broker's URL to its jobs."""
 
 _FINAL = {"cancelled": "cancelled", "expired": "expired", None: "completed"}
-CHUNK = 100
+CHUNK = 500
 """Lines admitted together (their admissions coalesce into a round trip or two)."""
 LANES = 32
 """Coroutines answering admitted lines, in the order they were admitted: a slow line holds

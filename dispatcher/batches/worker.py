@@ -30,14 +30,13 @@ from switchyard.broker.scripts import Scripts
 from switchyard.broker.settings import RedisSettings
 from switchyard.dispatcher.batches.files import FileStore
 from switchyard.dispatcher.batches.records import BatchRecords
+from switchyard.dispatcher.batches.runner import BROKER_URL_ENV
 
-__all__ = ["BROKER_URL_ENV", "RUN_JOB", "enqueue_batch", "rq_queue", "serve"]
+__all__ = ["RUN_JOB", "enqueue_batch", "rq_queue", "serve"]
 
 log = logging.getLogger(__name__)
 
 RUN_JOB = "switchyard.dispatcher.batches.runner.run_job"
-BROKER_URL_ENV = "SWITCHYARD_BATCH_BROKER_URL"
-"""Where ``switchyard batch-worker --redis-url`` hands the broker's URL to its jobs."""
 FILE_SWEEP_S = 600.0
 
 

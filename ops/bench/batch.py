@@ -57,6 +57,7 @@ pool = "echo"
 engine = "echo"
 max_batch = {max_batch}
 job_delay_ms = {job_ms}
+backfill_batch = {backfill}
 [pools.busy.caps]
 interactive = 1000000
 batch = 10000000
@@ -75,6 +76,8 @@ class BatchBenchOptions:
     max_batch: int = 32
     seconds: float = 10.0
     """Backfill: each interactive stretch."""
+    backfill: int = 8
+    """Backfill: the busy pool's ``backfill_batch`` (0: off)."""
     load: float = 0.5
     """Backfill: the interactive load, as a share of the busy pool's capacity."""
 
@@ -99,6 +102,7 @@ class BatchReport:
     job_ms: float = 0.0
     max_batch: int = 0
     rate: float = 0.0
+    backfill_batch: int = 0
 
     @property
     def ratio(self) -> float:
@@ -201,8 +205,10 @@ async def _backfill_round(config: SwitchyardConfig, url: str, files: FileStore,
 
 def run_batch_bench(options: BatchBenchOptions) -> BatchReport:
     report = BatchReport(options.lines, job_ms=options.job_ms, max_batch=options.max_batch,
-                         rate=options.load * 1000 / options.job_ms)
-    with bench_env(CONFIG.format(max_batch=options.max_batch, job_ms=options.job_ms)) as env:
+                         rate=options.load * 1000 / options.job_ms,
+                         backfill_batch=options.backfill)
+    with bench_env(CONFIG.format(max_batch=options.max_batch, job_ms=options.job_ms,
+                                 backfill=options.backfill)) as env:
         config = env.config
         files = FileStore.for_config(config, env.folder / "files")
         port = free_port()
@@ -231,7 +237,8 @@ def render(report: BatchReport) -> str:
     bound_ms = report.max_batch * report.job_ms
     out.append(f"backfill: interactive at {report.rate:.0f} jobs/s (half of a pool of "
                f"{report.job_ms:g} ms a job, batches of up to {report.max_batch}: "
-               f"{bound_ms:g} ms), alone and beside a batch:")
+               f"{bound_ms:g} ms; backfill_batch {report.backfill_batch}), alone and beside a "
+               "batch:")
     rises = []
     for i, r in enumerate(report.backfill, 1):
         rise = r.beside_p99_ms - r.alone_p99_ms

@@ -53,9 +53,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     b.add_argument("--seconds", type=float, default=10.0, help="each interactive stretch")
     b.add_argument("--load", type=float, default=0.5,
                    help="the interactive load, as a share of the busy pool's capacity")
+    b.add_argument("--backfill", type=int, default=8,
+                   help="the busy pool's backfill_batch (0: background work fills the "
+                        "slots interactive work leaves)")
     b.set_defaults(handler=lambda ns: _print(batch.render(batch.run_batch_bench(
-        batch.BatchBenchOptions(ns.lines, ns.rounds, ns.job_ms, ns.max_batch, ns.seconds,
-                                ns.load)))))
+        batch.BatchBenchOptions(lines=ns.lines, rounds=ns.rounds, job_ms=ns.job_ms,
+                                max_batch=ns.max_batch, seconds=ns.seconds, load=ns.load,
+                                backfill=ns.backfill)))))
     g = kinds.add_parser("gateway", help="the HTTP gateway vs a canned endpoint and the "
                          "Python client (needs wrk)")
     g.add_argument("--rounds", type=int, default=3)

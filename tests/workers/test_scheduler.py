@@ -92,8 +92,6 @@ def _slots_by_turns(puller: Any, max_batch: int) -> dict[str, int]:
         puller._scheduler.commit(chosen, waiting)
         waiting[chosen] -= 1
         slots[chosen] = slots.get(chosen, 0) + 1
-    if not puller._scheduler.share and "batch" in slots and len(slots) > 1:
-        del slots["batch"]  # background work does not ride with foreground work
     return slots
 
 
