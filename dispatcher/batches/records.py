@@ -10,6 +10,7 @@ cannot both win; only the lease holder writes a batch's progress.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,9 @@ STAMPS = ("in_progress_at", "finalizing_at", "completed_at", "failed_at", "expir
           "cancelling_at", "cancelled_at")
 """The timestamps a batch gets as it moves (Unix seconds), as OpenAI names them."""
 _INTS = ("created_at", "expires_at", "total", "completed", "failed", *STAMPS)
+
+
+BATCH_ID = re.compile(r"^batch_[0-9a-f]{24}$")
 
 
 def new_batch_id() -> str:
@@ -111,6 +115,8 @@ class BatchRecords:
     async def get(self, batch_id: str, tenant: str | None = None) -> BatchState:
         """The batch (``BatchNotFound`` when there is none, or it is another tenant's;
         ``tenant=None``: a trusted caller, the batch worker)."""
+        if not BATCH_ID.match(batch_id):  # (never a key built from a caller's text)
+            raise BatchNotFound(f"no such batch: {batch_id!r}")
         reply: Any = await self._redis.hgetall(self._keys.batch(batch_id))
         raw = {str(k): str(v) for k, v in (reply or {}).items()}
         if not raw or (tenant is not None and raw.get("tenant") != tenant):

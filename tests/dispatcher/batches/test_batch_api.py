@@ -130,6 +130,9 @@ def test_tenants_never_see_each_others_files_or_batches(batch_stack: BatchStack)
                                              completion_window="24h")):
         with pytest.raises(openai.NotFoundError):
             call()
+    for odd in ("batch_x}:y{z", "../batch", "batch_" + "0" * 24):
+        with pytest.raises(openai.NotFoundError):
+            alpha.batches.retrieve(odd)
     assert batch.id not in [b.id for b in beta.batches.list()]
     assert batch.input_file_id not in [f.id for f in beta.files.list()]
     assert batch.id in [b.id for b in alpha.batches.list()]

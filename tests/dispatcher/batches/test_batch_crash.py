@@ -5,10 +5,17 @@ their idempotency keys)."""
 
 from __future__ import annotations
 
+import secrets
+import threading
 import time
+from typing import Any
 
 import httpx
+import pytest
+import redis
+from rq import Queue, SimpleWorker
 
+from switchyard.dispatcher.batches.worker import BatchWorker
 from switchyard.ops.processes import BatchWorkerProcess
 from tests.dispatcher.batches.conftest import (
     BatchStack,
@@ -76,3 +83,25 @@ def test_sigterm_hands_the_batch_back_at_once_and_another_worker_ends_it(
     assert done.status == "completed"
     output = lines_of(client, done.output_file_id)
     assert sorted(line["custom_id"] for line in output) == sorted(f"h{i}" for i in range(300))
+
+
+@pytest.mark.parametrize("worker_class", [BatchWorker, SimpleWorker])
+def test_a_batch_worker_stops_listening_within_a_second(redis_url: str,
+                                                        worker_class: type[Any]) -> None:
+    """The race behind batch workers that took a minute to stop: rq unsubscribes, and when
+    its poller has read that reply and gone back to polling before it is told to stop,
+    redis-py 6+ waits for the poll (rq's: 60 s; ours: 1 s). Made to happen here."""
+    connection = redis.Redis.from_url(redis_url)
+    worker = worker_class([Queue("t-" + secrets.token_hex(4), connection=connection)],
+                          connection=connection)
+    worker.subscribe()
+    worker.pubsub.unsubscribe()
+    time.sleep(0.3)  # the poller reads the reply and polls again
+    done = threading.Event()
+    threading.Thread(target=lambda: (worker.unsubscribe(), done.set()), daemon=True).start()
+    stopped = done.wait(3)
+    connection.close()
+    if worker_class is SimpleWorker:  # rq's own: still polling (the bug this guards)
+        assert not stopped
+    else:
+        assert stopped
