@@ -191,6 +191,6 @@ def check(report: OverloadReport) -> Sequence[str]:
         if row.group == "interactive" and s.wait_p99_ms > TARGETS["interactive"] * 1000:
             failures.append(f"{where}: p99 wait {s.wait_p99_ms} ms past its target")
         if row.group == "steady" and (s.rejected or s.expired or s.failed):
-            failures.append(f"{where}: the steady tenant lost {s.rejected} rejected, "
-                            f"{s.expired} expired, {s.failed} failed")
+            failures.append(f"{where}: the steady tenant lost {s.rejected} rejected "
+                            f"({s.reasons}), {s.expired} expired, {s.failed} failed")
     return failures
