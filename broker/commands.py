@@ -12,11 +12,12 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from redis.exceptions import RedisError
-
-from switchyard.broker.errors import SwitchyardError
+from switchyard.broker.errors import REDIS_FAILURES, SwitchyardError
 
 __all__ = ["run_command"]
+
+
+_UNREACHABLE: tuple[type[Exception], ...] = (*REDIS_FAILURES, ConnectionError)
 
 
 def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
@@ -27,7 +28,7 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = No
         return handler(ns)
     except SwitchyardError as exc:
         _fail(f"{type(exc).__name__}: {exc}")
-    except (RedisError, ConnectionError) as exc:
+    except _UNREACHABLE as exc:
         _fail(f"Redis is not reachable ({exc}); is `switchyard up` running, or --redis-url set?")
     except KeyboardInterrupt:
         return 130

@@ -7,6 +7,9 @@
   the server runs with ``appendonly yes`` and ``appendfsync always``, which is checked
   (CONFIG GET) instead; ``switchyard up --durable`` starts Redis that way.
 
+On a Redis Cluster every master is checked, and a durable enqueue also waits for a
+replica to acknowledge it (``WAIT 1``), so the job survives its master's loss.
+
 Anything else raises :class:`DurabilityUnavailable` before anything is enqueued. The
 check's answer is kept for ``RECHECK_S``: a server reconfigured meanwhile is noticed late.
 """
@@ -14,13 +17,16 @@ check's answer is kept for ``RECHECK_S``: a server reconfigured meanwhile is not
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode
 from redis.exceptions import ResponseError
 
 from switchyard.broker.errors import DurabilityUnavailable
+from switchyard.broker.settings import is_cluster
 
 __all__ = ["DurabilityProbe", "FsyncMode", "version_tuple", "waitaof_failure"]
 
@@ -51,10 +57,19 @@ class DurabilityProbe:
         return self._mode
 
     async def _find(self) -> FsyncMode:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.info("server")
-        pipe.info("persistence")
-        info, persistence = await pipe.execute()
+        if not is_cluster(self.redis):
+            return await self._find_on(None)
+        # a cluster: every master must make its writes durable (any may take a job)
+        cluster = cast(aioredis.RedisCluster, self.redis)
+        modes = {await self._find_on(node) for node in cluster.get_primaries()}
+        return "always" if "always" in modes else "waitaof"
+
+    async def _find_on(self, node: ClusterNode | None) -> FsyncMode:
+        """The mode of the server (None), or of one node of a cluster."""
+        where = {} if node is None else {"target_nodes": node}
+        ask = cast(Callable[..., Awaitable[Any]], self.redis.execute_command)
+        info = await ask("INFO", "server", **where)
+        persistence = await ask("INFO", "persistence", **where)
         version = str(info.get("redis_version", "0"))
         if not int(persistence.get("aof_enabled", 0)):
             raise DurabilityUnavailable(
@@ -63,7 +78,7 @@ class DurabilityProbe:
         if version_tuple(version) >= (7, 2):
             return "waitaof"
         try:
-            fsync: Any = await self.redis.config_get("appendfsync")
+            fsync: Any = await ask("CONFIG GET", "appendfsync", **where)
         except ResponseError as exc:
             raise DurabilityUnavailable(
                 f"Redis {version} has no WAITAOF, and its appendfsync setting cannot be read "

@@ -17,9 +17,15 @@ Other packages hang their own trees under ``SwitchyardError`` (``switchyard.disp
 
 from __future__ import annotations
 
-from redis.exceptions import OutOfMemoryError
+from redis.exceptions import (
+    OutOfMemoryError,
+    RedisClusterUnreachableError,
+    RedisError,
+    SlotNotCoveredError,
+)
 
 __all__ = [
+    "REDIS_FAILURES",
     "BrokerError",
     "BrokerUnavailable",
     "ConfigError",
@@ -57,6 +63,13 @@ class BrokerUnavailable(BrokerError):
 class RedisOutOfMemory(BrokerUnavailable):
     """Redis is at its ``maxmemory`` and refused to admit the job (nothing was written);
     work already admitted still finishes. Retry later, or give Redis more memory."""
+
+
+REDIS_FAILURES: tuple[type[Exception], ...] = (
+    RedisError, OSError, SlotNotCoveredError, RedisClusterUnreachableError)
+"""What a Redis client raises when the server (or a cluster's node) cannot answer now:
+every role retries, or reports :class:`BrokerUnavailable`. A Redis Cluster mid-failover
+adds two that are not ``RedisError``s: a slot no master holds yet, and no node reachable."""
 
 
 def redis_failure(where: str, exc: BaseException) -> BrokerUnavailable:

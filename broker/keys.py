@@ -30,6 +30,15 @@ of one partition lands on one Redis Cluster slot)::
 
 A job id is ``<pool>.<partition>.<24 hex>``, so any process can find a job's keys
 without a lookup.
+
+Partitions on a Redis Cluster: ``{pool.N}`` above stands for the partition's hash tag,
+:func:`partition_tag`. Partition 0's is ``pool.0``; each further partition's tag is
+``pool.N``, or ``pool.N~<k>`` with the smallest k that puts it in the twelfth of the
+16,384 slots chosen for it: the twelfths are chosen so the partitions, taken in order,
+fall as evenly as they can over 2, 3, 4, 6 or 12 masters holding equal runs of slots (as
+``redis-cli --cluster create`` deals them). So 3 partitions on 3 masters land one on
+each, 4 on 2 two on each; the tags depend on the pool's name and N only, never on the
+partition count or the cluster, and a single partition's keys are as they always were.
 """
 
 from __future__ import annotations
@@ -38,7 +47,9 @@ import os
 import re
 import secrets
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
+
+from redis.crc import key_slot
 
 from switchyard.broker.errors import JobIdError
 from switchyard.broker.schemas import PRIORITIES, Priority
@@ -52,6 +63,7 @@ __all__ = [
     "Keys",
     "PartitionKeys",
     "PoolKeys",
+    "partition_tag",
 ]
 
 GROUP = "workers"
@@ -112,6 +124,46 @@ class JobIdSource:
         return f"{pool}.{partition}.{self._random[at:at + 24]}"
 
 
+SLOTS = 16384
+_SPREAD = (2, 3, 4, 6, 12)
+"""Master counts whose equal slot runs the partition tags balance over exactly."""
+
+
+def _twelfth(tag: str) -> int:
+    return key_slot(tag.encode()) * 12 // SLOTS
+
+
+@cache
+def _twelfths(pool: str, count: int) -> tuple[int, ...]:
+    """The twelfths of the slot space chosen for partitions 0..count-1: partition 0's is
+    where ``pool.0`` falls; each next one the twelfth that keeps every master count of
+    ``_SPREAD`` most even (fewest partitions already in its run, nearest after 0's)."""
+    chosen = [_twelfth(f"{pool}.0")]
+    for _ in range(1, count):
+        def crowding(t: int) -> tuple[int, int, int]:
+            shared = [sum(1 for c in chosen if c * m // 12 == t * m // 12) for m in _SPREAD]
+            return sum(shared), max(shared), (t - chosen[0]) % 12
+        chosen.append(min(range(12), key=crowding))
+    return tuple(chosen)
+
+
+@cache
+def partition_tag(pool: str, partition: int) -> str:
+    """The hash tag of one partition (see the module doc); slot placement for a Redis
+    Cluster, the same keys on a single server."""
+    if partition == 0:
+        return f"{pool}.0"
+    want = _twelfths(pool, partition + 1)[partition]
+    k = 0
+    while True:
+        tag = f"{pool}.{partition}" if k == 0 else f"{pool}.{partition}~{k}"
+        slot = key_slot(tag.encode())
+        # in the middle half of the twelfth: clear of where equal runs may split it
+        if slot * 12 // SLOTS == want and 0.25 <= slot * 12 / SLOTS - want <= 0.75:
+            return tag
+        k += 1
+
+
 @dataclass(frozen=True)
 class PartitionKeys:
     """The keys of one partition of one pool; all share the partition's hash tag."""
@@ -122,7 +174,7 @@ class PartitionKeys:
 
     @cached_property
     def base(self) -> str:
-        return f"{self.prefix}:{{{self.pool}.{self.partition}}}"
+        return f"{self.prefix}:{{{partition_tag(self.pool, self.partition)}}}"
 
     def stream(self, priority: Priority) -> str:
         return f"{self.base}:q:{priority}"

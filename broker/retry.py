@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from redis.exceptions import RedisError
+from switchyard.broker.errors import REDIS_FAILURES
 
 __all__ = ["Backoff", "until_done"]
 
@@ -45,7 +45,7 @@ async def until_done(op: Callable[[], Awaitable[T]], what: str,
     while True:
         try:
             return await op()
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             delay = backoff.next()
             log.warning("%s failed: %s; retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)

@@ -24,9 +24,12 @@ from typing import Literal, TypeVar, get_args
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError, ResponseError
 
 from switchyard.broker.durability import waitaof_failure
+from switchyard.broker.nodes import NODE_FAILURES, NodeClients, moved
+from switchyard.broker.settings import is_cluster
 from switchyard.broker.wire import Wire
 
 __all__ = ["ADMISSION", "ScriptCall", "ScriptName", "Scripts", "grouped", "source"]
@@ -77,6 +80,12 @@ class Scripts:
         self._wire = wire
         self._shebang = shebang
         self._bound: dict[ScriptName, AsyncScript] | None = None
+        self._nodes = NodeClients(redis) if is_cluster(redis) else None
+        """On a cluster: connections to single nodes, for durable round trips."""
+
+    async def aclose(self) -> None:
+        if self._nodes is not None:
+            await self._nodes.aclose()
 
     async def _scripts(self) -> dict[ScriptName, AsyncScript]:
         if self._bound is None:
@@ -111,10 +120,11 @@ class Scripts:
                                *, raise_errors: bool = True
                                ) -> tuple[list[object], str | None]:
         """:meth:`pipeline`, each round trip followed (with ``waitaof_ms``) by ``WAITAOF 1
-        0 waitaof_ms`` on its connection. Returns the results, and why the fsync was not
-        confirmed (None when it was, or not asked for). A call that failed raises its
-        error, or with ``raise_errors=False`` leaves it in its place among the results
-        (so each caller gets only its own)."""
+        0 waitaof_ms`` on its connection; on a Redis Cluster, by ``WAIT 1 waitaof_ms`` as
+        well, on a connection to the node that took the writes (see ``nodes.py``).
+        Returns the results, and why the fsync was not confirmed (None when it was, or not
+        asked for). A call that failed raises its error, or with ``raise_errors=False``
+        leaves it in its place among the results (so each caller gets only its own)."""
         if not calls:
             return [], None
         results, failure = await self._send(calls, waitaof_ms)
@@ -133,6 +143,8 @@ class Scripts:
     async def _send(self, calls: Sequence[ScriptCall], waitaof_ms: int | None
                     ) -> tuple[list[object], str | None]:
         scripts = await self._scripts()
+        if self._nodes is not None and waitaof_ms is not None:
+            return await self._send_replicated(self._nodes, calls, waitaof_ms)
         if self._wire is not None:
             commands: list[Sequence[str | int | float]] = [
                 ("EVALSHA", scripts[name].sha, len(keys), *keys, *args)
@@ -152,6 +164,49 @@ class Scripts:
         if waitaof_ms is None:
             return replies, None
         return replies[:-1], waitaof_failure(replies[-1])
+
+
+    async def _send_replicated(self, nodes: NodeClients, calls: Sequence[ScriptCall],
+                               wait_ms: int) -> tuple[list[object], str | None]:
+        """The calls on their masters' own connections, each node's followed by ``WAIT 1``
+        and ``WAITAOF 1 0`` (Redis before 7.2 has none: there the durability probe made
+        sure every master fsyncs each write). One retry after a ``MOVED``."""
+        by_slot: dict[int, list[int]] = {}
+        for i, (_, keys, _) in enumerate(calls):
+            by_slot.setdefault(key_slot(keys[0].encode()), []).append(i)
+        results: list[object] = [None] * len(calls)
+        failure: str | None = None
+        for indices in by_slot.values():
+            for attempt in range(2):
+                replies, why = await self._on_node(nodes, [calls[i] for i in indices], wait_ms)
+                if attempt == 0 and any(moved(r) for r in replies):
+                    await nodes.refresh()
+                    continue
+                break
+            failure = failure or why
+            for i, reply in zip(indices, replies, strict=True):
+                results[i] = reply
+        return results, failure
+
+    async def _on_node(self, nodes: NodeClients, calls: Sequence[ScriptCall], wait_ms: int
+                       ) -> tuple[list[object], str | None]:
+        scripts = await self._scripts()
+        pipe: Pipeline = nodes.for_key(calls[0][1][0]).pipeline(transaction=False)
+        for name, keys, args in calls:
+            pipe.evalsha(scripts[name].sha, len(keys), *keys, *args)
+        pipe.execute_command("WAIT", 1, wait_ms)
+        pipe.execute_command("WAITAOF", 1, 0, wait_ms)
+        try:
+            replies = list(await pipe.execute(raise_on_error=False))
+        except NODE_FAILURES:
+            await nodes.refresh()
+            raise
+        *results, replicas, aof = replies
+        if isinstance(replicas, Exception) or int(str(replicas)) < 1:
+            return results, "no replica confirmed the write in time"
+        if isinstance(aof, ResponseError) and "unknown command" in str(aof):
+            return results, None  # before 7.2: appendfsync always (the probe checked)
+        return results, waitaof_failure(aof)
 
 
 async def _takes_flags(redis: aioredis.Redis) -> bool:

@@ -1,22 +1,32 @@
-"""Typed Redis connection settings parsed from a URL (``redis://``, ``rediss://``, ``unix://``)."""
+"""Typed Redis connection settings parsed from a URL.
+
+``redis://``, ``rediss://`` and ``unix://`` name one server. ``redis+cluster://`` (or
+``rediss+cluster://``) names a Redis Cluster by one or more of its nodes, comma-separated
+(``redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7000``): the client discovers the rest and
+follows the cluster's topology (MOVED/ASK, failovers). A cluster has database 0 only.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, cast
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import hiredis
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.cluster import ClusterNode as SyncClusterNode
 from redis.exceptions import DataError
 
 from switchyard.broker.errors import RedisSettingsError
 
-__all__ = ["RedisSettings", "redact_url"]
+__all__ = ["RedisSettings", "is_cluster", "redact_url"]
 
-_SCHEMES = ("redis", "rediss", "unix")
+_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 DEFAULT_PORT = 6379
 
 
@@ -30,6 +40,12 @@ class RedisSettings:
     port: int | None
     path: str | None
     db: int
+    nodes: tuple[tuple[str, int], ...] = ()
+    """A cluster's seed nodes (host, port); empty for a single server."""
+
+    @property
+    def cluster(self) -> bool:
+        return bool(self.nodes)
 
     @classmethod
     def from_url(cls, url: str) -> RedisSettings:
@@ -48,6 +64,8 @@ class RedisSettings:
                 f"use one of {', '.join(s + '://' for s in _SCHEMES)}"
             )
         db = _db_of(shown, parts.path if parts.scheme != "unix" else "", parts.query)
+        if parts.scheme.endswith("+cluster"):
+            return cls._cluster(url, shown, parts.netloc.rpartition("@")[2], db)
         if parts.scheme == "unix":
             if not parts.path:
                 raise RedisSettingsError(f"unix:// URL {shown!r} names no socket path")
@@ -60,6 +78,21 @@ class RedisSettings:
             raise RedisSettingsError(f"Redis URL {shown!r} names no host")
         return cls(url, parts.scheme, parts.hostname, port, None, db)
 
+    @classmethod
+    def _cluster(cls, url: str, shown: str, hosts: str, db: int) -> RedisSettings:
+        if db:
+            raise RedisSettingsError(f"a Redis Cluster has database 0 only, not {db} ({shown!r})")
+        nodes = []
+        for item in hosts.split(","):
+            host, _, port = item.strip().rpartition(":")
+            host = host.strip("[]")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise RedisSettingsError(
+                    f"Redis Cluster URL {shown!r}: {item!r} is not host:port")
+            nodes.append((host, int(port)))
+        scheme = url.partition("://")[0]
+        return cls(url, scheme, nodes[0][0], nodes[0][1], None, 0, tuple(nodes))
+
     def connect(self, *, max_connections: int = 64, connect_timeout_s: float = 5.0,
                 socket_timeout_s: float = 30.0, pool_timeout_s: float = 30.0
                 ) -> aioredis.Redis:
@@ -70,23 +103,60 @@ class RedisSettings:
         A server that does not accept a connection within ``connect_timeout_s``, or stops
         answering one for ``socket_timeout_s`` (longer than any blocking read Switchyard
         makes), raises a ``redis.exceptions.TimeoutError``, so no role hangs on a host
-        that vanished; every role retries with backoff."""
+        that vanished; every role retries with backoff.
+
+        For a cluster: a ``redis.asyncio.RedisCluster`` (typed as ``aioredis.Redis``: the
+        commands Switchyard sends are the same; see :func:`is_cluster` where they
+        differ), ``max_connections`` to each node."""
+        if self.cluster:
+            return self._connect_cluster(max_connections, connect_timeout_s, socket_timeout_s)
         pool = aioredis.BlockingConnectionPool.from_url(
             self.url, max_connections=max_connections, timeout=pool_timeout_s,
             **self._options(connect_timeout_s, socket_timeout_s))
         pool.connection_class = _PACKED.get(pool.connection_class, pool.connection_class)
         return aioredis.Redis(connection_pool=pool)
 
+    def _connect_cluster(self, max_connections: int, connect_timeout_s: float,
+                         socket_timeout_s: float) -> aioredis.Redis:
+        parts = self._first_node()
+        client = aioredis.RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in self.nodes],
+            username=_unquoted(parts.username), password=_unquoted(parts.password),
+            ssl=self.scheme.startswith("rediss"), max_connections=max_connections,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+            **self._options(connect_timeout_s, socket_timeout_s))
+        # Every node's connections pack with hiredis, as a single server's do: the nodes
+        # known now and those the client discovers later.
+        manager = client.nodes_manager
+        packed = _PACKED[manager.connection_kwargs["connection_class"]]
+        manager.connection_kwargs["connection_class"] = packed
+        for node in manager.startup_nodes.values():
+            node.connection_class = cast(type[aioredis.Connection], packed)
+        return cast(aioredis.Redis, client)
+
     def connect_sync(self, *, connect_timeout_s: float = 5.0, socket_timeout_s: float = 30.0
                      ) -> redis.Redis:
         """A synchronous client on one connection, with the same options as
         :meth:`connect`: for one thread (the sync client keeps one per calling thread; a
-        single connection skips the pool's per-command checks)."""
+        single connection skips the pool's per-command checks). For a cluster: a
+        ``redis.RedisCluster`` (typed as ``redis.Redis``), one connection per node."""
+        if self.cluster:
+            parts = self._first_node()
+            return cast(redis.Redis, redis.RedisCluster(
+                startup_nodes=[SyncClusterNode(host, port)  # type: ignore[no-untyped-call]
+                               for host, port in self.nodes],
+                username=_unquoted(parts.username), password=_unquoted(parts.password),
+                ssl=self.scheme.startswith("rediss"),
+                **self._options(connect_timeout_s, socket_timeout_s)))
         pool = redis.ConnectionPool.from_url(
             self.url, max_connections=1, command_packer=_HiredisPacker(),
             **self._options(connect_timeout_s, socket_timeout_s))
         pool.connection_class = _PACKED_SYNC.get(pool.connection_class, pool.connection_class)
         return redis.Redis(connection_pool=pool, single_connection_client=True)
+
+    def _first_node(self) -> SplitResult:
+        """The URL as if it named its first node only (for its credentials)."""
+        return urlsplit(self.url.replace("+cluster", "", 1).split(",", 1)[0])
 
     def _options(self, connect_timeout_s: float, socket_timeout_s: float) -> dict[str, Any]:
         return {
@@ -99,6 +169,8 @@ class RedisSettings:
         """The URL without a password, for logs and error messages."""
         if self.scheme == "unix":
             return f"unix://{self.path}"
+        if self.cluster:
+            return f"{self.scheme}://" + ",".join(f"{h}:{p}" for h, p in self.nodes)
         return f"{self.scheme}://{self.host}:{self.port}/{self.db}"
 
 
@@ -111,6 +183,15 @@ def redact_url(url: str) -> str:
     if "@" in netloc:
         netloc = "***@" + netloc.rpartition("@")[2]
     return f"{scheme}://{netloc}{slash}{tail}"
+
+
+def is_cluster(redis: object) -> bool:
+    """Whether a client from :meth:`RedisSettings.connect` talks to a Redis Cluster."""
+    return isinstance(redis, aioredis.RedisCluster)
+
+
+def _unquoted(text: str | None) -> str | None:
+    return unquote(text) if text else None
 
 
 def _db_of(url: str, path: str, query: str) -> int:

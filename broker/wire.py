@@ -85,7 +85,10 @@ class Wire:
     @classmethod
     def of(cls, redis: aioredis.Redis, timeout_s: float | None = None) -> Wire | None:
         """A wire to the server ``redis`` talks to, with its credentials and database;
-        None for TLS (redis-py keeps those). ``timeout_s``: default, its socket timeout."""
+        None for TLS and for a Redis Cluster (redis-py keeps those). ``timeout_s``: default,
+        its socket timeout."""
+        if isinstance(redis, aioredis.RedisCluster):
+            return None
         pool = redis.connection_pool
         if issubclass(pool.connection_class, aioredis.SSLConnection):
             return None

@@ -13,12 +13,15 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import replace
 from typing import Self, TypeVar
 
-from redis.exceptions import RedisError
-
 from switchyard.broker.calls import StreamPolicy, settle_call
 from switchyard.broker.config import ModelConfig, SwitchyardConfig, load_config
 from switchyard.broker.durability import DurabilityProbe
-from switchyard.broker.errors import BrokerUnavailable, UnsafeEvictionPolicy, redis_failure
+from switchyard.broker.errors import (
+    REDIS_FAILURES,
+    BrokerUnavailable,
+    UnsafeEvictionPolicy,
+    redis_failure,
+)
 from switchyard.broker.eviction import check_eviction_policy
 from switchyard.broker.jobs import read_job
 from switchyard.broker.keys import JobIdSource, Keys, PartitionKeys
@@ -117,10 +120,11 @@ class AsyncClient:
         so closing never hangs on a Redis that went silent."""
         limit = self.config.redis.timeout_s
         for step in (self._submitter.aclose, self.replies.aclose):
-            with contextlib.suppress(RedisError, OSError, TimeoutError):
+            with contextlib.suppress(*REDIS_FAILURES, TimeoutError):
                 await asyncio.wait_for(step(), limit)
         if self._wire is not None:
             await self._wire.aclose()
+        await self.scripts.aclose()
         await self.redis.aclose()
 
     def own_bucket(self, tenant: str) -> None:
@@ -214,7 +218,7 @@ class AsyncClient:
             try:
                 verdict = parse_admission(await self._submitter.submit(entry))
                 handle = self.direct_handle(verdict, planned, kind, waiter, deltas)
-            except (RedisError, OSError) as exc:
+            except REDIS_FAILURES as exc:
                 raise redis_failure(self.settings.display(), exc) from exc
             finally:
                 if handle is None:
@@ -286,7 +290,7 @@ class AsyncClient:
         except TimeoutError:
             raise BrokerUnavailable(f"Redis at {self.settings.display()} did not answer "
                                     f"within {limit:g} s") from None
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise redis_failure(self.settings.display(), exc) from exc
 
     async def _admit(self, job: Submission, kind: type[R]) -> AsyncJob[R]:
@@ -398,7 +402,7 @@ class AsyncClient:
         try:
             verdict, handle = await self._enqueue(pool_name, job, kind, 0, None, job_id)
         except BaseException:
-            with contextlib.suppress(RedisError, OSError):  # a retry finds the reservation
+            with contextlib.suppress(*REDIS_FAILURES):  # a retry finds the reservation
                 await self.scripts.call(*settle_call(key, job_id))
             raise
         await self.scripts.call(*settle_call(key, job_id, fill_ttl_ms=ttl_ms if handle else 0))
@@ -423,7 +427,9 @@ class AsyncClient:
         idempotency_key: str | None, job_id: str | None = None,
     ) -> tuple[Verdict, AsyncJob[R] | None]:
         """One admission attempt on one pool: (verdict, the job's handle if admitted)."""
-        fsync = job.durable and await self._durability.mode() == "waitaof"
+        # (on a cluster a durable job also waits for a replica: see Scripts.pipeline_fsynced)
+        fsync = job.durable and (await self._durability.mode() == "waitaof"
+                                 or self.settings.cluster)
         entry = self._entry(pool_name, job, spill, idempotency_key, job_id, fsync)
         waiter, deltas = self.replies.expect(entry.job_id, entry.reply,
                                              deltas=wants_deltas(job.request))

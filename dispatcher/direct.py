@@ -11,7 +11,7 @@ read, and without waking the loop's thread where the reader already reads the st
 sends it, and reads the verdict with the same parser. Anything else (a duplicate key, a
 rejection the async path would retry or spill, a durable job, the first call of a client,
 a script the server lost) goes to the async path, from the start: nothing was admitted, or
-the key finds the job admitted.
+the key finds the job admitted. On a Redis Cluster every call takes the async path.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import threading
 from typing import Any
 
 import redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
-from switchyard.broker.errors import redis_failure
+from switchyard.broker.errors import REDIS_FAILURES, redis_failure
 from switchyard.broker.keys import JobIdSource
 from switchyard.dispatcher.admission import parse_admission
 from switchyard.dispatcher.client import AsyncClient
@@ -62,6 +62,8 @@ class Direct:
         """The admitted job's handle; None when the async path must take the call. Raises
         what the async path would: ``InvalidRequest``, ``AdmissionRejected``,
         ``BrokerUnavailable``."""
+        if self._client.settings.cluster:  # (one connection per thread cannot follow slots)
+            return None
         planned = self._client.direct_plan(job, max_retries, self._ids)
         sha = self._client.scripts.sha("enqueue")
         if planned is None or sha is None:
@@ -78,7 +80,7 @@ class Direct:
                                                 waiter, deltas)
         except NoScriptError:  # the server lost its scripts: the async path loads them
             return None
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise redis_failure(self._client.settings.display(), exc) from exc
         finally:
             if handle is None:

@@ -4,7 +4,8 @@ The client owns one reply stream per partition it has submitted to (a reply stre
 share its partition's hash tag, since the completing script appends to it). The reader
 blocks on all of them in one XREAD, hands each outcome to the job waiting for it, and
 every few hundred entries trims what it has read, in the same round trip as its next
-read.
+read. On a Redis Cluster, where one command reads one slot, each reply stream has a
+reader task of its own, blocking on the node that holds it.
 
 Every few seconds it also re-reads the records of jobs that have waited longer than that,
 so a reply lost with a Redis restart never leaves a caller waiting forever.
@@ -26,9 +27,11 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
+from switchyard.broker.errors import REDIS_FAILURES
+from switchyard.broker.nodes import at_node, command, refresh_topology
 from switchyard.broker.retry import Backoff
+from switchyard.broker.settings import is_cluster
 from switchyard.broker.streams import parse_stream_reply
 from switchyard.broker.wire import Wire
 from switchyard.dispatcher.errors import JobNotFound
@@ -42,6 +45,7 @@ TRIM_EVERY = 256
 """Entries read between trims of the reply streams (a light client trims rarely, and
 never pays a second command per read)."""
 SWEEP_MAX = 1_000
+_CLOSING_FAILURES: tuple[type[Exception], ...] = (TimeoutError, *REDIS_FAILURES)
 
 
 class Deltas:
@@ -88,6 +92,9 @@ class ReplyRouter:
         self._incoming: deque[tuple[str, asyncio.Future[str], Deltas | None, float]] = deque()
         """Registrations queued from other threads (see :meth:`register_soon`)."""
         self._task: asyncio.Task[None] | None = None
+        self._cluster = is_cluster(redis)
+        self._readers: dict[str, asyncio.Task[None]] = {}
+        """On a cluster: each reply stream's reader."""
         self._wakers: set[asyncio.Task[None]] = set()
         self._closing = False
         self._swept = time.monotonic()
@@ -119,15 +126,28 @@ class ReplyRouter:
         if reply_stream not in self._last:
             # A new stream joins the blocking read at once: wake the reader (cancelling a
             # blocked read instead can wedge the client's connection pool).
-            if self._task is not None and not self._task.done():
+            if not self._cluster and self._task is not None and not self._task.done():
                 self._wakers.add(asyncio.create_task(self._wake()))
             self._last[reply_stream] = "0-0"
         if deltas is not None:
             self._deltas[job_id] = deltas
         self._waiters[job_id] = future
         self._since[job_id] = time.monotonic()
-        if self._task is None or self._task.done():
+        self._ensure_reader(reply_stream)
+
+    def _ensure_reader(self, stream: str) -> None:
+        if self._cluster:
+            task = self._readers.get(stream)
+            if task is None or task.done():
+                self._readers[stream] = asyncio.create_task(
+                    self._run(stream), name=f"switchyard-replies:{stream}")
+        elif self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="switchyard-replies")
+
+    def _reading(self, stream: str) -> bool:
+        """Whether a running reader reads ``stream`` already."""
+        task = self._readers.get(stream) if self._cluster else self._task
+        return stream in self._last and task is not None and not task.done()
 
     def register_soon(self, loop: asyncio.AbstractEventLoop, job_id: str, reply_stream: str,
                       future: asyncio.Future[str], deltas: Deltas | None) -> None:
@@ -137,8 +157,7 @@ class ReplyRouter:
         next: the job's reply cannot come before that read, so its loop need not be woken
         for it (a wake-up a call cost the sync client a fifth of its CPU). Otherwise (a
         new stream, no reader running) it is scheduled on ``loop`` at once."""
-        task = self._task
-        if reply_stream in self._last and task is not None and not task.done():
+        if self._reading(reply_stream):
             self._incoming.append((job_id, future, deltas, time.monotonic()))
         else:
             loop.call_soon_threadsafe(self.register, job_id, reply_stream, future, deltas)
@@ -167,28 +186,36 @@ class ReplyRouter:
         return self._waiters.pop(job_id, None)
 
     async def _wake(self) -> None:
-        """Return the reader from its blocking read: an entry with no job id, ignored."""
-        with contextlib.suppress(RedisError, OSError):
-            await self._redis.xadd(next(iter(self._last)), {"wake": "1"})
+        """Return the readers from their blocking reads: an entry with no job id, ignored
+        (on a cluster, one on each reader's stream)."""
+        with contextlib.suppress(*REDIS_FAILURES):
+            for stream in list(self._last)[:None if self._cluster else 1]:
+                await self._redis.xadd(stream, {"wake": "1"})
 
-    async def _run(self) -> None:
+    async def _run(self, only: str | None = None) -> None:
+        """Read replies until closed: those of stream ``only``, or (None) of every stream."""
         backoff = Backoff(first=0.05, most=1.0)
         while not self._closing:
             try:
-                if await self._read_once():
+                if await self._read_once(only):
                     await asyncio.sleep(0)  # the callers it answered run before its next read
                 if time.monotonic() - self._swept > RECHECK_S:
                     await self._sweep()
                 backoff.reset()
-            except (RedisError, OSError) as exc:
+            except REDIS_FAILURES as exc:
                 delay = backoff.next()
                 log.warning("reply reader: %s; retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
+                await refresh_topology(self._redis, exc)
+            except Exception:  # a reader that died would leave its callers waiting forever
+                delay = backoff.next()
+                log.exception("reply reader failed; retrying in %.2fs", delay)
+                await asyncio.sleep(delay)
 
-    async def _read_once(self) -> bool:
+    async def _read_once(self, only: str | None = None) -> bool:
         """One read; whether it answered any caller."""
         if self._wire is None:
-            entries = parse_stream_reply(await self._read_on_pool())
+            entries = parse_stream_reply(await self._read_on_pool(only))
             self._adopt()
             for entry in entries:
                 self._last[entry.stream] = entry.entry_id
@@ -244,15 +271,18 @@ class ReplyRouter:
                 raise reply
         return replies[-1]
 
-    async def _read_on_pool(self) -> object:
-        streams: dict[Any, Any] = dict(self._last)
+    async def _read_on_pool(self, only: str | None) -> object:
+        streams: dict[Any, Any] = dict(self._last) if only is None else {only: self._last[only]}
+        read = ("XREAD", "COUNT", 1_000, "BLOCK", self._block_ms, "STREAMS",
+                *streams, *streams.values())
+        where = at_node(self._redis, next(iter(streams)))
         if self._unread_trim < TRIM_EVERY:
-            return await self._redis.xread(streams, count=1_000, block=self._block_ms)
+            return await command(self._redis, *read, **where)
         pipe = self._redis.pipeline(transaction=False)  # trim, in the read's round trip
         for stream, last in streams.items():
             if last != "0-0":
                 pipe.xtrim(stream, minid=last, approximate=False)
-        pipe.xread(streams, count=1_000, block=self._block_ms)
+        pipe.execute_command(*read, **where)
         self._unread_trim = 0
         return (await pipe.execute())[-1]
 
@@ -289,6 +319,7 @@ class ReplyRouter:
         if deltas is not None:
             self._deltas[copy_id] = deltas
         self._last.setdefault(copy_reply, "0-0")
+        self._ensure_reader(copy_reply)
 
     def _deliver(self, job_id: str, raw: str) -> None:
         future = self._pop(job_id)
@@ -297,12 +328,14 @@ class ReplyRouter:
 
     async def aclose(self) -> None:
         self._closing = True
-        if self._task is not None and not self._task.done():
+        tasks = [t for t in (self._task, *self._readers.values()) if t is not None]
+        if any(not t.done() for t in tasks):
             await self._wake()
+        for task in tasks:
             try:
-                await asyncio.wait_for(asyncio.shield(self._task), self._block_ms / 1000 + 1)
-            except (TimeoutError, RedisError, OSError):
-                self._task.cancel()
+                await asyncio.wait_for(asyncio.shield(task), self._block_ms / 1000 + 1)
+            except _CLOSING_FAILURES:
+                task.cancel()
         await asyncio.gather(*self._wakers, return_exceptions=True)
         self._adopt()
         for future in self._waiters.values():
@@ -315,4 +348,8 @@ class ReplyRouter:
         if self._wire is not None:
             await self._wire.aclose()
         if self._last:
-            await self._redis.delete(*self._last)
+            # one DEL per stream (a cluster has them on several slots), one round trip
+            pipe = self._redis.pipeline(transaction=False)
+            for stream in self._last:
+                pipe.delete(stream)
+            await pipe.execute()

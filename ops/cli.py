@@ -35,7 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"else ./{DEFAULT_STATE_DIR})")
     p.add_argument("--durable", action="store_true",
                    help="Redis fsyncs every write (appendfsync always) instead of once a second")
-    p.set_defaults(handler=lambda ns: up(UpOptions(ns.config, ns.state_dir, ns.durable)))
+    p.add_argument("--cluster", action="store_true",
+                   help="a local Redis Cluster (3 masters, a replica each) instead of one server")
+    p.set_defaults(handler=lambda ns: up(UpOptions(ns.config, ns.state_dir, ns.durable,
+                                                   ns.cluster)))
     workers_cli.add_parser(sub)
     dispatcher_cli.add_parser(sub)
     gateway_cli.add_parser(sub)

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Self
 
 import httpx
-import redis
 
 from switchyard.broker.config import SwitchyardConfig
 from switchyard.broker.errors import SwitchyardError
 from switchyard.broker.keys import Keys
+from switchyard.broker.settings import RedisSettings
 from switchyard.ops.redis_server import free_port
 from switchyard.workers.cli import worker_command
 from switchyard.workers.supervisor import stop_process
@@ -81,7 +81,7 @@ class WorkerProcess(_Child):
         assert self.process is not None
         key = Keys(self.config.redis.prefix).pool(self.pool).workers
         mine = re.compile(rf"-{self.process.pid}-[0-9a-f]+$")
-        client = redis.Redis.from_url(self.redis_url, decode_responses=True)
+        client = RedisSettings.from_url(self.redis_url).connect_sync()
         deadline = time.monotonic() + timeout_s
         try:
             while not any(mine.search(str(m)) for m in client.zrange(key, 0, -1)):

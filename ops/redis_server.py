@@ -86,12 +86,20 @@ class RedisServer:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
-    def start(self, timeout_s: float = 10.0) -> RedisServer:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def arguments(self) -> list[str]:
+        """The server's command line (its options; a config file goes first)."""
+        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", str(self.folder), "--save", "", "--daemonize", "no",
                 "--appendonly", "yes" if self.aof else "no", "--appendfsync", self.appendfsync,
                 "--logfile", str(self.folder / "redis.log")]
+
+    def start(self, timeout_s: float = 10.0) -> RedisServer:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        args = self.arguments()
         if self.password:
             secret = self.folder / "auth.conf"
             write_private(secret, f"requirepass {self.password}\n")

@@ -22,6 +22,7 @@ import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from switchyard.broker.apikeys import ApiKeyStore, key_digest
@@ -31,7 +32,8 @@ from switchyard.broker.keys import Keys
 from switchyard.broker.locate import STACK_URL_FILE, STATE_DIR_ENV, stack_url_file
 from switchyard.broker.settings import RedisSettings, redact_url
 from switchyard.ops import fake_provider
-from switchyard.ops.redis_server import RedisServer, write_private
+from switchyard.ops.redis_cluster import RedisCluster
+from switchyard.ops.redis_server import RedisServer, free_port, write_private
 from switchyard.workers.cli import watchdog_command, worker_command
 from switchyard.workers.supervisor import Supervisor, stop_signals
 
@@ -47,14 +49,38 @@ class UpOptions:
     durable: bool = False
     """Run Redis with ``appendfsync always``: no admitted job is lost on a crash, and
     ``durable`` enqueues work on Redis before 7.2 too (each write waits for the disk)."""
+    cluster: bool = False
+    """Start a local Redis Cluster (3 masters with a replica each, on free ports of
+    127.0.0.1, no password) instead of one server, and a server of its own for the batch
+    queue (rq cannot use a cluster)."""
+
+
+@dataclass
+class _LocalRedis:
+    """What ``up`` starts for Redis: its URL, the variables the roles get, the servers."""
+
+    url: str
+    env: dict[str, str]
+    servers: list[RedisServer | RedisCluster]
+    url_file: bool
+    """Whether the URL goes to ``<state dir>/redis.url`` (it holds a password, or ports
+    nobody named)."""
+
+    def start(self) -> None:
+        for server in self.servers:
+            server.start()
+
+    def stop(self) -> None:
+        for server in reversed(self.servers):
+            server.stop()
 
 
 def up(options: UpOptions) -> int:
     config = load_config(options.config)
-    server = _redis_for(config, options.state_dir, options.durable)
+    server = _redis_for(config, options)
     url = server.url if server else os.environ.get("REDIS_URL", config.redis.url)
     # (the gateway and the batch worker share the Batch API's files under the state dir)
-    env = {"SWITCHYARD_REDIS__URL": url,
+    env = {"SWITCHYARD_REDIS__URL": url, **(server.env if server else {}),
            STATE_DIR_ENV: str(options.state_dir.resolve())}
     url_file = options.state_dir / STACK_URL_FILE
     supervisor = Supervisor(say=lambda line: print(line, flush=True))
@@ -62,7 +88,7 @@ def up(options: UpOptions) -> int:
     try:
         if server is not None:
             server.start()
-            if server.password:
+            if server.url_file:
                 write_private(url_file, url + "\n")
         for name, provider in config.providers.items():
             if provider.local_fake:  # stands in for an external API: see README
@@ -76,7 +102,7 @@ def up(options: UpOptions) -> int:
         supervisor.start("watchdog", watchdog_command(config=options.config),
                          options.state_dir / "logs" / "watchdog.log", env)
         key = _start_gateway(supervisor, config, options, url, env)
-        _banner(config, url, options.state_dir, url_file if server and server.password
+        _banner(config, url, options.state_dir, url_file if server and server.url_file
                 else None)
         if key is not None:
             _gateway_banner(config, key, options.state_dir)
@@ -142,9 +168,20 @@ def _gateway_banner(config: SwitchyardConfig, key: str, state_dir: Path) -> None
           ".choices[0].message.content)'", flush=True)
 
 
-def _redis_for(config: SwitchyardConfig, state_dir: Path, durable: bool) -> RedisServer | None:
+def _redis_for(config: SwitchyardConfig, options: UpOptions) -> _LocalRedis | None:
     if os.environ.get("REDIS_URL"):
         return None
+    fsync: Literal["always", "everysec"] = "always" if options.durable else "everysec"
+    if options.cluster:
+        if "url" in config.redis.model_fields_set:
+            raise ConfigError(
+                f"switchyard up --cluster starts a cluster on free ports; the configuration "
+                f"names [redis] url {redact_url(config.redis.url)!r} (leave it out)")
+        cluster = RedisCluster(options.state_dir / "cluster", aof=True, appendfsync=fsync)
+        batches = RedisServer(options.state_dir / "batch-redis", free_port(), aof=True,
+                              password=secrets.token_urlsafe(24))
+        return _LocalRedis(cluster.url, {"SWITCHYARD_BATCH__REDIS_URL": batches.url},
+                           [cluster, batches], url_file=True)
     parts = urlsplit(config.redis.url)
     if parts.scheme != "redis" or parts.hostname not in _LOCAL_HOSTS:
         raise ConfigError(
@@ -155,8 +192,9 @@ def _redis_for(config: SwitchyardConfig, state_dir: Path, durable: bool) -> Redi
     # of its own, which the state folder's redis.url passes on.
     named = "url" in config.redis.model_fields_set
     password = parts.password if named else secrets.token_urlsafe(24)
-    return RedisServer(state_dir / "redis", parts.port or 6379, aof=True,
-                       appendfsync="always" if durable else "everysec", password=password)
+    server = RedisServer(options.state_dir / "redis", parts.port or 6379, aof=True,
+                         appendfsync=fsync, password=password)
+    return _LocalRedis(server.url, {}, [server], url_file=bool(password))
 
 
 def _banner(config: SwitchyardConfig, url: str, state_dir: Path,

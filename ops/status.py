@@ -1,5 +1,6 @@
 """`switchyard status`: per pool, partition and priority: depth, pending, oldest age,
-dead letters, and the pool's live workers."""
+dead letters, and the pool's live workers; on a Redis Cluster, the node (master) that
+holds each partition."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import argparse
 import asyncio
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
@@ -15,7 +16,7 @@ from switchyard.broker.config import SwitchyardConfig, load_config
 from switchyard.broker.keys import GROUP, Keys
 from switchyard.broker.locate import redis_url as resolve_redis_url
 from switchyard.broker.schemas import PRIORITIES, now_ms
-from switchyard.broker.settings import RedisSettings
+from switchyard.broker.settings import RedisSettings, is_cluster
 from switchyard.broker.units import format_size
 
 __all__ = ["PoolStatus", "StreamStatus", "add_parser", "collect"]
@@ -32,6 +33,8 @@ class StreamStatus:
     oldest_age_s: float | None
     retrying: int = 0
     """Of ``depth``, entries in the retry lane (re-queued; their age counts from then)."""
+    node: str = ""
+    """On a cluster: ``host:port`` of the master holding the partition ('' otherwise)."""
 
 
 async def spend(redis: aioredis.Redis, config: SwitchyardConfig) -> dict[str, float]:
@@ -64,6 +67,7 @@ async def collect(redis: aioredis.Redis, config: SwitchyardConfig) -> list[PoolS
                     pipe.xinfo_groups(stream)  # an error while the stream does not exist
             pipe.xlen(part.dead)
             replies = await pipe.execute(raise_on_error=False)
+            node = _node_of(redis, part.stream("standard"))
             dead += int(replies[-1])
             for i, p in enumerate(PRIORITIES):
                 retry, main = replies[6 * i: 6 * i + 3], replies[6 * i + 3: 6 * i + 6]
@@ -71,10 +75,17 @@ async def collect(redis: aioredis.Redis, config: SwitchyardConfig) -> list[PoolS
                 streams.append(StreamStatus(
                     part.partition, p, int(retry[0]) + int(main[0]),
                     _pending(retry[2]) + _pending(main[2]), max(ages, default=None),
-                    int(retry[0])))
+                    int(retry[0]), node))
         pools.append(PoolStatus(name, pool.engine, streams, dead,
                                 await _workers(redis, keys, name, config, now)))
     return pools
+
+
+def _node_of(redis: aioredis.Redis, key: str) -> str:
+    if not is_cluster(redis):
+        return ""
+    node = cast(aioredis.RedisCluster, redis).get_node_from_key(key)
+    return "?" if node is None else str(node.name)
 
 
 def _pending(groups: Any) -> int:
@@ -102,13 +113,15 @@ async def _workers(redis: aioredis.Redis, keys: Keys, pool: str, config: Switchy
 
 
 def render(pools: list[PoolStatus]) -> str:
+    nodes = any(s.node for pool in pools for s in pool.streams)
     lines = [f"{'pool':<12}{'part':>5} {'priority':<12}{'depth':>8}{'pending':>9}{'oldest':>10}"
-             f"{'retrying':>10}"]
+             f"{'retrying':>10}" + ("  node" if nodes else "")]
     for pool in pools:
         for s in pool.streams:
             age = "-" if s.oldest_age_s is None else f"{s.oldest_age_s:.1f}s"
             lines.append(f"{pool.pool:<12}{s.partition:>5} {s.priority:<12}{s.depth:>8}"
-                         f"{s.pending:>9}{age:>10}{s.retrying:>10}")
+                         f"{s.pending:>9}{age:>10}{s.retrying:>10}"
+                         + (f"  {s.node}" if nodes else ""))
         lines.append(f"{'':<12}workers alive: {len(pool.workers)}; "
                      f"dead letters: {pool.dead_letters}")
         lines.extend(f"{'':<14}{_worker_line(w)}" for w in pool.workers)

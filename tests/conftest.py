@@ -18,9 +18,11 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio as aioredis
+from redis.cluster import ClusterNode
 
 from switchyard.broker.config import SwitchyardConfig
 from switchyard.broker.settings import RedisSettings
+from switchyard.ops.redis_cluster import RedisCluster
 from switchyard.ops.redis_server import RedisServer
 from switchyard.workers.engines import EchoEngine, Engine
 from switchyard.workers.memory import MemoryProbe
@@ -78,9 +80,34 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 OWN_PASSWORD = "own-secret"
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked ``cluster`` that uses Redis runs twice: on the session's single server
+    and on the session's Redis Cluster (``broker`` names which); ``single_node`` (a test
+    of one server's behaviour, in a module marked ``cluster``) opts out."""
+    marked = metafunc.definition.get_closest_marker
+    if ("redis_url" in metafunc.fixturenames and marked("cluster") is not None
+            and marked("single_node") is None):
+        metafunc.parametrize("broker", ["single", "cluster"], indirect=True)
+
+
 @pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    return redis_server.url
+def broker(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "single"))
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """3 masters with a replica each, for the whole session (tests use prefixes of their
+    own); a test that fails a node over uses a cluster of its own."""
+    with RedisCluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest, broker: str) -> str:
+    if broker == "cluster":
+        return str(request.getfixturevalue("redis_cluster").url)
+    return str(request.getfixturevalue("redis_server").url)
 
 
 def make_config(prefix: str, **pools: dict[str, Any]) -> SwitchyardConfig:
@@ -111,7 +138,11 @@ def config(prefix: str) -> SwitchyardConfig:
 
 @pytest.fixture
 def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    settings = RedisSettings.from_url(redis_url)
+    client: redis.Redis = (
+        redis.RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in settings.nodes],
+                           decode_responses=True)  # type: ignore[assignment]
+        if settings.cluster else redis.Redis.from_url(redis_url, decode_responses=True))
     yield client
     client.close()
 

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from redis.exceptions import RedisError
+from switchyard.broker.errors import REDIS_FAILURES
 
 __all__ = ["every"]
 
@@ -21,7 +21,7 @@ async def every(interval_s: float, stop: asyncio.Event, step: Callable[[], Await
     while not stop.is_set():
         try:
             await step()
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             log.warning("%s failed: %s", what, exc)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_s)

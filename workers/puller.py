@@ -11,10 +11,18 @@ dies before starting it, so a held job runs only once ``start`` has landed; one 
 blocking read counts as started when read, so its ``start`` may overlap the engine (the
 light-load path costs no extra round trip). What the blocking read brought beyond the
 batch the worker runs first is held (:meth:`Puller.hold_rest`) before the next batch is taken.
+
+On a Redis Cluster one command reads one slot, so with several partitions the puller
+keeps one blocking read per partition outstanding, each on the node that holds it, and
+takes whichever answer first (and any others that have answered by then); a read still
+blocked carries over to the next fill, and shutdown waits for it (:meth:`Puller.quiesce`),
+so nothing it brings is left unseen.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -26,8 +34,10 @@ import redis.asyncio as aioredis
 from switchyard.broker.config import ENGINE_KINDS, SwitchyardConfig
 from switchyard.broker.errors import EntryDecodeError
 from switchyard.broker.keys import GROUP, PartitionKeys
+from switchyard.broker.nodes import at_node, command
 from switchyard.broker.schemas import PRIORITIES, JobEnvelope, Priority, decode_envelope, now_ms
 from switchyard.broker.scripts import ScriptCall, Scripts
+from switchyard.broker.settings import is_cluster
 from switchyard.broker.streams import StreamEntry, parse_stream_reply
 from switchyard.broker.wire import Wire
 from switchyard.workers.scheduler import PriorityScheduler
@@ -169,6 +179,10 @@ class Puller:
         self._unheld = False
         """Whether the buffers may hold entries not held yet (see :meth:`hold_rest`)."""
         self._uncertain = False
+        self._spread = is_cluster(redis) and len(self._partitions) > 1
+        """One blocking read per partition (see the module doc)."""
+        self._reads: dict[str, asyncio.Task[Any]] = {}
+        """With ``_spread``: each partition's outstanding blocking read, by its key base."""
 
     @classmethod
     def for_pool(cls, redis: aioredis.Redis, config: SwitchyardConfig, pool: str,
@@ -209,8 +223,9 @@ class Puller:
     async def _recover(self) -> list[Pulled]:
         pipe = self._redis.pipeline(transaction=False)
         for stream in self._where:
-            pipe.xreadgroup(GROUP, self._consumer, {stream: self._newest.get(stream, "0-0")},
-                            count=10_000)
+            pipe.execute_command("XREADGROUP", "GROUP", GROUP, self._consumer, "COUNT", 10_000,
+                                 "STREAMS", stream, self._newest.get(stream, "0-0"),
+                                 **at_node(self._redis, stream))
         bad: list[Pulled] = []
         for reply in await pipe.execute():
             # Held or not is unknown: taken as held, they run only once started.
@@ -219,6 +234,9 @@ class Puller:
         return bad
 
     async def _fill(self) -> list[Pulled]:
+        if self.buffered == 0 and self._spread:
+            self._unheld = True
+            return self._accept(await self._read_partitions(), held=False)
         if self.buffered == 0:
             if not self._wired:
                 self._reading = Wire.of(self._redis, timeout_s=self._block_ms / 1000 + 30)
@@ -228,9 +246,7 @@ class Puller:
                     "XREADGROUP", "GROUP", GROUP, self._consumer, "COUNT", self.window,
                     "BLOCK", self._block_ms, "STREAMS", *self._where, *[">"] * len(self._where))
             else:
-                streams: dict[Any, Any] = dict.fromkeys(self._where, ">")
-                reply = await self._redis.xreadgroup(
-                    GROUP, self._consumer, streams, count=self.window, block=self._block_ms)
+                reply = await self._read_group(list(self._where))
             self._unheld = True
             return self._accept(parse_stream_reply(reply), held=False)
         calls: list[ScriptCall] = []
@@ -242,6 +258,48 @@ class Puller:
         for held in await self._scripts.pipeline(calls):
             bad.extend(self._accept(parse_stream_reply(held), held=True))
         return bad
+
+    async def _read_partitions(self, *, wait: bool = False) -> list[StreamEntry]:
+        """What the partitions' blocking reads brought, once one has answered (``wait``:
+        once all have, starting none). A failed read makes the next fill recover."""
+        if not wait:
+            for keys in self._partitions:
+                if keys.base not in self._reads:
+                    self._reads[keys.base] = asyncio.create_task(
+                        self._read_group(keys.streams()))
+        if not self._reads:
+            return []
+        done, _ = await asyncio.wait(
+            self._reads.values(),
+            return_when=asyncio.ALL_COMPLETED if wait else asyncio.FIRST_COMPLETED)
+        entries: list[StreamEntry] = []
+        failure: BaseException | None = None
+        for base, task in list(self._reads.items()):
+            if task in done:
+                del self._reads[base]
+                if task.exception() is not None:
+                    failure = failure or task.exception()
+                else:
+                    entries += parse_stream_reply(task.result())
+        if failure is not None:
+            self._uncertain = True
+            if not entries:
+                raise failure
+        return entries
+
+    async def _read_group(self, streams: Sequence[str]) -> Any:
+        """One blocking ``XREADGROUP`` of new entries of ``streams`` (one slot's, on a
+        cluster) through the client's pool."""
+        return await command(
+            self._redis, "XREADGROUP", "GROUP", GROUP, self._consumer, "COUNT", self.window,
+            "BLOCK", self._block_ms, "STREAMS", *streams, *[">"] * len(streams),
+            **at_node(self._redis, streams[0]))
+
+    async def quiesce(self) -> None:
+        """Wait for the outstanding blocking reads (on shutdown, before :meth:`drain`):
+        what they bring is buffered, so it is handed back, not left pending here."""
+        with contextlib.suppress(Exception):  # (the watchdog re-queues a failed read's)
+            self._accept(await self._read_partitions(wait=True), held=False)
 
     def hold_call(self, keys: PartitionKeys, count: int, priority: Priority | None = None,
                   job_ids: Sequence[str] = ()) -> ScriptCall:

@@ -19,11 +19,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from switchyard.broker.config import SwitchyardConfig
+from switchyard.broker.errors import REDIS_FAILURES
 from switchyard.broker.eviction import check_eviction_policy
 from switchyard.broker.keys import Keys
+from switchyard.broker.nodes import refresh_topology
 from switchyard.broker.retry import Backoff, until_done
 from switchyard.broker.schemas import ServedBy, now_ms
 from switchyard.broker.scripts import Scripts
@@ -240,13 +241,14 @@ class Worker:
         try:
             bad = await self._puller.fill()
             self._read_backoff.reset()
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             # Redis went away (what was read stays buffered and pending here; running and
             # finishing batches retry their writes): back off, and after a restart that
             # lost the groups (no persistence), create them again.
             delay = self._read_backoff.next()
             log.warning("read failed: %s; retrying in %.1fs", exc, delay)
             await asyncio.sleep(delay)
+            await refresh_topology(self._redis, exc)  # (a cluster's master failed over)
             if "NOGROUP" in str(exc):
                 await self._retry(ensure_groups, self._redis, self._partitions, self._scripts)
             return []
@@ -361,6 +363,7 @@ class Worker:
         return asyncio.create_task(self._retry(self._finisher.finish, run, outputs, starting))
 
     async def _shutdown(self, beating: asyncio.Task[None]) -> None:
+        await self._puller.quiesce()
         held = self._puller.drain()
         if held:
             await self._retry(self._ledger.release, held)
@@ -369,7 +372,7 @@ class Worker:
         try:
             await self._heartbeat.remove()
             await forget_consumer(self._redis, self._partitions, self.consumer, self._scripts)
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             log.warning("could not deregister %s: %s", self.consumer, exc)
         await self._puller.aclose()
         if self._wire is not None:

@@ -27,10 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from switchyard.broker.config import SwitchyardConfig, load_config
-from switchyard.broker.errors import BrokerUnavailable, SwitchyardError
+from switchyard.broker.errors import REDIS_FAILURES, BrokerUnavailable, SwitchyardError
 from switchyard.dispatcher.batches import lines as L
 from switchyard.dispatcher.batches.errors import BatchNotFound, FileNotFound
 from switchyard.dispatcher.batches.files import FileStore, new_file_id
@@ -89,7 +87,7 @@ async def run(batch_id: str, config: SwitchyardConfig, redis_url: str | None = N
         try:
             return await batch.run()
         finally:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*REDIS_FAILURES):
                 await records.lease(batch_id, token, "drop", lease_ms)
                 if batch.stop == "handed":
                     await records.lapse_now(batch_id)
@@ -306,7 +304,7 @@ class _Run:
                 _, status = await self.records.move(
                     self.id, "in_progress", "", completed=self.journal.completed,
                     failed=self.journal.failed)
-            except (RedisError, OSError):
+            except REDIS_FAILURES:
                 continue
             if status == "cancelling":
                 self._stop("cancelled")
@@ -388,7 +386,7 @@ class _Run:
 
 
 async def _cancel(sent: L.Sent) -> None:
-    with contextlib.suppress(SwitchyardError, RedisError, OSError):
+    with contextlib.suppress(SwitchyardError, *REDIS_FAILURES):
         await sent.job.cancel()
 
 

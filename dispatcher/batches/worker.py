@@ -24,6 +24,7 @@ import redis
 from rq import Queue, Retry, SimpleWorker
 
 from switchyard.broker.config import SwitchyardConfig, load_config
+from switchyard.broker.errors import ConfigError
 from switchyard.broker.keys import Keys
 from switchyard.broker.locate import redis_url as resolve_redis_url
 from switchyard.broker.scripts import Scripts
@@ -55,11 +56,15 @@ class BatchWorker(SimpleWorker):
             sleep_time=1, daemon=True, exception_handler=self._pubsub_exception_handler)
 
 
-def rq_queue(config: SwitchyardConfig, broker_url: str) -> Queue:
+def rq_queue(config: SwitchyardConfig, broker_url: str) -> Queue | None:
     """The batch queue, on ``[batch] redis_url`` (else the broker's server). rq keeps its
-    own keys there, under ``rq:``."""
-    connection = redis.Redis.from_url(config.batch.redis_url or broker_url)
-    return Queue(config.batch.queue, connection=connection)
+    own keys there, under ``rq:``. None where the broker is a Redis Cluster and ``[batch]
+    redis_url`` is not set: rq has no cluster support, so batches need a server of their
+    own there."""
+    url = config.batch.redis_url or broker_url
+    if RedisSettings.from_url(url).cluster:
+        return None
+    return Queue(config.batch.queue, connection=redis.Redis.from_url(url))
 
 
 def enqueue_batch(queue: Queue, config: SwitchyardConfig, batch_id: str) -> None:
@@ -79,6 +84,10 @@ def serve(config_path: str | None, redis_url: str | None, burst: bool = False) -
     broker = resolve_redis_url(config, redis_url)
     os.environ[BROKER_URL_ENV] = broker
     queue = rq_queue(config, broker)
+    if queue is None:
+        raise ConfigError("the broker is a Redis Cluster, which rq cannot use: set [batch] "
+                          "redis_url (SWITCHYARD_BATCH__REDIS_URL) to a Redis server for "
+                          "the batch queue")
     stop = threading.Event()
     sweeper = threading.Thread(target=_sweep_forever, args=(config, broker, queue, stop),
                                name="switchyard-batch-sweeper", daemon=True)

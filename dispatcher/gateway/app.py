@@ -101,7 +101,8 @@ def create_app(config: SwitchyardConfig, *, redis_url: str | None = None,
             if gateway.tasks:
                 await asyncio.wait(gateway.tasks, timeout=config.redis.timeout_s)
             await client.aclose()
-            gateway.queue.connection.close()
+            if gateway.queue is not None:
+                gateway.queue.connection.close()
 
     middleware = [Middleware(_Observed, metrics=metrics)]
     if config.gateway.cors_origins:

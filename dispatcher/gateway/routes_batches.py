@@ -17,7 +17,7 @@ from switchyard.dispatcher.batches.errors import BatchConflict
 from switchyard.dispatcher.batches.lines import ENDPOINTS
 from switchyard.dispatcher.batches.worker import enqueue_batch
 from switchyard.dispatcher.gateway.calls import read_json
-from switchyard.dispatcher.gateway.errors import BadRequest
+from switchyard.dispatcher.gateway.errors import BadRequest, GatewayError
 from switchyard.dispatcher.gateway.routes_files import list_params
 from switchyard.dispatcher.gateway.state import gateway_of
 
@@ -46,6 +46,10 @@ async def create_batch(request: Request) -> Response:
                          "endpoint")
     if body.get("completion_window") != "24h":
         raise BadRequest("completion_window must be '24h'", "completion_window")
+    if gw.queue is None:
+        raise GatewayError(503, "server_error", "background batches need a Redis server of "
+                           "their own with a Redis Cluster broker ([batch] redis_url)",
+                           code="batches_unavailable")
     file_id = body.get("input_file_id")
     if not isinstance(file_id, str):
         raise BadRequest("input_file_id is required", "input_file_id")

@@ -30,7 +30,8 @@ class Gateway:
     metrics: GatewayMetrics
     files: FileStore
     batches: BatchRecords
-    queue: Queue
+    queue: Queue | None
+    """None: no batch queue (a cluster broker, and no ``[batch] redis_url``)."""
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @staticmethod

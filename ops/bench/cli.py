@@ -10,6 +10,7 @@ from switchyard.ops.bench import (
     batch,
     bridge,
     chaos,
+    cluster,
     defaults,
     embed,
     gateway,
@@ -20,6 +21,17 @@ from switchyard.ops.bench import (
 )
 
 __all__ = ["add_parser"]
+
+
+def _queue(ns: argparse.Namespace) -> int:
+    if ns.cluster:
+        options = cluster.ClusterBenchOptions(
+            masters=tuple(ns.masters), jobs=ns.jobs if ns.jobs != 50_000 else 20_000,
+            clients=ns.clients, workers=ns.workers)
+        return _print(cluster.render(cluster.run_cluster_bench(options), options))
+    return _print(queue.render(queue.run_queue_bench(queue.QueueBenchOptions(
+        jobs=ns.jobs, producers=ns.producers, chunk=ns.chunk, sync_calls=ns.sync_calls,
+        rate=ns.rate, seconds=ns.seconds, segments=ns.segments, redis_url=ns.redis_url))))
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,10 +51,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     q.add_argument("--segments", type=int, default=5,
                    help="alternating stretches of the floor and of Switchyard at light load")
     q.add_argument("--redis-url", help="use this server instead of a private one")
-    q.set_defaults(handler=lambda ns: _print(queue.render(queue.run_queue_bench(
-        queue.QueueBenchOptions(jobs=ns.jobs, producers=ns.producers, chunk=ns.chunk,
-                                sync_calls=ns.sync_calls, rate=ns.rate, seconds=ns.seconds,
-                                segments=ns.segments, redis_url=ns.redis_url)))))
+    q.add_argument("--cluster", action="store_true",
+                   help="instead: burst throughput on local Redis Clusters of 1, 2 and 3 "
+                        "masters (--jobs per client process; default 20,000)")
+    q.add_argument("--masters", type=int, nargs="+", default=[1, 2, 3])
+    q.add_argument("--clients", type=int, default=2, help="with --cluster: client processes")
+    q.add_argument("--workers", type=int, default=2, help="with --cluster: worker processes")
+    q.set_defaults(handler=_queue)
     b = kinds.add_parser("batch", help="background batches: throughput against the client, "
                          "and interactive latency beside a batch")
     b.add_argument("--lines", type=int, default=10_000)

@@ -19,7 +19,7 @@ from switchyard.broker import (
     load_config,
 )
 from switchyard.broker.errors import EntryDecodeError
-from switchyard.broker.keys import JobIdSource
+from switchyard.broker.keys import JobIdSource, partition_tag
 from switchyard.broker.schemas import decode_envelope
 from switchyard.broker.settings import DEFAULT_PORT
 from switchyard.broker.units import format_size, parse_size
@@ -36,7 +36,8 @@ def test_every_key_of_a_partition_shares_its_hash_tag() -> None:
     job = str(JobId.new("minilm", 3))
     keys = [*part.streams(), part.dead, part.drain("batch"), part.job(job),
             part.idempotency(None, "k"), part.reply("client")]
-    assert {_tag(k) for k in keys} == {"minilm.3"}
+    assert {_tag(k) for k in keys} == {partition_tag("minilm", 3)}
+    assert partition_tag("minilm", 3).startswith("minilm.3")
     assert len(set(keys)) == len(keys)
     assert Keys("sy").of_job(job) == part
 

@@ -13,6 +13,8 @@ from switchyard.dispatcher.admission import (
     retry_after,
 )
 
+pytestmark = pytest.mark.cluster
+
 
 def test_drain_rate_prefers_the_last_full_window() -> None:
     assert drain_rate(250.0, 10_000, 3, 10_500) == 250.0

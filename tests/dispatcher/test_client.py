@@ -29,6 +29,8 @@ from switchyard.dispatcher import (
 from tests.conftest import StartWorker, make_config
 from tests.workers.test_worker import RecordingEngine
 
+pytestmark = pytest.mark.cluster
+
 
 async def test_round_trip_through_the_queue(
     config: SwitchyardConfig, redis_url: str, start_worker: StartWorker

@@ -13,6 +13,8 @@ from switchyard.broker import Keys
 from switchyard.dispatcher import AsyncClient
 from tests.conftest import make_config
 
+pytestmark = pytest.mark.cluster
+
 SCRIPT = """
 import asyncio, json, sys
 from switchyard.broker import SwitchyardConfig

@@ -24,6 +24,8 @@ from switchyard.ops.redis_server import (
 )
 from tests.conftest import make_config
 
+pytestmark = pytest.mark.cluster
+
 Fsync = Literal["always", "everysec", "no"]
 
 

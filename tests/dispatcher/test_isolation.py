@@ -15,6 +15,8 @@ from switchyard.broker.schemas import JobState, now_ms
 from switchyard.dispatcher import AsyncClient, InvalidRequest, JobNotFound
 from tests.conftest import make_config
 
+pytestmark = pytest.mark.cluster
+
 USER = [{"role": "user", "content": "hello"}]
 
 

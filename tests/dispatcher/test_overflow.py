@@ -15,6 +15,8 @@ from switchyard.ops.fake_provider import FakeProfile, FakeProvider
 from switchyard.workers import EchoEngine, build_engine
 from tests.conftest import StartWorker
 
+pytestmark = pytest.mark.cluster
+
 USER = [{"role": "user", "content": "hello"}]
 
 

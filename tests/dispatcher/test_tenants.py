@@ -16,6 +16,8 @@ from switchyard.dispatcher import AdmissionRejected, AsyncClient, InvalidRequest
 from switchyard.workers.engines.echo import EchoEngine
 from tests.conftest import StartWorker, make_config
 
+pytestmark = pytest.mark.cluster
+
 USER = [{"role": "user", "content": "hi"}]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from switchyard.broker.locate import STATE_DIR_ENV
 from switchyard.ops.redis_server import free_port
 
 CONFIG = """
@@ -85,23 +86,32 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path, prefix: str) -> N
     up_serves_a_job([sys.executable, "-m", "switchyard.ops"], tmp_path, prefix)
 
 
+def test_up_cluster_serves_on_a_local_redis_cluster(tmp_path: Path, prefix: str) -> None:
+    up_serves_a_job([sys.executable, "-m", "switchyard.ops"], tmp_path, prefix, cluster=True)
+
+
 def up_serves_a_job(switchyard: list[str], tmp_path: Path, prefix: str, *,
-                    gateway: bool = True) -> None:
+                    gateway: bool = True, cluster: bool = False) -> None:
     """`switchyard up` (``switchyard`` is the command line that runs it) serves an echo job
     submitted with the same command, and (``gateway``) one through its HTTP gateway with
-    the key it made, then stops everything on Ctrl-C."""
+    the key it made, then stops everything on Ctrl-C. ``cluster``: ``up --cluster``."""
     port, gateway_port = free_port(), free_port()
     config = tmp_path / "up.toml"
-    config.write_text(CONFIG.format(url=f"redis://127.0.0.1:{port}/0", prefix=prefix,
-                                    gateway_port=gateway_port))
+    text = CONFIG.format(url=f"redis://127.0.0.1:{port}/0", prefix=prefix,
+                         gateway_port=gateway_port)
+    if cluster:  # (a cluster's ports are its own: the CLI finds them in the state folder)
+        text = text.replace(f'url = "redis://127.0.0.1:{port}/0"\n', "")
+    config.write_text(text)
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env[STATE_DIR_ENV] = "state"
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*switchyard, *args, "--config", str(config)], cwd=tmp_path,
                               capture_output=True, text=True, timeout=60, env=env)
 
     # A relative state folder, as `make up` uses (.switchyard under the working directory).
-    up = subprocess.Popen([*switchyard, "up", "--config", str(config), "--state-dir", "state"],
+    up = subprocess.Popen([*switchyard, "up", "--config", str(config), "--state-dir", "state",
+                           *(["--cluster"] if cluster else [])],
                           stdout=subprocess.PIPE, cwd=tmp_path, stderr=subprocess.STDOUT,
                           text=True, env=env)
     try:
@@ -113,8 +123,10 @@ def up_serves_a_job(switchyard: list[str], tmp_path: Path, prefix: str, *,
             time.sleep(0.3)
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["echo"] == ["ping"]
-        assert (tmp_path / "state" / "redis" / "appendonlydir").exists() or any(
-            (tmp_path / "state" / "redis").glob("appendonly*"))
+        data = tmp_path / "state" / ("cluster/node0" if cluster else "redis")
+        assert (data / "appendonlydir").exists() or any(data.glob("appendonly*"))
+        if cluster:
+            assert "redis+cluster://" in (tmp_path / "state" / "redis.url").read_text()
         if gateway:
             _gateway_serves(tmp_path / "state" / "gateway.key", gateway_port, deadline)
     finally:

@@ -17,6 +17,8 @@ from switchyard.ops.cli import main
 from switchyard.workers.watchdog import Watchdog
 from tests.conftest import StartWorker
 
+pytestmark = pytest.mark.cluster
+
 
 async def _dlq(argv: list[str]) -> int:
     """The command, as a user runs it (in a thread: it runs its own event loop)."""

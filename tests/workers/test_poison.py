@@ -18,6 +18,8 @@ from switchyard.workers.engines.base import Emit, EngineOutput
 from switchyard.workers.engines.echo import EchoEngine
 from tests.conftest import StartWorker, make_config
 
+pytestmark = pytest.mark.cluster
+
 
 class CrashesOnPoison(EchoEngine):
     """Echo, except that any batch holding the text 'poison' raises."""

@@ -27,6 +27,8 @@ from switchyard.workers.engines.echo import EchoEngine
 from switchyard.workers.watchdog import Watchdog
 from tests.conftest import StartWorker, make_config
 
+pytestmark = pytest.mark.cluster
+
 CONFIG = """
 [redis]
 prefix = "{prefix}"
@@ -92,6 +94,7 @@ def _commands(redis_url: str, started: threading.Event, stop: threading.Event,
                 return
 
 
+@pytest.mark.single_node  # (MONITOR watches one server)
 async def test_a_starting_worker_beats_before_it_holds_any_entry(
     prefix: str, redis_url: str, config: SwitchyardConfig, start_worker: StartWorker,
     sync_redis: redis.Redis,

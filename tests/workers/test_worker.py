@@ -14,6 +14,8 @@ from switchyard.workers import EchoEngine, EngineOutput, Worker
 from switchyard.workers.engines.base import Emit
 from tests.conftest import StartWorker, make_config
 
+pytestmark = pytest.mark.cluster
+
 
 class RecordingEngine(EchoEngine):
     """Echo, remembering the priority of every job it ran and each batch's size."""

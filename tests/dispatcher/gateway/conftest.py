@@ -14,7 +14,6 @@ import pytest
 
 from switchyard.broker.config import SwitchyardConfig, load_config
 from switchyard.ops.processes import GatewayProcess, WorkerProcess
-from switchyard.ops.redis_server import RedisServer
 
 KEY_ALPHA = "sk-alpha-" + secrets.token_hex(8)
 KEY_BETA = "sk-beta-" + secrets.token_hex(8)
@@ -103,13 +102,15 @@ def write_config(folder: Path, **extra: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+@pytest.fixture(scope="module", params=["single", "cluster"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[Stack]:
+    """The gateway with its workers, on the session's single Redis and on its cluster."""
     folder = tmp_path_factory.mktemp("gateway")
     path = write_config(folder)
     config = load_config(path)
-    url = redis_server.url
+    where = "redis_server" if request.param == "single" else "redis_cluster"
+    url = str(request.getfixturevalue(where).url)
     with WorkerProcess("echo", url, path, config), WorkerProcess("minilm", url, path, config), \
             GatewayProcess(url, path) as gateway:
         yield Stack(gateway.url, url, config, path, gateway)
