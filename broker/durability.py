@@ -71,6 +71,12 @@ class DurabilityProbe:
         info = await ask("INFO", "server", **where)
         persistence = await ask("INFO", "persistence", **where)
         version = str(info.get("redis_version", "0"))
+        if node is not None:
+            replication = await ask("INFO", "replication", **where)
+            if int(replication.get("connected_slaves", 0)) < 1:
+                raise DurabilityUnavailable(
+                    f"the cluster's master at {node.name} has no replica connected: a "
+                    f"durable enqueue on a cluster waits for one (WAIT 1)")
         if not int(persistence.get("aof_enabled", 0)):
             raise DurabilityUnavailable(
                 f"durable enqueue needs the AOF, and this Redis ({version}) runs with "

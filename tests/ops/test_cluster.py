@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -19,6 +20,7 @@ from switchyard.broker.keys import POOL_NAME, partition_tag
 from switchyard.broker.settings import RedisSettings, is_cluster, redact_url
 from switchyard.dispatcher import AsyncClient
 from switchyard.ops.redis_cluster import RedisCluster
+from switchyard.ops.status import collect, render
 from switchyard.workers.engines import EchoEngine
 from tests.conftest import StartWorker, make_config
 
@@ -63,8 +65,13 @@ async def test_a_pool_of_three_partitions_lives_on_three_masters_and_one_worker_
         jobs = await asyncio.gather(*(client.embed("echo", f"t{i}", idempotency_key=f"k{i}")
                                       for i in range(60)))
         results = await asyncio.gather(*(job.result(timeout=30) for job in jobs))
+        pools = await collect(client.redis, config)  # what `switchyard status` shows
     assert [r.echo for r in results] == [[f"t{i}"] for i in range(60)]  # type: ignore[union-attr]
     assert len({job.id.split(".")[1] for job in jobs}) == 3  # every partition took some
+    shown = {s.partition: s.node for s in pools[0].streams}
+    assert shown == {n: f"127.0.0.1:{redis_cluster.master_of(k.stream('standard')).port}"
+                     for n, k in enumerate(keys)}
+    assert "127.0.0.1:" in render(pools).splitlines()[1]
 
 
 @pytest.mark.parametrize("broker", ["cluster"], indirect=True)
@@ -75,3 +82,17 @@ async def test_a_durable_enqueue_on_a_cluster_without_aof_is_refused(
         with pytest.raises(DurabilityUnavailable, match="appendonly no"):
             await client.embed("echo", "x", durable=True)
     assert not await aredis.exists(Keys(prefix).partition("echo", 0).stream("standard"))
+
+
+async def test_a_durable_enqueue_on_a_cluster_without_replicas_is_not_confirmed(
+    tmp_path: Path, prefix: str
+) -> None:
+    """WAIT 1 is what makes a durable job survive its master: with no replica to
+    acknowledge it, the caller is told at once, before anything is enqueued."""
+    with RedisCluster(tmp_path / "c", masters=1, replicas=0, aof=True,
+                      appendfsync="always") as cluster:
+        async with AsyncClient(make_config(prefix), redis_url=cluster.url) as client:
+            with pytest.raises(DurabilityUnavailable, match="no replica connected"):
+                await client.embed("echo", "x", durable=True)
+            job = await client.embed("echo", "y")  # not durable: admitted as ever
+            assert await job.status() == "queued"

@@ -18,6 +18,8 @@ from switchyard.workers import build_engine
 from switchyard.workers.engines.bridge import BridgeEngine
 from tests.conftest import StartWorker
 
+pytestmark = pytest.mark.cluster
+
 USER = [{"role": "user", "content": "tell me about queues"}]
 
 
