@@ -194,8 +194,11 @@ class Scripts:
         pipe: Pipeline = nodes.for_key(calls[0][1][0]).pipeline(transaction=False)
         for name, keys, args in calls:
             pipe.evalsha(scripts[name].sha, len(keys), *keys, *args)
-        pipe.execute_command("WAIT", 1, wait_ms)
-        pipe.execute_command("WAITAOF", 1, 0, wait_ms)
+        # each wait within 2/5 of the budget: a replica that does not answer is reported as
+        # such (DurabilityUnavailable) before the caller's own timeout fires
+        budget = max(1, wait_ms * 2 // 5)
+        pipe.execute_command("WAIT", 1, budget)
+        pipe.execute_command("WAITAOF", 1, 0, budget)
         try:
             replies = list(await pipe.execute(raise_on_error=False))
         except NODE_FAILURES:

@@ -151,6 +151,13 @@ class RedisCluster:
                         return next(n for n in self.nodes if n.port == port)
         raise SwitchyardError(f"no live node knows the master of {key!r}")
 
+    def replica_of(self, master: RedisServer) -> RedisServer:
+        """A replica of ``master`` (its first, as the master reports them)."""
+        with redis.Redis(port=master.port, socket_timeout=1) as client:
+            info = client.info("replication")
+        port = int(info["slave0"]["port"])
+        return next(n for n in self.nodes if n.port == port)
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()

@@ -21,7 +21,7 @@ import pytest
 
 from switchyard.broker import Keys
 from switchyard.broker.config import load_config
-from switchyard.broker.errors import BrokerError
+from switchyard.broker.errors import BrokerError, DurabilityUnavailable
 from switchyard.broker.schemas import EmbedResult
 from switchyard.dispatcher import AsyncClient
 from switchyard.dispatcher.errors import AdmissionRejected, JobFailed, JobNotFound
@@ -135,3 +135,27 @@ async def test_a_killed_master_fails_over_and_no_admitted_durable_job_is_lost(
 
 def _count(outcomes: list[str]) -> dict[str, int]:
     return {o: outcomes.count(o) for o in sorted(set(outcomes))}
+
+
+async def test_a_durable_job_whose_replica_does_not_answer_is_reported_within_the_timeout(
+    cluster: RedisCluster, tmp_path: Path
+) -> None:
+    """A replica that hangs (SIGSTOP; still counted as connected) does not leave the
+    caller to its own timeout: WAIT gives up first, and the caller is told why."""
+    path = tmp_path / "switchyard.toml"
+    path.write_text(CONFIG.format(prefix="r" + os.urandom(3).hex()))
+    config = load_config(path)
+    master = cluster.master_of(Keys(config.redis.prefix).partition("echo", 0).stream("batch"))
+    replica = cluster.replica_of(master)
+    async with AsyncClient(config, redis_url=cluster.url) as client:
+        await client.embed("echo", "warm", durable=True)  # probe and scripts, replica up
+        assert replica.process is not None
+        os.kill(replica.process.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(DurabilityUnavailable, match="no replica confirmed"):
+                while True:  # (round robin: until a job lands on partition 0)
+                    await client.embed("echo", "x", durable=True)
+            assert time.monotonic() - started < config.redis.timeout_s
+        finally:
+            os.kill(replica.process.pid, signal.SIGCONT)
