@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pydantic import ByteSize
 
-from switchyard.broker import heap
+from switchyard.broker import heap, logs
 from switchyard.broker.config import load_config
 from switchyard.broker.locate import redis_url as resolve_redis_url
 from switchyard.broker.settings import RedisSettings
@@ -75,14 +75,25 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--metrics-port", type=_port, help="serve Prometheus metrics on this port")
     p.add_argument("--metrics-host", default="127.0.0.1",
                    help="address metrics listen on (default 127.0.0.1; 0.0.0.0 in a container)")
-    p.set_defaults(handler=lambda ns: serve(WorkerOptions(
-        ns.pool, ns.config, ns.device, ns.redis_url, _budget(ns.memory_budget),
-        ns.metrics_port, ns.metrics_host)))
+    logs.add_argument(p)
+    p.set_defaults(handler=_worker)
     w = sub.add_parser("watchdog", help="re-queue the work of dead or hung workers "
                        "(several may run at once)")
     w.add_argument("--config", help="TOML config file (default: $SWITCHYARD_CONFIG, builtin)")
     w.add_argument("--redis-url", help="overrides [redis] url")
-    w.set_defaults(handler=lambda ns: watch(ns.config, ns.redis_url))
+    logs.add_argument(w)
+    w.set_defaults(handler=_watchdog)
+
+
+def _worker(ns: argparse.Namespace) -> int:
+    logs.configure(ns.log_format)
+    return serve(WorkerOptions(ns.pool, ns.config, ns.device, ns.redis_url,
+                               _budget(ns.memory_budget), ns.metrics_port, ns.metrics_host))
+
+
+def _watchdog(ns: argparse.Namespace) -> int:
+    logs.configure(ns.log_format)
+    return watch(ns.config, ns.redis_url)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,7 +136,7 @@ def _budget(text: str | None) -> int | None:
 
 def watch(config_path: str | None, redis_url: str | None) -> int:
     """Run a watchdog until SIGTERM or SIGINT."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logs.configure()
     return asyncio.run(_watch(config_path, redis_url))
 
 
@@ -154,7 +165,7 @@ DEVICE_LOST_EXIT = 75
 def serve(options: WorkerOptions) -> int:
     """Run a worker until SIGTERM or SIGINT, then drain and exit 0 (75 when its device is
     lost, for the supervisor to restart it)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logs.configure()
     if options.device == "all":
         return _serve_all(options, gpu_devices())
     try:

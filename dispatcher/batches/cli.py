@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from switchyard.broker import logs
 from switchyard.dispatcher.batches.errors import BatchError
 
 __all__ = ["add_parser"]
@@ -34,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     w.add_argument("--config", help="TOML config file (default: $SWITCHYARD_CONFIG, builtin)")
     w.add_argument("--redis-url", help="overrides [redis] url")
     w.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    logs.add_argument(w)
     w.set_defaults(handler=_worker)
     b = sub.add_parser("batch", help="submit, watch, fetch and cancel batches (via a gateway)")
     b.add_argument("--base-url", help=f"the gateway (default: ${BASE_URL_ENV}, else "
@@ -60,6 +62,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def _worker(ns: argparse.Namespace) -> int:
     from switchyard.dispatcher.batches.worker import serve
 
+    logs.configure(ns.log_format)
     return serve(ns.config, ns.redis_url, ns.burst)
 
 

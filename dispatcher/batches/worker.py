@@ -23,6 +23,7 @@ from typing import Any
 import redis
 from rq import Queue, Retry, SimpleWorker
 
+from switchyard.broker import logs
 from switchyard.broker.config import SwitchyardConfig, load_config
 from switchyard.broker.errors import ConfigError
 from switchyard.broker.keys import Keys
@@ -77,7 +78,7 @@ def enqueue_batch(queue: Queue, config: SwitchyardConfig, batch_id: str) -> None
 
 def serve(config_path: str | None, redis_url: str | None, burst: bool = False) -> int:
     """Run a batch worker until SIGTERM (``burst``: until the queue is empty)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logs.configure()
     if config_path:
         os.environ["SWITCHYARD_CONFIG"] = os.path.abspath(config_path)
     config = load_config()

@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from switchyard.broker import heap
+from switchyard.broker import heap, logs
 from switchyard.broker.apikeys import ApiKeyStore
 from switchyard.broker.config import SwitchyardConfig, load_config
 from switchyard.broker.errors import SwitchyardError
@@ -66,7 +66,8 @@ def from_environment() -> Starlette:
     its request log on stderr, one line a request."""
     if not log.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logs.formatter() if logs.log_format() == "json" else
+                             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
@@ -219,4 +220,6 @@ class _Observed:
             timer = self._timed[route] = self.metrics.latency.labels(route)
         timer.observe(elapsed)
         log.info("%s %s %d tenant=%s model=%s job=%s %.1fms", scope["method"], route, status,
-                 tenant, state.get("model", "-"), job or "-", elapsed * 1000)
+                 tenant, state.get("model", "-"), job or "-", elapsed * 1000,
+                 extra={"job_id": job or None, "tenant": tenant, "outcome": status,
+                        "timings": {"total_ms": round(elapsed * 1000, 1)}})

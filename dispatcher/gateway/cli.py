@@ -11,6 +11,7 @@ import os
 import re
 import time
 
+from switchyard.broker import logs
 from switchyard.broker.apikeys import ApiKey, ApiKeyStore
 from switchyard.broker.config import SwitchyardConfig, load_config
 from switchyard.broker.errors import ConfigError, SwitchyardError
@@ -30,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     g.add_argument("--port", type=int, help="overrides [gateway] port (default 8080)")
     g.add_argument("--workers", type=int, help="overrides [gateway] workers (processes)")
     g.add_argument("--redis-url", help="overrides [redis] url")
+    logs.add_argument(g)
     g.set_defaults(handler=serve)
     k = sub.add_parser("keys", help="the gateway's API keys (stored as SHA-256 digests)")
     kinds = k.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -67,17 +69,21 @@ def serve(ns: argparse.Namespace) -> int:
     url = resolve_redis_url(config, ns.redis_url)
     try:
         import uvicorn
+        from uvicorn.config import LOGGING_CONFIG
 
         from switchyard.dispatcher.gateway.app import REDIS_URL_ENV
     except ImportError as exc:
         raise ConfigError("the gateway needs its extra: pip install 'switchyard[gateway]' "
                           f"({exc.name} is missing)") from None
     os.environ[REDIS_URL_ENV] = url
+    json_logs = logs.configure(ns.log_format) == "json"  # (exported to uvicorn's processes)
     asyncio.run(_check_keys(config, url))
     settings = config.gateway
     uvicorn.run("switchyard.dispatcher.gateway.app:from_environment", factory=True,
                 host=settings.host, port=settings.port, workers=settings.workers,
                 loop="uvloop", http="httptools", access_log=False, log_level="info",
+                # JSON: uvicorn's own lines go through the root logger's JSON handler
+                log_config=None if json_logs else LOGGING_CONFIG,
                 timeout_graceful_shutdown=int(settings.shutdown_grace_s))
     return 0
 

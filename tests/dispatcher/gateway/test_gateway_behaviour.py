@@ -164,3 +164,21 @@ def test_the_gateway_refuses_to_start_without_keys(stack: Stack, tmp_path: Path)
     with GatewayProcess(stack.redis_url, bare) as open_gateway:
         models = httpx.get(f"{open_gateway.url}/v1/models")
         assert models.status_code == 200
+
+
+def test_a_gateway_with_json_logs_writes_a_json_line_per_request(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Its request line carries the job id and tenant as fields (what a log search joins
+    on), and the key appears nowhere in the log."""
+    log = tmp_path / "gateway.log"
+    with GatewayProcess(stack.redis_url, stack.config_path, log=log,
+                        env={"SWITCHYARD_LOG_FORMAT": "json"}) as gateway:
+        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=KEY_ALPHA)
+        client.embeddings.create(model="echo", input="hi")
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    request = next(line for line in lines if line.get("job_id"))
+    assert request["tenant"] == "alpha" and request["outcome"] == 200
+    assert request["job_id"].startswith("echo.") and "total_ms" in request["timings"]
+    assert any(line["logger"].startswith("uvicorn") for line in lines)  # its own lines too
+    assert KEY_ALPHA not in log.read_text()
