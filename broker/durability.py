@@ -56,6 +56,12 @@ class DurabilityProbe:
             self._checked = time.monotonic()
         return self._mode
 
+    async def waits(self) -> bool:
+        """Whether a durable write needs a wait after it, on its own connection: WAITAOF
+        (Redis 7.2+), or on a cluster WAIT 1 for a replica (and WAITAOF where there is
+        one). Raises :class:`DurabilityUnavailable` where no durable write can be made."""
+        return await self.mode() == "waitaof" or is_cluster(self.redis)
+
     async def _find(self) -> FsyncMode:
         if not is_cluster(self.redis):
             return await self._find_on(None)

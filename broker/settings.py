@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import hiredis
 import redis
@@ -118,13 +118,11 @@ class RedisSettings:
 
     def _connect_cluster(self, max_connections: int, connect_timeout_s: float,
                          socket_timeout_s: float) -> aioredis.Redis:
-        parts = self._first_node()
         client = aioredis.RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in self.nodes],
-            username=_unquoted(parts.username), password=_unquoted(parts.password),
-            ssl=self.scheme.startswith("rediss"), max_connections=max_connections,
+            max_connections=max_connections,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
-            **self._options(connect_timeout_s, socket_timeout_s))
+            **self._cluster_options(connect_timeout_s, socket_timeout_s))
         # Every node's connections pack with hiredis, as a single server's do: the nodes
         # known now and those the client discovers later.
         manager = client.nodes_manager
@@ -141,22 +139,23 @@ class RedisSettings:
         single connection skips the pool's per-command checks). For a cluster: a
         ``redis.RedisCluster`` (typed as ``redis.Redis``), one connection per node."""
         if self.cluster:
-            parts = self._first_node()
             return cast(redis.Redis, redis.RedisCluster(
                 startup_nodes=[SyncClusterNode(host, port)  # type: ignore[no-untyped-call]
                                for host, port in self.nodes],
-                username=_unquoted(parts.username), password=_unquoted(parts.password),
-                ssl=self.scheme.startswith("rediss"),
-                **self._options(connect_timeout_s, socket_timeout_s)))
+                **self._cluster_options(connect_timeout_s, socket_timeout_s)))
         pool = redis.ConnectionPool.from_url(
             self.url, max_connections=1, command_packer=_HiredisPacker(),
             **self._options(connect_timeout_s, socket_timeout_s))
         pool.connection_class = _PACKED_SYNC.get(pool.connection_class, pool.connection_class)
         return redis.Redis(connection_pool=pool, single_connection_client=True)
 
-    def _first_node(self) -> SplitResult:
-        """The URL as if it named its first node only (for its credentials)."""
-        return urlsplit(self.url.replace("+cluster", "", 1).split(",", 1)[0])
+    def _cluster_options(self, connect_timeout_s: float, socket_timeout_s: float
+                         ) -> dict[str, Any]:
+        """:meth:`_options`, with the credentials and TLS the cluster URL names."""
+        first = urlsplit(self.url.replace("+cluster", "", 1).split(",", 1)[0])
+        return {"username": _unquoted(first.username), "password": _unquoted(first.password),
+                "ssl": self.scheme.startswith("rediss"),
+                **self._options(connect_timeout_s, socket_timeout_s)}
 
     def _options(self, connect_timeout_s: float, socket_timeout_s: float) -> dict[str, Any]:
         return {

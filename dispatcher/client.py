@@ -427,9 +427,7 @@ class AsyncClient:
         idempotency_key: str | None, job_id: str | None = None,
     ) -> tuple[Verdict, AsyncJob[R] | None]:
         """One admission attempt on one pool: (verdict, the job's handle if admitted)."""
-        # (on a cluster a durable job also waits for a replica: see Scripts.pipeline_fsynced)
-        fsync = job.durable and (await self._durability.mode() == "waitaof"
-                                 or self.settings.cluster)
+        fsync = job.durable and await self._durability.waits()
         entry = self._entry(pool_name, job, spill, idempotency_key, job_id, fsync)
         waiter, deltas = self.replies.expect(entry.job_id, entry.reply,
                                              deltas=wants_deltas(job.request))

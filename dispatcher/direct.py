@@ -45,6 +45,8 @@ class Direct:
         self._opened: list[redis.Redis] = []
         self._lock = threading.Lock()
         self._ids = JobIdSource()  # its own: the loop's thread draws from the client's
+        self._off = client.settings.cluster
+        """On a cluster (one connection per thread cannot follow slots): always None."""
 
     def _redis(self) -> redis.Redis:
         """The calling thread's connection (opened on its first call)."""
@@ -62,7 +64,7 @@ class Direct:
         """The admitted job's handle; None when the async path must take the call. Raises
         what the async path would: ``InvalidRequest``, ``AdmissionRejected``,
         ``BrokerUnavailable``."""
-        if self._client.settings.cluster:  # (one connection per thread cannot follow slots)
+        if self._off:
             return None
         planned = self._client.direct_plan(job, max_retries, self._ids)
         sha = self._client.scripts.sha("enqueue")
