@@ -5,12 +5,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+APT := $(if $(filter 0,$(shell id -u)),apt-get,sudo -n apt-get)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: up test lint bench clean
+.PHONY: up test lint bench clean prometheus-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +38,17 @@ lint: $(VENV)/.installed-test
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-test: lint
+# The real Prometheus tools the monitoring tests run (prometheus, promtool): Debian's
+# package, installed where missing. Under CI=true a failed install fails the target.
+prometheus-tools:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
+	  { $(APT) install -y -q --no-install-recommends prometheus >/dev/null 2>&1 || \
+	    { $(APT) update -q >/dev/null 2>&1 && \
+	      $(APT) install -y -q --no-install-recommends prometheus >/dev/null 2>&1; }; } || \
+	  { if [ "$$CI" = "true" ]; then echo "could not install prometheus (apt-get)"; exit 1; \
+	    else echo "warning: prometheus/promtool missing: their tests will be skipped"; fi; }
+
+test: lint prometheus-tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-up

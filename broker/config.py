@@ -26,6 +26,7 @@ from switchyard.broker.confbase import Seconds, Strict
 from switchyard.broker.errors import ConfigError
 from switchyard.broker.gateway_config import GatewayConfig
 from switchyard.broker.keys import POOL_NAME, TENANT_NAME
+from switchyard.broker.monitoring_config import MonitoringConfig
 from switchyard.broker.provider_config import BridgeConfig, ProviderConfig, TargetConfig
 from switchyard.broker.served_config import ServedConfig
 
@@ -41,6 +42,7 @@ __all__ = [
     "JobsConfig",
     "LimitsConfig",
     "ModelConfig",
+    "MonitoringConfig",
     "PoolConfig",
     "ProviderConfig",
     "RedisConfig",
@@ -339,6 +341,7 @@ class SwitchyardConfig(Strict):
     limits: LimitsConfig = LimitsConfig()
     gateway: GatewayConfig = GatewayConfig()
     batch: BatchConfig = BatchConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     pools: dict[str, PoolConfig] = Field(default_factory=_default_pools)
     models: dict[str, ModelConfig] = Field(default_factory=_default_models)
     providers: dict[str, ProviderConfig] = Field(default_factory=_default_providers)

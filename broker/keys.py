@@ -8,7 +8,9 @@ of one partition lands on one Redis Cluster slot)::
                                     died or hung, failed them, or handed them back; read
                                     before the priority stream (consumer group ``workers``)
     sy:{pool.N}:dead                dead-letter stream
-    sy:{pool.N}:drain:<priority>    drain-rate window of one priority stream (hash)
+    sy:{pool.N}:drain:<priority>    drain-rate window of one priority stream, and the
+                                    scripts' counters for the exporter (hash; see
+                                    ``broker/stats.py``)
     sy:{pool.N}:held                jobs workers prefetched and have not started
                                     (zset: job id -> ms held); see ``lua/hold.lua``
     sy:{pool.N}:job:<job id>        job record: state, outcome, stream entry (hash, TTL)

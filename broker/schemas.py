@@ -22,6 +22,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SEED_RANGE",
     "TERMINAL_STATES",
+    "TRACEPARENT",
     "ChatMessage",
     "ChatRequest",
     "ChatResult",
@@ -41,6 +42,8 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+TRACEPARENT = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+"""A W3C trace context ``traceparent``: version, trace id, parent id, flags."""
 
 Priority = Literal["interactive", "standard", "batch"]
 PRIORITIES: tuple[Priority, ...] = ("interactive", "standard", "batch")
@@ -144,6 +147,9 @@ class JobEnvelope(_Wire):
     tenant: str | None = None
     attempts: int = 0
     request: JobRequest
+    trace: Annotated[str, Field(pattern=TRACEPARENT)] | None = None
+    """The W3C ``traceparent`` of the request that made the job (the gateway's), so its
+    log lines can be joined with the worker's."""
 
 
 class Usage(_Wire):

@@ -466,12 +466,12 @@ class AsyncClient:
         envelope = JobEnvelope.built(
             v=1, id=job_id, model=job.model, priority=job.priority, created_ms=created,
             deadline_ms=None if deadline_s is None else created + int(deadline_s * 1000),
-            tenant=tenant, attempts=0, request=job.request)
+            tenant=tenant, attempts=0, request=job.request, trace=job.trace)
         entry = Enqueue(
             policy, reply, keys.job(job_id), idempotency_key, job_id,
             envelope.model_dump_json(),
             int(self.config.jobs.idempotency_ttl_s * 1000) if idempotency_key else 0,
-            spill, request_tokens(job.request) if policy.tenant else 0,
+            spill, request_tokens(job.request),
             0 if deadline_s is None else max(1, int(deadline_s * 1000)), job.tenant, fsync,
             group)
         if policy.tenant and policy.tenant.tpm and entry.tokens > policy.tenant.tpm:

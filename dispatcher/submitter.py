@@ -65,6 +65,8 @@ class Submission:
     idempotency_key: str | None
     tenant: str | None
     durable: bool = False
+    trace: str | None = None
+    """A W3C ``traceparent`` the job's envelope carries (see ``JobEnvelope.trace``)."""
 
 
 _Pending = tuple[Enqueue, "asyncio.Future[object]"]

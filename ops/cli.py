@@ -13,7 +13,7 @@ from switchyard.broker.locate import DEFAULT_STATE_DIR, STATE_DIR_ENV
 from switchyard.dispatcher import cli as dispatcher_cli
 from switchyard.dispatcher.batches import cli as batches_cli
 from switchyard.dispatcher.gateway import cli as gateway_cli
-from switchyard.ops import acl, dlq, fake_engine, fake_provider
+from switchyard.ops import acl, alerts, dashboards, dlq, exporter, fake_engine, fake_provider, top
 from switchyard.ops import status as status_cli
 from switchyard.ops.bench import cli as bench_cli
 from switchyard.ops.stack import UpOptions, up
@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     gateway_cli.add_parser(sub)
     batches_cli.add_parser(sub)
     status_cli.add_parser(sub)
+    exporter.add_parser(sub)
+    alerts.add_parser(sub)
+    dashboards.add_parser(sub)
+    top.add_parser(sub)
     dlq.add_parser(sub)
     acl.add_parser(sub)
     bench_cli.add_parser(sub)

@@ -22,7 +22,8 @@ from switchyard.ops.redis_server import free_port
 from switchyard.workers.cli import worker_command
 from switchyard.workers.supervisor import stop_process
 
-__all__ = ["BatchWorkerProcess", "GatewayProcess", "WorkerProcess"]
+__all__ = ["BatchWorkerProcess", "ExporterProcess", "GatewayProcess", "PrometheusProcess",
+           "WorkerProcess"]
 
 
 class _Child:
@@ -52,17 +53,37 @@ class _Child:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    def _serve(self, args: list[str], ready_url: str, what: str, timeout_s: float,
+               env: dict[str, str] | None = None) -> Self:
+        """Start ``args``, logging to :attr:`log`, and wait until ``ready_url`` answers 200."""
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
+                                            env={**os.environ, **(env or {})})
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if httpx.get(ready_url, timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise self._failed(what)
+            time.sleep(0.05)
+
 
 class WorkerProcess(_Child):
     """One `switchyard worker` child, stopped by its PID (SIGTERM: drain, then exit)."""
 
     def __init__(self, pool: str, redis_url: str, config_path: Path, config: SwitchyardConfig,
-                 *, log: Path | None = None) -> None:
+                 *, log: Path | None = None, metrics_port: int | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.pool = pool
         self.redis_url = redis_url
         self.config = config
         self.log = log or config_path.with_name(f"worker-{pool}.log")
-        self.args = worker_command(pool, config=config_path, redis_url=redis_url)
+        self.args = worker_command(pool, config=config_path, redis_url=redis_url,
+                                   metrics_port=metrics_port)
+        self.env = env
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 120.0) -> Self:
@@ -72,7 +93,8 @@ class WorkerProcess(_Child):
     def launch(self) -> Self:
         """Start the worker without waiting for it."""
         with self.log.open("ab") as out:
-            self.process = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT,
+                                            env={**os.environ, **(self.env or {})})
         return self
 
     def wait_ready(self, timeout_s: float = 120.0) -> Self:
@@ -120,19 +142,38 @@ class GatewayProcess(_Child):
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 60.0) -> Self:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT,
-                                            env={**os.environ, **(self.env or {})})
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise self._failed("the gateway")
-            time.sleep(0.05)
+        return self._serve(self.args, f"{self.url}/healthz", "the gateway", timeout_s, self.env)
+
+
+class ExporterProcess(_Child):
+    """One `switchyard exporter` child on a free port, ready once ``/metrics`` answers."""
+
+    def __init__(self, redis_url: str, config_path: Path, *, port: int | None = None,
+                 log: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log or config_path.with_name(f"exporter-{self.port}.log")
+        self.args = [sys.executable, "-m", "switchyard.ops", "exporter", "--config",
+                     str(config_path), "--redis-url", redis_url, "--port", str(self.port)]
+
+    def start(self, timeout_s: float = 60.0) -> Self:
+        return self._serve(self.args, f"{self.url}/metrics", "the exporter", timeout_s)
+
+
+class PrometheusProcess(_Child):
+    """A real ``prometheus`` server (Debian's package) on a free port, its data in
+    ``folder``; ready once ``/-/ready`` answers."""
+
+    def __init__(self, config_file: Path, folder: Path, *, binary: str = "prometheus") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = folder / "prometheus.log"
+        self.args = [binary, f"--config.file={config_file}",
+                     f"--storage.tsdb.path={folder / 'data'}",
+                     f"--web.listen-address=127.0.0.1:{self.port}"]
+
+    def start(self, timeout_s: float = 60.0) -> Self:
+        return self._serve(self.args, f"{self.url}/-/ready", "prometheus", timeout_s)
 
 
 class BatchWorkerProcess(_Child):

@@ -209,5 +209,5 @@ def _banner(config: SwitchyardConfig, url: str, state_dir: Path,
         # the CLI finds the file from this folder, or from anywhere by the variable
         print(f"  first:   export {STATE_DIR_ENV}={state_dir.resolve()}", flush=True)
     print(f"  submit:  switchyard submit embed --model {model}{flag} \"hello\"", flush=True)
-    print(f"  status:  switchyard status{flag}", flush=True)
+    print(f"  status:  switchyard status{flag}    live: switchyard top{flag}", flush=True)
     print("  Ctrl-C stops everything.", flush=True)

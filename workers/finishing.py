@@ -4,7 +4,9 @@ Outputs that are not outcomes go first: ``Released`` jobs (the engine could not 
 them) are handed back to the queue with no attempt spent, ``Crashed`` ones re-queued with
 attempts + 1 (dead-lettered past the limit). The rest are written (``complete``: outcome,
 reply, ack; first result wins), after every delta they streamed has landed, and counted,
-off the callers' latency.
+off the callers' latency. With JSON logs (``--log-format json``) each finished job gets
+a line on the ``switchyard.jobs`` logger: job id, tenant, pool, priority, outcome, its
+timings and the trace parent the gateway gave it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import redis.asyncio as aioredis
 
 from switchyard.broker.keys import Keys
 from switchyard.broker.retry import until_done
-from switchyard.broker.schemas import ErrorInfo
+from switchyard.broker.schemas import ErrorInfo, now_ms
 from switchyard.workers.deltas import DeltaPublisher
 from switchyard.workers.engines.base import Engine, EngineOutput, Released
 from switchyard.workers.execute import Crashed
@@ -31,6 +33,7 @@ from switchyard.workers.spend import record_spend
 __all__ = ["Finisher", "Starting", "WorkerStats"]
 
 log = logging.getLogger(__name__)
+jobs_log = logging.getLogger("switchyard.jobs")
 
 Starting = asyncio.Task[dict[int, str]] | Literal["with"] | None
 """A batch's ``start`` as its finish sees it: still in flight (the task); not sent, so
@@ -59,9 +62,13 @@ class Finisher:
     engine: Engine
     redis: aioredis.Redis
     keys: Keys
+    job_lines: bool = False
+    """One log line a finished job (JSON logs only: see the module doc)."""
 
     async def finish(self, run: Sequence[Pulled], outputs: Sequence[EngineOutput],
-                     starting: Starting = None) -> None:
+                     starting: Starting = None, began: int = 0) -> None:
+        """``began``: when the batch was taken up (epoch ms; 0: not known), the end of its
+        jobs' queue wait."""
         if self.deltas.busy:
             await self.deltas.drain()  # every streamed delta lands before its job's outcome
             self.deltas.forget([p.entry.job_id for p in run])
@@ -76,10 +83,10 @@ class Finisher:
             verdicts = await self.ledger.requeue([(p, o.message) for p, o in crashed])
             self.stats.dead_lettered += verdicts.count("dead")
         if run:
-            await self._complete(run, outputs, starting)
+            await self._complete(run, outputs, starting, began)
 
     async def _complete(self, run: Sequence[Pulled], outputs: Sequence[EngineOutput],
-                        starting: Starting) -> None:
+                        starting: Starting, began: int) -> None:
         items, failed = outcomes(run, outputs)
         # (not `+= await`: finishes run concurrently)
         finished = await self.ledger.finish(items, start=run if starting == "with" else ())
@@ -100,6 +107,10 @@ class Finisher:
         self.stats.failed += failed
         self.metrics.job("succeeded", len(items) - failed)
         self.metrics.job("failed", failed)
+        now = now_ms()
+        self.metrics.times.finished(run, began or now, now)
+        if self.job_lines:
+            _log_jobs(run, outputs, now)
         self.metrics.batch([p.cost_by(self.engine.cost) for p in run], outputs)
         if self.engine.name == "bridge":
             await until_done(lambda: record_spend(self.redis, self.keys, self.metrics, run,
@@ -111,6 +122,17 @@ class Finisher:
                         p.error)
         await self.ledger.finish(dead_letters(bad))
         self.stats.dead_lettered += len(bad)
+
+
+def _log_jobs(run: Sequence[Pulled], outputs: Sequence[EngineOutput], now: int) -> None:
+    for p, output in zip(run, outputs, strict=True):
+        envelope = p.envelope
+        outcome = output.code if isinstance(output, ErrorInfo) else "succeeded"
+        jobs_log.info("job %s %s", p.entry.job_id, outcome, extra={
+            "job_id": p.entry.job_id, "pool": p.keys.pool, "priority": p.priority,
+            "tenant": envelope and envelope.tenant, "outcome": outcome,
+            "traceparent": envelope and envelope.trace,
+            "timings": {"e2e_ms": now - p.admitted_ms()}})
 
 
 def _set_aside(run: Sequence[Pulled], outputs: Sequence[EngineOutput], kind: type[ErrorInfo]

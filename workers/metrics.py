@@ -15,13 +15,16 @@ Every worker owns its registry (no process-wide state); all series carry ``pool`
 - ``switchyard_duplicate_executions_total``: results dropped because their job already
   had one (it was re-queued while this worker ran it: first result wins);
 - ``switchyard_cost_usd_total{provider, tenant}``: what bridges spent;
+- ``switchyard_queue_wait_seconds{priority}``: admission to the start of the job's batch;
+  ``switchyard_job_seconds{priority}``: admission to its outcome (end to end); their
+  buckets hold the pool's wait targets, so an SLO's bucket is exact (``job_times.py``);
 - ``python_gc_collections_total{generation}`` and ``python_gc_objects_collected_total``:
   the process's garbage collector (see ``broker/heap.py``), unlabelled.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -34,6 +37,7 @@ from prometheus_client import (
 )
 
 from switchyard.broker.schemas import ChatResult
+from switchyard.workers.job_times import JobTimes
 from switchyard.workers.memory import MemoryReading
 
 __all__ = ["WorkerMetrics"]
@@ -45,7 +49,9 @@ _TTFT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class WorkerMetrics:
-    def __init__(self, pool: str, worker: str, device: str) -> None:
+    def __init__(self, pool: str, worker: str, device: str,
+                 targets: Iterable[float] = ()) -> None:
+        """``targets``: wait targets (seconds) to add to the wait histograms' buckets."""
         self.registry = CollectorRegistry()
         GCCollector(registry=self.registry)
         labels = {"pool": pool, "worker": worker, "device": device}
@@ -76,6 +82,8 @@ class WorkerMetrics:
         self._spend = Counter("switchyard_cost_usd", "USD spent at providers",
                               (*_LABELS, "provider", "tenant"), registry=self.registry)
         self._labels = labels
+        self.times = JobTimes(labels, targets)
+        self.registry.register(self.times)
         self._server: Any = None
 
     def batch(self, costs: Sequence[tuple[int, int]], outputs: Sequence[object]) -> None:

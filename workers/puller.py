@@ -76,6 +76,15 @@ class Pulled:
         self.reply_owned = self.keys.owns_reply(self.entry.reply)
         self.deadline = (self.envelope.deadline_ms or 0) if self.envelope is not None else 0
 
+    def admitted_ms(self) -> int:
+        """When the job was admitted (epoch ms): its entry's id, on Redis's clock; for an
+        entry of the retry lane (its id is when it was re-queued), the envelope's
+        ``created_ms`` (the client's clock)."""
+        if self.envelope is not None and self.entry.stream.startswith(
+                ":retry:", len(self.keys.base)):
+            return self.envelope.created_ms
+        return int(self.entry.entry_id.partition("-")[0])
+
     def cost_by(self, cost: Callable[[JobEnvelope], tuple[int, int]]) -> tuple[int, int]:
         if self.cost is None:
             assert self.envelope is not None

@@ -20,6 +20,7 @@ from typing import ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
 
+from switchyard.broker import logs
 from switchyard.broker.config import SwitchyardConfig
 from switchyard.broker.errors import REDIS_FAILURES
 from switchyard.broker.eviction import check_eviction_policy
@@ -63,6 +64,13 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
+def _wait_buckets(config: SwitchyardConfig, pool: str) -> list[float]:
+    """The pool's wait targets and the SLO's objective, as histogram buckets."""
+    t = config.pools[pool].wait_targets
+    return [v for v in (t.interactive, t.standard, t.batch,
+                        config.monitoring.objective(t.interactive)) if v]
+
+
 class Worker:
     def __init__(
         self,
@@ -96,7 +104,8 @@ class Worker:
                      else FixedBudget(0))
         self._budget = Budget(probe, settings.memory_target, settings.memory_margin)
         self._sizer = BatchSizer(engine, self._budget, settings.max_batch_tokens)
-        self.metrics = metrics or WorkerMetrics(pool, self.consumer, engine.device)
+        self.metrics = metrics or WorkerMetrics(pool, self.consumer, engine.device,
+                                                _wait_buckets(config, pool))
         self.charged = 0
         """Bytes the running batches are charged (engines that join: their cache)."""
         self._read_backoff = Backoff(first=0.1, most=0.5)
@@ -110,7 +119,7 @@ class Worker:
             self._deltas, self._out_of_memory, self._ran,
             per_hour=0.0 if engine.name == "bridge" else settings.cost_per_hour)
         self._finisher = Finisher(self._ledger, self._deltas, self.stats, self.metrics, engine,
-                                  redis, keys)
+                                  redis, keys, logs.log_format() == "json")
         self._heartbeat = Heartbeat(
             redis, keys.pool(pool), self.consumer, describe(engine.name, engine.device, settings),
             interval_s=config.worker.heartbeat_s, ttl_s=config.worker.heartbeat_ttl_s,
@@ -128,7 +137,8 @@ class Worker:
 
     def _vitals(self) -> dict[str, str]:
         """Memory and utilisation for the heartbeat (and the metrics), read now."""
-        engine = self.engine.vitals() if isinstance(self.engine, HasRoom) else {}
+        engine = dict(self.engine.vitals()) if isinstance(self.engine, HasRoom) else {}
+        engine["wait_p99_ms"] = self.metrics.times.recent_wait_p99_ms()  # (`switchyard top`)
         reading = self._sizer.vitals()
         if reading is None:
             return engine
@@ -311,6 +321,7 @@ class Worker:
         next batch.
         """
         begun: list[bool] = []
+        began = now_ms()  # (the jobs' queue wait ends here: counted when they finish)
 
         async def start() -> dict[int, str]:
             begun.append(True)
@@ -323,7 +334,8 @@ class Worker:
             run = [p for p in batch if verdicts[id(p)] == "run"]
             if not run:
                 return finishing
-            return await self._then_finish(finishing, run, await self._run_engine(run))
+            return await self._then_finish(finishing, run, await self._run_engine(run),
+                                           began=began)
         try:
             outputs = await self._run_engine(batch, starting)
         except BaseException:
@@ -331,8 +343,8 @@ class Worker:
             raise
         if not begun:  # answered without yielding (echo): start rides with the finish
             starting.cancel()
-            return await self._then_finish(finishing, batch, outputs, "with")
-        return await self._then_finish(finishing, batch, outputs, starting)
+            return await self._then_finish(finishing, batch, outputs, "with", began)
+        return await self._then_finish(finishing, batch, outputs, starting, began)
 
     async def _run_engine(self, run: Sequence[Pulled],
                           starting: asyncio.Task[dict[int, str]] | None = None
@@ -351,16 +363,18 @@ class Worker:
     async def _then_finish(
         self, previous: asyncio.Task[None] | None, run: Sequence[Pulled],
         outputs: Sequence[EngineOutput],
-        starting: Starting = None,
+        starting: Starting = None, began: int = 0,
     ) -> asyncio.Task[None] | None:
         """Finish ``run`` in the background after the finish before it (one in flight).
         ``starting``: the batch's ``start``, if still to be awaited; ``"with"``: none was
-        sent, so the finish starts the jobs itself, in its own round trip."""
+        sent, so the finish starts the jobs itself, in its own round trip. ``began``: when
+        the batch was taken up (epoch ms)."""
         if previous is not None:
             await previous
         if not run:
             return None
-        return asyncio.create_task(self._retry(self._finisher.finish, run, outputs, starting))
+        return asyncio.create_task(self._retry(self._finisher.finish, run, outputs, starting,
+                                               began))
 
     async def _shutdown(self, beating: asyncio.Task[None]) -> None:
         await self._puller.quiesce()

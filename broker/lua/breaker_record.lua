@@ -2,7 +2,8 @@
 -- when: a half-open probe fails; ARGV[5] failures in a row; or, over the current window
 -- of ARGV[2] ms with at least ARGV[3] calls, the failure rate reaches ARGV[4]; or at once
 -- on 'fatal' (a rejected API key). Each trip in a row doubles the open time, from ARGV[6]
--- ms up to ARGV[7] ms. A success while half-open closes it.
+-- ms up to ARGV[7] ms. A success while half-open closes it. 'tripped' counts the trips
+-- (for `switchyard exporter`), 'trips' those in a row.
 -- KEYS[1] the target's breaker hash
 -- ARGV[1] 'ok' | 'fail' | 'fatal'   ARGV[2] window ms   ARGV[3] min calls
 -- ARGV[4] failure rate   ARGV[5] consecutive failures   ARGV[6] open ms
@@ -35,6 +36,7 @@ else
     local open = math.min(tonumber(ARGV[6]) * 2 ^ (trips - 1), tonumber(ARGV[7]))
     state, consec, ws, calls, fails = 'open', 0, now, 0, 0
     redis.call('HSET', key, 'until', now + math.floor(open))
+    redis.call('HINCRBY', key, 'tripped', 1)  -- every trip, for the exporter
   end
 end
 redis.call('HSET', key, 'state', state, 'trips', trips, 'consec', consec, 'ws', ws,

@@ -4,7 +4,7 @@
 -- rate (jobs failed for want of a provider did not drain it). In dead-letter mode each
 -- entry is also copied, raw, to the dead-letter stream. A result for a job that already
 -- has one (it was re-queued while this worker still ran it) is a duplicate execution:
--- not delivered, counted in the drain hash's 'dup' field. All entries of one call share
+-- not delivered, counted in the drain hash's 'dup' field; the drained ones in its 'done'. All entries of one call share
 -- a stream, a reply stream and a tenant.
 -- KEYS[1] priority stream   KEYS[2] drain hash   KEYS[3] dead-letter stream
 -- KEYS[4] reply stream   KEYS[5] the tenant's jobs in flight (zset)
@@ -65,6 +65,7 @@ if #ids > 0 then
 end
 redis.call('PEXPIRE', reply, ARGV[3])
 if dups > 0 then redis.call('HINCRBY', KEYS[2], 'dup', dups) end
+if tonumber(ARGV[7]) > 0 then redis.call('HINCRBY', KEYS[2], 'done', ARGV[7]) end
 local d = redis.call('HMGET', KEYS[2], 'ws', 'n')
 local ws = tonumber(d[1])
 local count = (tonumber(d[2]) or 0) + tonumber(ARGV[7])

@@ -52,11 +52,20 @@
 --   | {'shed', backlog, total drain rate}
 --   | {'aged', depth, drain rate, oldest age ms}
 --   | {'tenant', 'rps'|'tpm'|'concurrent'|'share', retry after s ('': unknown)}
+-- Counted in the drain hash (KEYS[2]) for `switchyard exporter`, per call, not per job:
+-- 'c:<verdict>' ('c:tenant:<reason>' for a tenant's), the admitted ones in the writes the
+-- call makes anyway, the others one HINCRBY a kind; the jobs offered this minute (not
+-- duplicates) and their tokens, in a ring of 60 minutes: field 'm<i>' the minute (epoch
+-- minutes, i = minute mod 60), 'a<i>' the jobs, 't<i>' the tokens (ARGV's estimates),
+-- read with the drain window and written with the first write; 'cap' the cap in force
+-- where it is sized (ARGV[6]), when it changed (a fixed cap is the config's).
+-- ('at', the time of the last call, is no longer written: nothing read it.)
 -- Work per call is bounded whatever the data: at most 100 expired jobs and 100 stale
 -- tenants are cleared per call, and nothing reads a whole hash, set or stream.
 -- Admission honours maxmemory: on Redis 7 the script is flagged (a shebang without
--- allow-oom); on 6.2 its first write is a deny-oom command (the HSET below), so over
--- maxmemory it fails before writing anything. ARGV is checked before that write.
+-- allow-oom); on 6.2 its first write is a deny-oom command (the HSET of the arrivals,
+-- after the reads that size the cap), so over maxmemory it fails before writing anything.
+-- ARGV is checked before that write.
 ms(2)
 for _, i in ipairs({4, 5, 6, 8, 9}) do ms(i, 0) end  -- times, '0' for off (caps: any size)
 if not tonumber(ARGV[1]) or not tonumber(ARGV[7]) then error('enqueue: caps must be numbers') end
@@ -68,20 +77,34 @@ local pooled = ARGV[18] == '1'
 local tail = (pooled and 6 or 0) + (tenant ~= '' and 6 or 0)
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-redis.call('HSET', KEYS[2], 'at', now)  -- the first write, deny-oom (see above)
 local depth = redis.call('XLEN', KEYS[1])
 local base_depth = depth
 
-local function rate_of(key)  -- jobs/s drained: the last full window, else the current one
-  local d = redis.call('HMGET', key, 'rate', 'ws', 'n')  -- (from 100 ms on); 0 if idle 5 s
-  local age = now - (tonumber(d[2]) or 0)
+local function rate_in(d)  -- jobs/s drained: the last full window, else the current one
+  local age = now - (tonumber(d[2]) or 0)  -- (from 100 ms on); 0 if idle 5 s
   if age > 5000 then return 0 end
   local r = tonumber(d[1])
   if r then return r end
   return age >= 100 and (tonumber(d[3]) or 0) * 1000 / age or 0
 end
+local function rate_of(key)
+  return rate_in(redis.call('HMGET', key, 'rate', 'ws', 'n'))
+end
 
-local rate = rate_of(KEYS[2])
+-- This stream's drain hash: its window, the cap last written, and this minute's slot of the
+-- arrivals ring. (Numbers are turned into strings only where they must be: each costs a
+-- sprintf.)
+local minute = math.floor(now / 60000)
+local slot = tostring(minute % 60)
+local m_at, a_at, t_at = 'm' .. slot, 'a' .. slot, 't' .. slot
+local own = redis.call('HMGET', KEYS[2], 'rate', 'ws', 'n', 'cap', m_at, a_at, t_at)
+local rate = rate_in(own)
+local jobs = (#KEYS - 2 - tail) / per
+local offered_tokens = 0  -- (duplicates are taken off after the loop, the rare case)
+for i = 1, jobs do offered_tokens = offered_tokens + (tonumber(ARGV[21 + 4 * (i - 1)]) or 0) end
+local this_minute = tonumber(own[5]) == minute
+local arrived = (this_minute and tonumber(own[6]) or 0) + jobs
+local arrived_tokens = (this_minute and tonumber(own[7]) or 0) + offered_tokens
 local first = #KEYS - tail + 1  -- the partition's streams, then their drain hashes
 if wait_target > 0 then
   local total, higher, mine = 0, 0, false
@@ -93,6 +116,14 @@ if wait_target > 0 then
   rate = math.max(rate, total - higher)
   cap = math.min(cap, math.max(tonumber(ARGV[7]), math.floor(rate * wait_target / 1000)))
 end
+-- The first write, deny-oom (see above): the arrivals counted (a new minute's slot takes
+-- its minute), and the cap when it changed.
+if not this_minute then
+  redis.call('HSET', KEYS[2], m_at, minute, a_at, arrived, t_at, arrived_tokens)
+else
+  redis.call('HSET', KEYS[2], a_at, arrived, t_at, arrived_tokens)
+end
+if wait_target > 0 and tonumber(own[4]) ~= cap then redis.call('HSET', KEYS[2], 'cap', cap) end
 
 -- The predicted start of the next job here (see ARGV[5]): `ahead` grows as jobs are admitted.
 local function admitted_rate(key)  -- jobs/s admitted lately (see the end of this script)
@@ -232,10 +263,11 @@ end
 
 local out, drain = {}, nil
 local rate_s = rate > 0 and tostring(rate) or ''
-for i = 1, (#KEYS - 2 - tail) / per do
+for i = 1, jobs do
   local job_key, idem_key = KEYS[3 + per * (i - 1)], KEYS[4 + per * (i - 1)]
   local a = 19 + 4 * (i - 1)
-  local id, tokens = ARGV[a], tonumber(ARGV[a + 2])
+  local id = ARGV[a]
+  local tokens = tenant ~= '' and tonumber(ARGV[a + 2]) or 0  -- (a quota's only)
   local existing = per == 2 and redis.call('GET', idem_key)
   local reserved = existing and string.sub(existing, 1, 1) == '?'
   local quota = tenant ~= '' and not existing and not refused and over_quota(tokens)
@@ -257,7 +289,7 @@ for i = 1, (#KEYS - 2 - tail) / per do
     out[i] = aged
   elseif depth >= cap and not below then
     if not drain then
-      local d = redis.call('HMGET', KEYS[2], 'rate', 'ws', 'n')
+      local d = own  -- (its rate, ws and n, as read at the start: unchanged since)
       drain = {wait_target > 0 and tostring(rate) or d[1] or '0', d[2] or '0', d[3] or '0', now}
     end
     out[i] = {'rejected', depth, drain[1], drain[2], drain[3], drain[4], cap}
@@ -293,17 +325,40 @@ for i = 1, (#KEYS - 2 - tail) / per do
 end
 -- The admission window (admitted jobs/s, for the predictions of lower priorities):
 -- a rate per half second, like the drain window's per second.
+-- Its writes also count the admitted jobs ('c:admitted', for the exporter).
+local admitted = depth - base_depth
 if pooled then
-  local w = redis.call('HMGET', KEYS[2], 'aws', 'an')
-  local aws, an, admitted = tonumber(w[1]), tonumber(w[2]) or 0, depth - base_depth
+  local w = redis.call('HMGET', KEYS[2], 'aws', 'an', 'c:admitted')
+  local aws, an, counted = tonumber(w[1]), tonumber(w[2]) or 0, (tonumber(w[3]) or 0) + admitted
   if not aws or now - aws > 5000 then
-    redis.call('HSET', KEYS[2], 'aws', now, 'an', admitted)
+    redis.call('HSET', KEYS[2], 'aws', now, 'an', admitted, 'c:admitted', counted)
     redis.call('HDEL', KEYS[2], 'arate')
   elseif now - aws >= 500 then
     redis.call('HSET', KEYS[2], 'arate', string.format('%.3f', (an + admitted) * 1000 / (now - aws)),
-      'aws', now, 'an', 0)
+      'aws', now, 'an', 0, 'c:admitted', counted)
   elseif admitted > 0 then
-    redis.call('HSET', KEYS[2], 'an', an + admitted)
+    redis.call('HSET', KEYS[2], 'an', an + admitted, 'c:admitted', counted)
+  end
+elseif admitted > 0 then
+  redis.call('HINCRBY', KEYS[2], 'c:admitted', admitted)
+end
+-- The other verdicts, one HINCRBY a kind (most calls admit every job: none); duplicates
+-- were counted as arrivals, and are taken off.
+if admitted < jobs then
+  local counts, dups, dup_tokens = {}, 0, 0
+  for i = 1, jobs do
+    local v = out[i][1]
+    if v ~= 'admitted' then
+      if v == 'duplicate' or v == 'reserved' then
+        dups, dup_tokens = dups + 1, dup_tokens + (tonumber(ARGV[21 + 4 * (i - 1)]) or 0)
+      end
+      v = v == 'tenant' and 'c:tenant:' .. out[i][2] or 'c:' .. v
+      counts[v] = (counts[v] or 0) + 1
+    end
+  end
+  for v, n in pairs(counts) do redis.call('HINCRBY', KEYS[2], v, n) end
+  if dups > 0 then
+    redis.call('HSET', KEYS[2], a_at, arrived - dups, t_at, arrived_tokens - dup_tokens)
   end
 end
 if tenant ~= '' then

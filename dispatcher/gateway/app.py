@@ -222,4 +222,5 @@ class _Observed:
         log.info("%s %s %d tenant=%s model=%s job=%s %.1fms", scope["method"], route, status,
                  tenant, state.get("model", "-"), job or "-", elapsed * 1000,
                  extra={"job_id": job or None, "tenant": tenant, "outcome": status,
-                        "timings": {"total_ms": round(elapsed * 1000, 1)}})
+                        "timings": {"total_ms": round(elapsed * 1000, 1)},
+                        "traceparent": state.get("traceparent")})

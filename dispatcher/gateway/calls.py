@@ -7,14 +7,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from starlette.requests import Request
 
-from switchyard.broker.schemas import PRIORITIES, ChatResult, Priority
+from switchyard.broker.schemas import PRIORITIES, TRACEPARENT, ChatResult, Priority
 from switchyard.dispatcher.gateway.errors import (
     BadRequest,
     GatewayError,
@@ -24,6 +26,7 @@ from switchyard.dispatcher.gateway.errors import (
 from switchyard.dispatcher.gateway.openai_wire import ChatArgs
 from switchyard.dispatcher.gateway.state import Gateway
 from switchyard.dispatcher.jobs import AsyncJob
+from switchyard.dispatcher.submissions import chat_submission
 
 __all__ = [
     "Caller",
@@ -33,6 +36,7 @@ __all__ = [
     "cancel_in_background",
     "keepalive",
     "read_json",
+    "trace_of",
     "until_disconnected",
     "wants_async",
     "watch",
@@ -46,6 +50,24 @@ class Caller:
     tenant: str | None
     priority: Priority
     deadline_s: float | None
+    trace: str | None = None
+    """The request's W3C ``traceparent`` (see :func:`trace_of`)."""
+
+
+_TRACEPARENT = re.compile(TRACEPARENT)
+
+
+def trace_of(request: Request) -> str:
+    """The request's ``traceparent`` header when it is a valid W3C one (version 00, ids
+    not all zeros), else a new one; kept in the request's state for its log line."""
+    given = request.headers.get("traceparent", "").strip().lower()
+    if (_TRACEPARENT.match(given) and not given.startswith("ff")
+            and given[3:35] != "0" * 32 and given[36:52] != "0" * 16):
+        trace = given
+    else:
+        trace = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    request.state.traceparent = trace
+    return trace
 
 
 async def read_json(request: Request, limit: int) -> dict[str, Any]:
@@ -87,7 +109,7 @@ def caller(request: Request, tenant: str | None, tier: Priority | None,
         except ValueError:
             raise BadRequest("X-Switchyard-Deadline is a number of seconds",
                              "x-switchyard-deadline") from None
-    return Caller(tenant, priority, deadline)
+    return Caller(tenant, priority, deadline, trace_of(request))
 
 
 def wants_async(request: Request) -> bool:
@@ -167,10 +189,12 @@ async def admit_chat(gw: Gateway, request: Request, tenant: str | None, args: Ch
                      ) -> tuple[AsyncJob[ChatResult], Caller]:
     """The caller's chat job, admitted (never retried here: the caller's SDK retries)."""
     who = caller(request, tenant, args.tier, args.model)
-    job = await gw.client.chat(
-        args.model, args.messages, max_tokens=args.max_tokens, temperature=args.temperature,
-        top_p=args.top_p, stop=args.stop, seed=args.seed, stream=args.stream,
-        priority=who.priority, deadline_s=who.deadline_s, tenant=tenant, max_retries=0)
+    submission = chat_submission(
+        gw.config.limits, args.model, args.messages, max_tokens=args.max_tokens,
+        temperature=args.temperature, top_p=args.top_p, stop=args.stop, seed=args.seed,
+        stream=args.stream, priority=who.priority, deadline_s=who.deadline_s,
+        idempotency_key=None, tenant=tenant, durable=False)
+    job = await gw.client.submit(replace(submission, trace=who.trace), ChatResult, 0)
     return job, who
 
 

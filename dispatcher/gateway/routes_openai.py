@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
@@ -24,6 +25,7 @@ from switchyard.dispatcher.gateway.errors import GatewayError, openai_body
 from switchyard.dispatcher.gateway.jobs_view import respond
 from switchyard.dispatcher.gateway.state import Gateway, gateway_of, sse
 from switchyard.dispatcher.jobs import AsyncJob
+from switchyard.dispatcher.submissions import embed_submission
 
 __all__ = ["routes"]
 
@@ -73,8 +75,9 @@ async def embeddings(request: Request) -> Response:
     tenant = await gw.tenant(request)
     args = wire.embed_args(await read_json(request, gw.body_limit))
     who = caller(request, tenant, args.tier, args.model)
-    job = await gw.client.embed(args.model, args.texts, priority=who.priority,
-                                deadline_s=who.deadline_s, tenant=tenant, max_retries=0)
+    submission = embed_submission(gw.config.limits, args.model, args.texts, who.priority,
+                                  who.deadline_s, None, tenant, False)
+    job = await gw.client.submit(replace(submission, trace=who.trace), EmbedResult, 0)
 
     def render(result: EmbedResult) -> dict[str, Any]:
         return wire.embeddings(result, args.model, args.base64, args.dimensions)

@@ -3,10 +3,13 @@ validation gives, dumps the same JSON, and refuses a call that leaves a field ou
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from switchyard.broker.errors import EntryDecodeError
 from switchyard.broker.schemas import (
     EmbedRequest,
     EmbedResult,
@@ -15,20 +18,22 @@ from switchyard.broker.schemas import (
     JobState,
     ServedBy,
     Usage,
+    decode_envelope,
 )
 
 texts = st.lists(st.text(max_size=20), min_size=1, max_size=4)
 
 
 @given(texts, st.integers(0, 2**40), st.none() | st.integers(1, 2**40),
-       st.none() | st.text(max_size=8), st.sampled_from(["interactive", "standard", "batch"]))
+       st.none() | st.text(max_size=8), st.sampled_from(["interactive", "standard", "batch"]),
+       st.none() | st.from_regex(r"\A00-[0-9a-f]{32}-[0-9a-f]{16}-01\Z"))
 def test_built_equals_the_validated_model(inputs: list[str], created: int,
                                           deadline: int | None, tenant: str | None,
-                                          priority: str) -> None:
+                                          priority: str, trace: str | None) -> None:
     request = EmbedRequest.built(kind="embed", input=inputs)
     envelope = JobEnvelope.built(v=1, attempts=0, id="p.0.ab", model="m", priority=priority,
                                  created_ms=created, tenant=tenant, deadline_ms=deadline,
-                                 request=request)
+                                 request=request, trace=trace)
     checked = JobEnvelope.model_validate_json(envelope.model_dump_json())
     assert checked == envelope and checked.model_dump_json() == envelope.model_dump_json()
     result = EmbedResult.built(kind="embed", vectors=[[] for _ in inputs], dimensions=0,
@@ -42,6 +47,16 @@ def test_built_equals_the_validated_model(inputs: list[str], created: int,
     assert outcome.model_dump_json() == JobOutcome.model_construct(
         v=1, id="p.0.ab", state=JobState.SUCCEEDED, result=result, error=None,
         finished_ms=created).model_dump_json()
+
+
+def test_an_envelope_refuses_a_trace_that_is_not_a_w3c_traceparent() -> None:
+    good = {"id": "p.0.ab", "model": "m", "priority": "standard", "created_ms": 1,
+            "request": {"kind": "embed", "input": ["x"]}}
+    ok = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert decode_envelope(json.dumps({**good, "trace": ok})).trace == ok
+    for bad in ("00-xyz-b7ad6b7169203331-01", ok + "\n", "nope"):
+        with pytest.raises(EntryDecodeError, match="trace"):
+            decode_envelope(json.dumps({**good, "trace": bad}))
 
 
 def test_built_needs_every_field() -> None:

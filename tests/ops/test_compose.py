@@ -5,18 +5,25 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import compose
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_compose_file_is_valid() -> None:
+def compose_services() -> dict[str, Any]:
+    """docker-compose.yml's services as the Compose binary's `config` resolves them."""
     binary = Path(compose.__file__).parent / "docker-compose"
     out = subprocess.run([str(binary), "-f", str(ROOT / "docker-compose.yml"), "config",
                           "--format", "json"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    services = json.loads(out.stdout)["services"]
+    services: dict[str, Any] = json.loads(out.stdout)["services"]
+    return services
+
+
+def test_compose_file_is_valid() -> None:
+    services = compose_services()
     assert {"redis", "worker-minilm", "worker-echo", "worker-tiny-llama", "worker-cloud",
             "fake-provider", "watchdog"} <= set(services)
     assert "--appendonly" in services["redis"]["command"]
