@@ -13,7 +13,17 @@ from switchyard.broker.locate import DEFAULT_STATE_DIR, STATE_DIR_ENV
 from switchyard.dispatcher import cli as dispatcher_cli
 from switchyard.dispatcher.batches import cli as batches_cli
 from switchyard.dispatcher.gateway import cli as gateway_cli
-from switchyard.ops import acl, alerts, dashboards, dlq, exporter, fake_engine, fake_provider, top
+from switchyard.ops import (
+    acl,
+    alerts,
+    dashboards,
+    dlq,
+    exporter,
+    fake_engine,
+    fake_provider,
+    plan,
+    top,
+)
 from switchyard.ops import status as status_cli
 from switchyard.ops.bench import cli as bench_cli
 from switchyard.ops.stack import UpOptions, up
@@ -48,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     alerts.add_parser(sub)
     dashboards.add_parser(sub)
     top.add_parser(sub)
+    plan.add_parser(sub)
     dlq.add_parser(sub)
     acl.add_parser(sub)
     bench_cli.add_parser(sub)

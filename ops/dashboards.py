@@ -48,6 +48,9 @@ def _overview() -> list[dict[str, Any]]:
             (f"switchyard:queue_depth{{{P}}}", "{{pool}} depth"),
             (f"switchyard:drain_rate{{{P}}}", "{{pool}} drain/s")]),
         _panel("Live workers", [(f"switchyard_workers_alive{{{P}}}", "{{pool}}")], kind="stat"),
+        _panel("Workers: live and recommended (Erlang C, last minute's load)", [
+            (f"switchyard_workers_alive{{{P}}}", "{{pool}} live"),
+            (f"switchyard_recommended_workers{{{P}}}", "{{pool}} recommended")]),
         _panel("Gateway requests by status", [
             ("sum by (status) (rate(switchyard_gateway_requests_total[$__rate_interval]))",
              "{{status}}")], "reqps"),

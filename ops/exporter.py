@@ -14,7 +14,8 @@ Per pool, partition and priority (labels ``pool``, ``partition``, ``priority``):
   ``switchyard_arrivals_last_minute`` and ``switchyard_arrival_tokens_last_minute``).
 
 Per pool: ``switchyard_dead_letters`` (entries in its dead-letter streams),
-``switchyard_workers_alive``. Per provider target: ``switchyard_breaker_open`` (1 while
+``switchyard_workers_alive``, ``switchyard_recommended_workers`` (``ops/plan.py``, from
+the last full minute's arrivals). Per provider target: ``switchyard_breaker_open`` (1 while
 not closed), ``switchyard_breaker_trips_total``; per provider:
 ``switchyard_provider_pause_seconds`` (left of a pause it announced),
 ``switchyard_provider_spend_usd_total``; per tenant: ``switchyard_tenant_spend_usd_total``
@@ -47,6 +48,7 @@ from switchyard.broker.locate import redis_url as resolve_redis_url
 from switchyard.broker.schemas import PRIORITIES, now_ms
 from switchyard.broker.settings import RedisSettings, is_cluster
 from switchyard.broker.stats import StreamCounters, read_counters
+from switchyard.ops.plan import advice
 from switchyard.ops.status import PoolStatus, collect, spend
 
 __all__ = ["PlatformCollector", "Snapshot", "add_parser", "read_snapshot"]
@@ -145,8 +147,24 @@ def families(s: Snapshot, config: SwitchyardConfig) -> Iterator[Metric]:
         alive.add_metric([pool.pool], len(pool.workers))
     yield dead
     yield alive
+    yield _recommended(s, config)
     yield from _provider_families(s, config)
     yield from _redis_families(s)
+
+
+def _recommended(s: Snapshot, config: SwitchyardConfig) -> Metric:
+    """Workers each pool needs for the jobs offered in the last full minute (see
+    ``ops/plan.py``)."""
+    family = GaugeMetricFamily("switchyard_recommended_workers",
+                               "Workers the pool needs for the last full minute's load "
+                               "(Erlang C against its interactive wait target)",
+                               labels=["pool"])
+    minute = s.at_ms // 60_000 - 1
+    for pool in s.pools:
+        jobs = sum(m.jobs for (name, _, _), c in s.counters.items() if name == pool.pool
+                   for m in c.minutes if m.minute == minute)
+        family.add_metric([pool.pool], advice(config, pool, jobs / 60).recommended)
+    return family
 
 
 def _queue_families(s: Snapshot, config: SwitchyardConfig) -> Iterator[Metric]:

@@ -22,6 +22,8 @@ __all__ = ["RECENT", "WAIT_BUCKETS", "JobTimes", "Timed"]
 
 RECENT = 2048
 """Jobs whose waits :meth:`JobTimes.recent_wait_p99_ms` is taken over."""
+BATCHES = 256
+"""Batches :meth:`JobTimes.capacity` is measured over."""
 WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -49,12 +51,23 @@ class JobTimes(Collector):
         self._waits = {p: _Counts(self.bounds) for p in PRIORITIES}
         self._ends = {p: _Counts(self.bounds) for p in PRIORITIES}
         self._recent: deque[float] = deque(maxlen=RECENT)
+        self._busy: deque[tuple[int, int]] = deque(maxlen=BATCHES)
+        """(jobs, ms from taking the batch up to its finish) of the last batches."""
+
+    def capacity(self) -> str:
+        """Jobs a second this worker serves while busy, over its last ``BATCHES`` batches
+        ('' before its first): what the planner's live recommendation divides by."""
+        jobs = sum(j for j, _ in self._busy)
+        busy = sum(ms for _, ms in self._busy)
+        return f"{jobs * 1000 / max(busy, 1):.1f}" if self._busy else ""
 
     def finished(self, jobs: Iterable[Timed], began_ms: int, now_ms: int) -> None:
         """Jobs of one batch, taken up at ``began_ms`` and finished at ``now_ms``: their
         waits (admission to ``began_ms``) and end-to-end times (to ``now_ms``)."""
         bounds, recent, waits, ends = self.bounds, self._recent, self._waits, self._ends
+        count = 0
         for job in jobs:
+            count += 1
             admitted = job.admitted_ms()
             wait, total = (began_ms - admitted) / 1000, (now_ms - admitted) / 1000
             counts = waits[job.priority]
@@ -64,6 +77,7 @@ class JobTimes(Collector):
             counts = ends[job.priority]
             counts.buckets[bisect_left(bounds, total)] += 1
             counts.total += total
+        self._busy.append((count, now_ms - began_ms))
 
     def recent_wait_p99_ms(self) -> str:
         """The 99th percentile of the last ``RECENT`` jobs' waits, in ms ('' if none)."""

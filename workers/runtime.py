@@ -139,6 +139,7 @@ class Worker:
         """Memory and utilisation for the heartbeat (and the metrics), read now."""
         engine = dict(self.engine.vitals()) if isinstance(self.engine, HasRoom) else {}
         engine["wait_p99_ms"] = self.metrics.times.recent_wait_p99_ms()  # (`switchyard top`)
+        engine["capacity"] = self.metrics.times.capacity()  # (the planner's live advice)
         reading = self._sizer.vitals()
         if reading is None:
             return engine

@@ -52,3 +52,6 @@ def test_waits_land_in_their_buckets_and_the_targets_are_buckets() -> None:
     assert ends["standard", "0.005"] == 1 and ends["standard", "+Inf"] == 1
     assert ends["interactive", "0.25"] == 1 and ends["interactive", "+Inf"] == 3
     assert metrics.times.recent_wait_p99_ms() == "500000"
+    # 5 jobs served in 1 + 4 ms of batches: what the planner's live advice divides by
+    assert metrics.times.capacity() == "1000.0"
+    assert WorkerMetrics("echo", "w3", "cpu").times.capacity() == ""
