@@ -110,6 +110,18 @@ def redis_url(request: pytest.FixtureRequest, broker: str) -> str:
     return str(request.getfixturevalue("redis_server").url)
 
 
+FAST_TOML = """
+[redis]
+prefix = "{prefix}"
+[worker]
+block_ms = 50
+heartbeat_s = 0.2
+heartbeat_ttl_s = 2
+"""
+"""The head of a test's TOML config: its Redis prefix (``.format(prefix=...)``) and worker
+timings fast enough for tests (what :func:`make_config` sets)."""
+
+
 def make_config(prefix: str, **pools: dict[str, Any]) -> SwitchyardConfig:
     """A config with the echo pool (and any others given) and fast worker timings. Each
     pool has a model of its name (a chat model for generate pools); ``echo-chat`` is the

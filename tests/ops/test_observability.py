@@ -40,6 +40,7 @@ from switchyard.ops.processes import (
 )
 from switchyard.ops.prometheus_config import scrape_config
 from switchyard.ops.redis_server import free_port
+from tests.conftest import FAST_TOML
 from tests.ops.prometheus_tools import tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,13 +48,7 @@ KEY = "sk-alpha-" + secrets.token_hex(8)
 SLOW_KEY = "sk-slow-" + secrets.token_hex(8)
 TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
-CONFIG = """
-[redis]
-prefix = "{prefix}"
-[worker]
-block_ms = 50
-heartbeat_s = 0.2
-heartbeat_ttl_s = 2
+CONFIG = FAST_TOML + """
 [gateway]
 key_cache_s = 0.5
 [tenants.alpha]

@@ -23,6 +23,7 @@ from switchyard.ops.exporter import Snapshot, _recommended
 from switchyard.ops.plan import advise, erlang_c, workers_for
 from switchyard.ops.processes import WorkerProcess
 from switchyard.ops.status import PoolStatus, StreamStatus
+from tests.conftest import FAST_TOML
 
 
 def test_erlang_c_matches_the_textbook() -> None:
@@ -58,13 +59,7 @@ def test_the_exporter_advises_from_the_last_full_minute() -> None:
     assert sample.value == workers_for(20.0, 5.0, 1.0, 0.99) >= 5  # 1,200 jobs a minute
 
 
-CONFIG = """
-[redis]
-prefix = "{prefix}"
-[worker]
-block_ms = 50
-heartbeat_s = 0.2
-heartbeat_ttl_s = 2
+CONFIG = FAST_TOML + """
 [pools.echo]
 engine = "echo"
 max_batch = 1

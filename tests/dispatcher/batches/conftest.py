@@ -18,15 +18,10 @@ import pytest
 from switchyard.broker.config import SwitchyardConfig, load_config
 from switchyard.ops.processes import BatchWorkerProcess, GatewayProcess, WorkerProcess
 from switchyard.ops.redis_server import RedisServer, free_port
+from tests.conftest import FAST_TOML
 from tests.dispatcher.gateway.conftest import KEY_ALPHA, KEY_BETA, digest
 
-CONFIG = """
-[redis]
-prefix = "{prefix}"
-[worker]
-block_ms = 50
-heartbeat_s = 0.2
-heartbeat_ttl_s = 2
+CONFIG = FAST_TOML + """
 [batch]
 files_dir = "{files}"
 lease_s = 1

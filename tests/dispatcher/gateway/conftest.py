@@ -14,6 +14,7 @@ import pytest
 
 from switchyard.broker.config import SwitchyardConfig, load_config
 from switchyard.ops.processes import GatewayProcess, WorkerProcess
+from tests.conftest import FAST_TOML
 
 KEY_ALPHA = "sk-alpha-" + secrets.token_hex(8)
 KEY_BETA = "sk-beta-" + secrets.token_hex(8)
@@ -24,13 +25,7 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-CONFIG = """
-[redis]
-prefix = "{prefix}"
-[worker]
-block_ms = 50
-heartbeat_s = 0.2
-heartbeat_ttl_s = 2
+CONFIG = FAST_TOML + """
 [jobs]
 idle_retry_after_s = 1.2
 [gateway]
