@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
+from switchyard.broker.admission_model import Drain
+
 __all__ = ["MINUTES", "TENANT_REASONS", "VERDICTS", "Minute", "StreamCounters", "read_counters"]
 
 MINUTES = 60
@@ -23,8 +25,6 @@ VERDICTS = ("admitted", "rejected", "spill", "shed", "aged", "tenant", "duplicat
 """Admission verdicts, as ``enqueue.lua`` answers them."""
 TENANT_REASONS = ("rps", "tpm", "concurrent", "share")
 """Why a ``tenant`` verdict refused a job."""
-IDLE_MS = 5000
-"""A drain window older than this: the stream drains nothing now (as the scripts say)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,10 @@ class StreamCounters:
     minutes: tuple[Minute, ...] = ()
     """Arrivals per minute, oldest first, within the last hour."""
 
+    def jobs_in(self, minute: int) -> Minute:
+        """The arrivals of one minute (epoch minutes; none: zero)."""
+        return next((m for m in self.minutes if m.minute == minute), Minute(minute, 0, 0))
+
     @classmethod
     def parse(cls, raw: dict[str, str], now_ms: int) -> StreamCounters:
         verdicts: dict[tuple[str, str], int] = {
@@ -67,13 +71,10 @@ class StreamCounters:
 
 
 def _rate(raw: dict[str, str], now_ms: int) -> float:
-    """As ``enqueue.lua``'s rate_of: the last full window, else the current one."""
-    age = now_ms - int(raw.get("ws", 0))
-    if age > IDLE_MS:
-        return 0.0
-    if "rate" in raw:
-        return float(raw["rate"])
-    return int(raw.get("n", 0)) * 1000 / age if age >= 100 else 0.0
+    """As ``enqueue.lua`` reads it (the admission model's :meth:`Drain.rate_at`)."""
+    return Drain(rate=float(raw["rate"]) if "rate" in raw else None,
+                 ws=int(raw["ws"]) if "ws" in raw else None,
+                 n=int(raw.get("n", 0))).rate_at(now_ms)
 
 
 def _minutes(raw: dict[str, str], now_minute: int) -> tuple[Minute, ...]:

@@ -22,16 +22,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.utils import floatToGoString as _go_float
-
 from switchyard.broker.config import MonitoringConfig, SwitchyardConfig, load_config
 from switchyard.ops.yamlish import dump
+from switchyard.workers.job_times import le
 
 __all__ = ["ALERTS", "SLO_WINDOWS", "add_parser", "rules"]
-
-def floatToGoString(value: float) -> str:
-    """A bucket bound as prometheus_client writes it in ``le`` (so selectors match)."""
-    return str(_go_float(value))  # type: ignore[no-untyped-call]
 
 
 SLO_WINDOWS = ("5m", "30m", "1h", "6h")
@@ -63,9 +58,9 @@ def _recording(config: SwitchyardConfig) -> list[dict[str, Any]]:
         target = config.monitoring.objective(pool.wait_targets.interactive)
         sel = f'pool="{name}",priority="interactive"'
         out.append({"record": "switchyard:wait_target_seconds",
-                    "expr": f"vector({floatToGoString(target)})", "labels": {"pool": name}})
+                    "expr": f"vector({le(target)})", "labels": {"pool": name}})
         for w in SLO_WINDOWS:
-            good = (f'sum(rate({WAIT}_bucket{{{sel},le="{floatToGoString(target)}"}}[{w}]))')
+            good = (f'sum(rate({WAIT}_bucket{{{sel},le="{le(target)}"}}[{w}]))')
             total = f"sum(rate({WAIT}_count{{{sel}}}[{w}]))"
             out.append({"record": f"switchyard:wait_slo_bad:ratio_rate{w}",
                         "expr": f"1 - {good} / {total}", "labels": {"pool": name}})

@@ -9,9 +9,10 @@ Per pool, partition and priority (labels ``pool``, ``partition``, ``priority``):
 - ``switchyard_queue_drain_rate``: jobs/s drained over the last window (0 when idle);
 - ``switchyard_drained_total``, ``switchyard_admission_total{verdict, reason}``: counted
   by the scripts (one increment per call and verdict), ``verdict="spill"`` being spills;
-- ``switchyard_arrivals_total`` and ``switchyard_arrival_tokens_total``: jobs offered
-  in the last hour and their tokens (from the per-minute ring; per-minute values are
-  ``switchyard_arrivals_last_minute`` and ``switchyard_arrival_tokens_last_minute``).
+- ``switchyard_arrivals_last_hour`` and ``switchyard_arrival_tokens_last_hour``: jobs
+  offered in the last hour and their tokens (gauges: a rolling sum of the per-minute
+  ring; per minute: ``switchyard_arrivals_last_minute`` and
+  ``switchyard_arrival_tokens_last_minute``, the last full minute).
 
 Per pool: ``switchyard_dead_letters`` (entries in its dead-letter streams),
 ``switchyard_workers_alive``, ``switchyard_recommended_workers`` (``ops/plan.py``, from
@@ -84,15 +85,31 @@ async def read_snapshot(redis: aioredis.Redis, config: SwitchyardConfig) -> Snap
                                        for name, n, p in streams], now)
     targets = sorted({(t.provider, t.model) for pool in config.pools.values()
                       for t in pool.targets})
-    breakers, pauses = {}, {}
+    providers = sorted({p for p, _ in targets})
+    pipe = redis.pipeline(transaction=False)  # (one round trip, a node each on a cluster)
     for provider, model in targets:
-        breakers[provider, model] = {str(k): str(v) for k, v in
-                                     (await redis.hgetall(keys.breaker(provider, model))).items()}
-    for provider in sorted({p for p, _ in targets}):
-        until = await redis.hget(keys.rate_limit(provider), "pause_until")
-        pauses[provider] = max(0.0, (int(until or 0) - now) / 1000)
+        pipe.hgetall(keys.breaker(provider, model))
+    for provider in providers:
+        pipe.hget(keys.rate_limit(provider), "pause_until")
+    replies = await pipe.execute()
+    breakers = {target: {str(k): str(v) for k, v in reply.items()}
+                for target, reply in zip(targets, replies, strict=False)}
+    pauses = {provider: max(0.0, (int(until or 0) - now) / 1000)
+              for provider, until in zip(providers, replies[len(targets):], strict=True)}
     return Snapshot(pools, dict(zip(streams, read, strict=True)), await spend(redis, config),
                     breakers, pauses, await _nodes(redis), now)
+
+
+def cap_in_force(config: SwitchyardConfig, pool: str, priority: str,
+                 counters: StreamCounters) -> int:
+    """The cap admission applies to a stream: the one it last sized, else the config's."""
+    return counters.cap if counters.cap is not None else int(
+        getattr(config.pools[pool].caps, priority))
+
+
+def last_minute(s: Snapshot) -> int:
+    """The last full minute before the snapshot (epoch minutes)."""
+    return s.at_ms // 60_000 - 1
 
 
 async def _nodes(redis: aioredis.Redis) -> dict[str, dict[str, Any]]:
@@ -159,10 +176,10 @@ def _recommended(s: Snapshot, config: SwitchyardConfig) -> Metric:
                                "Workers the pool needs for the last full minute's load "
                                "(Erlang C against its interactive wait target)",
                                labels=["pool"])
-    minute = s.at_ms // 60_000 - 1
+    minute = last_minute(s)
     for pool in s.pools:
-        jobs = sum(m.jobs for (name, _, _), c in s.counters.items() if name == pool.pool
-                   for m in c.minutes if m.minute == minute)
+        jobs = sum(c.jobs_in(minute).jobs for (name, _, _), c in s.counters.items()
+                   if name == pool.pool)
         family.add_metric([pool.pool], advice(config, pool, jobs / 60).recommended)
     return family
 
@@ -187,25 +204,22 @@ def _queue_families(s: Snapshot, config: SwitchyardConfig) -> Iterator[Metric]:
     last_tokens = gauge("switchyard_arrival_tokens_last_minute",
                         "Tokens of the jobs offered in the last full minute")
     drained = CounterMetricFamily("switchyard_drained", "Jobs drained", labels=list(_STREAM))
-    arrivals = CounterMetricFamily("switchyard_arrivals", "Jobs offered within the last hour",
-                                   labels=list(_STREAM))
-    tokens = CounterMetricFamily("switchyard_arrival_tokens",
-                                 "Tokens of the jobs offered within the last hour",
-                                 labels=list(_STREAM))
+    arrivals = gauge("switchyard_arrivals_last_hour", "Jobs offered within the last hour")
+    tokens = gauge("switchyard_arrival_tokens_last_hour",
+                   "Tokens of the jobs offered within the last hour")
     verdicts = CounterMetricFamily("switchyard_admission", "Jobs answered by admission",
                                    labels=[*_STREAM, "verdict", "reason"])
-    minute = s.at_ms // 60_000 - 1
+    minute = last_minute(s)
     for (name, n, p), c in s.counters.items():
         labels = [name, str(n), p]
-        cap.add_metric(labels, c.cap if c.cap is not None else getattr(
-            config.pools[name].caps, p))
+        cap.add_metric(labels, cap_in_force(config, name, p, c))
         rate.add_metric(labels, c.drain_rate)
         drained.add_metric(labels, c.drained)
         arrivals.add_metric(labels, sum(m.jobs for m in c.minutes))
         tokens.add_metric(labels, sum(m.tokens for m in c.minutes))
-        last = [m for m in c.minutes if m.minute == minute]
-        last_jobs.add_metric(labels, last[0].jobs if last else 0)
-        last_tokens.add_metric(labels, last[0].tokens if last else 0)
+        last = c.jobs_in(minute)
+        last_jobs.add_metric(labels, last.jobs)
+        last_tokens.add_metric(labels, last.tokens)
         for (verdict, reason), count in sorted(c.verdicts.items()):
             verdicts.add_metric([*labels, verdict, reason], count)
     yield from (depth, pending, retrying, oldest, cap, rate, last_jobs, last_tokens, drained,

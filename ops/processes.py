@@ -53,12 +53,17 @@ class _Child:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def _serve(self, args: list[str], ready_url: str, what: str, timeout_s: float,
-               env: dict[str, str] | None = None) -> Self:
-        """Start ``args``, logging to :attr:`log`, and wait until ``ready_url`` answers 200."""
+    def _spawn(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        """Start ``args``, its output appended to :attr:`log`, ``env`` over ours."""
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
                                             env={**os.environ, **(env or {})})
+
+    def _serve(self, args: list[str], ready_url: str, what: str, timeout_s: float,
+               env: dict[str, str] | None = None) -> Self:
+        """Start ``args`` (:meth:`_spawn`) and wait until ``ready_url`` answers 200."""
+        self._spawn(args, env)
+        assert self.process is not None
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -92,9 +97,7 @@ class WorkerProcess(_Child):
 
     def launch(self) -> Self:
         """Start the worker without waiting for it."""
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT,
-                                            env={**os.environ, **(self.env or {})})
+        self._spawn(self.args, self.env)
         return self
 
     def wait_ready(self, timeout_s: float = 120.0) -> Self:

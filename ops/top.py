@@ -31,7 +31,7 @@ from switchyard.broker.locate import redis_url as resolve_redis_url
 from switchyard.broker.schemas import PRIORITIES
 from switchyard.broker.settings import RedisSettings
 from switchyard.broker.units import format_size
-from switchyard.ops.exporter import Snapshot, read_snapshot
+from switchyard.ops.exporter import Snapshot, cap_in_force, read_snapshot
 
 __all__ = ["add_parser", "render"]
 
@@ -55,8 +55,7 @@ def _pools(s: Snapshot, config: SwitchyardConfig) -> Table:
             counters = [c for (name, _, p), c in s.counters.items()
                         if name == pool.pool and p == priority]
             ages = [st.oldest_age_s for st in streams if st.oldest_age_s is not None]
-            caps = [c.cap if c.cap is not None else getattr(config.pools[pool.pool].caps,
-                                                            priority) for c in counters]
+            caps = [cap_in_force(config, pool.pool, priority, c) for c in counters]
             t.add_row(pool.pool if i == 0 else "", _SHORT[priority],
                       str(sum(st.depth for st in streams)),
                       str(sum(st.pending for st in streams)),

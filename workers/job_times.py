@@ -18,13 +18,19 @@ from prometheus_client.utils import floatToGoString
 
 from switchyard.broker.schemas import PRIORITIES, Priority
 
-__all__ = ["RECENT", "WAIT_BUCKETS", "JobTimes", "Timed"]
+__all__ = ["RECENT", "WAIT_BUCKETS", "JobTimes", "Timed", "le"]
 
 RECENT = 2048
 """Jobs whose waits :meth:`JobTimes.recent_wait_p99_ms` is taken over."""
 BATCHES = 256
 """Batches :meth:`JobTimes.capacity` is measured over."""
 WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+def le(bound: float) -> str:
+    """A bucket bound as the ``le`` label carries it (prometheus_client's formatting), so
+    a rule's selector names the bucket exactly."""
+    return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
 
 
 class Timed(Protocol):
@@ -47,7 +53,7 @@ class JobTimes(Collector):
     def __init__(self, labels: dict[str, str], targets: Iterable[float] = ()) -> None:
         self.bounds = sorted({*WAIT_BUCKETS, *targets})
         self._labels = labels
-        self._les = [str(floatToGoString(b)) for b in self.bounds]  # type: ignore[no-untyped-call]
+        self._les = [le(b) for b in self.bounds]
         self._waits = {p: _Counts(self.bounds) for p in PRIORITIES}
         self._ends = {p: _Counts(self.bounds) for p in PRIORITIES}
         self._recent: deque[float] = deque(maxlen=RECENT)

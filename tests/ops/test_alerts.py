@@ -107,13 +107,13 @@ CASES: dict[str, tuple[list[dict[str, str]], list[dict[str, str]], str, dict[str
                  "0+99x60")],
         "30m", {"pool": "echo", "severity": "ticket"}),
     "SwitchyardRedisMemoryHigh": (
-        [_series('switchyard_redis_memory_used_bytes{node="r:6379"}', "95x20"),
-         _series('switchyard_redis_maxmemory_bytes{node="r:6379"}', "100x20")],
-        [_series('switchyard_redis_memory_used_bytes{node="r:6379"}', "50x20"),
-         _series('switchyard_redis_maxmemory_bytes{node="r:6379"}', "100x20"),
-         _series('switchyard_redis_memory_used_bytes{node="s:6379"}', "95x20"),  # no max
-         _series('switchyard_redis_maxmemory_bytes{node="s:6379"}', "0x20")],
-        "10m", {"node": "r:6379", "severity": "page"}),
+        [_series('switchyard_redis_memory_used_bytes{node="redis-a:7001"}', "95x20"),
+         _series('switchyard_redis_maxmemory_bytes{node="redis-a:7001"}', "100x20")],
+        [_series('switchyard_redis_memory_used_bytes{node="redis-a:7001"}', "50x20"),
+         _series('switchyard_redis_maxmemory_bytes{node="redis-a:7001"}', "100x20"),
+         _series('switchyard_redis_memory_used_bytes{node="redis-b:7002"}', "95x20"),  # no max
+         _series('switchyard_redis_maxmemory_bytes{node="redis-b:7002"}', "0x20")],
+        "10m", {"node": "redis-a:7001", "severity": "page"}),
     "SwitchyardSpendOverBudget": (
         [_series('switchyard_provider_spend_usd_total{provider="fake"}', "0+1x120")],
         [_series('switchyard_provider_spend_usd_total{provider="fake"}', "0+0.01x120")],

@@ -206,7 +206,7 @@ def test_the_exporter_counts_what_admission_did(live: Live) -> None:
     assert value('switchyard_tenant_spend_usd_total{tenant="alpha"}') > 0
     assert value('sum(switchyard_queue_wait_seconds_count{pool="echo",'
                  'priority="interactive"})') >= 6
-    assert value('sum(switchyard_arrivals_total{pool="echo"})') >= admitted
+    assert value('sum(switchyard_arrivals_last_hour{pool="echo"})') >= admitted
     assert value('switchyard_workers_alive{pool="echo"}') == 1
 
 
