@@ -12,17 +12,18 @@ keys and reservations, and tenant quotas (a call without a tenant).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
+from typing import NamedTuple
 
-__all__ = ["AdmissionArgs", "Drain", "Stream", "admit"]
+__all__ = ["AdmissionArgs", "Drain", "Stream", "admit", "admitted_window", "drained_window"]
 
 IDLE_MS = 5000
 """A window older than this: nothing drained (or admitted) lately."""
 
 
-@dataclass(frozen=True)
-class Drain:
-    """A stream's drain hash, as the script reads it (None: the field is absent)."""
+class Drain(NamedTuple):
+    """A stream's drain hash, as the script reads it (None: the field is absent). A
+    tuple: the simulator builds one per arrival, and tuples build fast."""
 
     rate: float | None = None
     ws: int | None = None
@@ -51,15 +52,14 @@ class Drain:
         return max(r, self.an * 1000 / age) if age >= 100 else r
 
 
-@dataclass(frozen=True)
-class Stream:
+class Stream(NamedTuple):
     """One priority stream of the partition: its depth (entries not yet acknowledged),
     the id time of its oldest entry not yet delivered to the workers (None: none), and
     its drain hash."""
 
     depth: int
     head_ms: int | None = None
-    drain: Drain = field(default_factory=Drain)
+    drain: Drain = Drain()
 
 
 @dataclass(frozen=True)
@@ -82,23 +82,22 @@ def admit(streams: tuple[Stream, Stream, Stream], mine: int, args: AdmissionArgs
     (0: the highest priority) at ``now`` (Redis's clock), and the stream's drain hash
     after the call's age-gate bookkeeping."""
     own = streams[mine]
-    depth, rate, cap = own.depth, own.drain.rate_at(now), args.cap
+    rates = [s.drain.rate_at(now) for s in streams]
+    depth, rate, cap, total = own.depth, rates[mine], args.cap, rates[0] + rates[1] + rates[2]
     if args.wait_target_ms > 0:
-        rates = [s.drain.rate_at(now) for s in streams]
-        rate = max(rate, sum(rates) - sum(rates[:mine]))
+        rate = max(rate, total - sum(rates[:mine]))
         cap = min(cap, max(args.cap_floor, math.floor(rate * args.wait_target_ms / 1000)))
     ahead, avail, known = depth, rate, rate > 0
     if args.pooled and args.spill_ms > 0:
-        total = sum(s.drain.rate_at(now) for s in streams)
-        taken = sum(max(s.drain.rate_at(now), s.drain.admitted_rate_at(now))
-                    for s in streams[:mine])
+        taken = sum(max(rates[i], streams[i].drain.admitted_rate_at(now)) for i in range(mine))
         ahead += sum(s.depth for s in streams[:mine])
         avail, known = total - taken, total > 0
-        if rate > 0:
+        if ahead < total:  # under a second of the pool's drain ahead: it keeps up
+            avail = total
+        elif rate > 0 and depth >= rate:  # backed up: a second of its own drain queued
             avail = min(rate, avail)
     refused = False
     if args.shed_ms > 0:
-        total = sum(s.drain.rate_at(now) for s in streams)
         backlog = sum(s.depth for s in streams)
         refused = total > 0 and backlog * 1000 / total > args.shed_ms
     drain, aged = own.drain, False
@@ -127,9 +126,32 @@ def _age_gate(own: Stream, args: AdmissionArgs, now: int) -> tuple[bool, Drain]:
     target for ``age_gate_ms``), and the drain hash with the stretch recorded."""
     age = now - own.head_ms if own.depth > 0 and own.head_ms is not None else 0
     if age <= args.wait_target_ms:
-        return False, replace(own.drain, above=None)
+        return False, own.drain if own.drain.above is None else own.drain._replace(above=None)
     since = now - (age - args.wait_target_ms)
     above = own.drain.above
     if above is not None and now - (own.drain.seen or 0) <= args.age_gate_ms:  # (Lua: 0 is true)
         since = min(above, since)
-    return now - since >= args.age_gate_ms, replace(own.drain, above=since, seen=now)
+    return now - since >= args.age_gate_ms, own.drain._replace(above=since, seen=now)
+
+
+def admitted_window(drain: Drain, admitted: int, now: int) -> Drain:
+    """The admission window after ``admitted`` jobs were admitted at ``now``
+    (``enqueue.lua``: a 500 ms window, restarted after 5 s idle)."""
+    if drain.aws is None or now - drain.aws > IDLE_MS:
+        return drain._replace(aws=now, an=admitted, arate=None)
+    if now - drain.aws >= 500:
+        return drain._replace(arate=round((drain.an + admitted) * 1000 / (now - drain.aws), 3),
+                              aws=now, an=0)
+    return drain._replace(an=drain.an + admitted) if admitted else drain
+
+
+def drained_window(drain: Drain, count: int, now: int) -> Drain:
+    """The drain window after ``count`` jobs completed at ``now`` (``complete.lua``: a
+    one-second window, restarted after 5 s idle)."""
+    rate, ws, n, arate, aws, an, above, seen = drain  # (built whole: _replace is slow)
+    if ws is None or now - ws > IDLE_MS:
+        return Drain(None, now, count, arate, aws, an, above, seen)
+    if now - ws >= 1000:
+        return Drain(round((n + count) * 1000 / (now - ws), 3), now, 0, arate, aws, an, above,
+                     seen)
+    return Drain(rate, ws, n + count, arate, aws, an, above, seen)

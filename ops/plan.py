@@ -1,5 +1,5 @@
-"""How many workers a pool needs (issue 21, begun): the analytic first guess, Erlang C,
-fed live from the platform.
+"""How many workers a pool needs, live: the analytic first guess, Erlang C, fed from the
+platform (the workload planner, `switchyard plan WORKLOAD`, is ``ops/planning/``).
 
 Each worker is taken as one server of ``capacity`` jobs/s (what its heartbeat measured:
 jobs over the time from taking each batch up to its finish, over its last 256 batches);
@@ -120,14 +120,30 @@ async def advise(redis: aioredis.Redis, config: SwitchyardConfig, window_s: floa
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("plan", help="how many workers each pool needs (live, for now)")
-    p.add_argument("--live", action="store_true", required=True,
-                   help="from the load offered now (planning a workload file comes later)")
-    p.add_argument("--window", type=float, default=5.0, help="seconds of load to measure")
+    from switchyard.ops.planning import cli as planning
+
+    p = sub.add_parser("plan", help="how many workers each pool needs and what it costs: "
+                       "for a workload file, the load counted lately, or live")
+    planning.add_plan_arguments(p)
+    p.add_argument("--live", action="store_true",
+                   help="instead: recommended workers now, from the load offered now")
+    p.add_argument("--window", type=float, default=5.0, help="--live: seconds to measure")
     p.add_argument("--json", action="store_true", dest="as_json")
     p.add_argument("--config")
     p.add_argument("--redis-url")
-    p.set_defaults(handler=lambda ns: asyncio.run(_live(ns)))
+    p.set_defaults(handler=_handle)
+    planning.add_profile_parser(sub)
+
+
+def _handle(ns: argparse.Namespace) -> int:
+    from switchyard.ops.planning.cli import run_plan
+
+    if ns.live:
+        return asyncio.run(_live(ns))
+    if not ns.workload and not ns.from_redis:
+        print("switchyard plan: give a workload file, --from-redis or --live")
+        return 2
+    return run_plan(ns)
 
 
 async def _live(ns: argparse.Namespace) -> int:

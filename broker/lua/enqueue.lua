@@ -147,9 +147,14 @@ if pooled and spill > 0 then
   end
   -- What the pool drains less what the higher priorities take (drained, or admitted
   -- when more: a burst of theirs leaves this one nothing); no more than this stream's own
-  -- measured rate, when it has one.
+  -- measured rate while it is backed up (a second of its own drain queued). But with
+  -- less than a second of the pool's drain ahead, the pool is keeping up and what is ahead
+  -- drains at its whole rate: a priority fed below its share drains only what it is
+  -- sent, which is no measure of what it could get (issue 21: at half load, 26 % of a
+  -- mix was refused as deadline_unmeetable).
   avail, known = total - taken, total > 0
-  if rate > 0 then avail = math.min(rate, avail) end
+  if ahead < total then avail = total
+  elseif rate > 0 and depth >= rate then avail = math.min(rate, avail) end
 end
 local function too_late()
   if spill <= 0 or ahead == 0 or not known then return false end

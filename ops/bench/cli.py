@@ -1,4 +1,4 @@
-"""`switchyard bench queue|embed|generate|gpu|bridge|overload|chaos|gateway|batch`."""
+"""`switchyard bench queue|embed|generate|gpu|bridge|overload|chaos|gateway|batch|plan`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from switchyard.ops.bench import (
     generate,
     gpu,
     overload,
+    plan,
     queue,
 )
 
@@ -143,6 +144,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    "(batches of 4 in 5 ms), 2x/3x/5x, 30%% interactive, 2 s deadlines, "
                    "median of 3 runs (the other options do not apply)")
     o.set_defaults(handler=_overload)
+    pl = kinds.add_parser("plan", help="the planner's simulator against the real platform "
+                          "(echo workers of a fixed curve, steady and bursty, 3 loads)")
+    pl.add_argument("--workers", type=int, default=2)
+    pl.add_argument("--batch", type=int, default=8)
+    pl.add_argument("--delay-ms", type=float, default=100.0, help="echo delay a batch")
+    pl.add_argument("--job-delay-ms", type=float, default=10.0, help="echo delay a job")
+    pl.add_argument("--loads", default="0.5,0.9,1.5", help="multiples of capacity")
+    pl.add_argument("--shapes", default="steady,bursty")
+    pl.add_argument("--runs", type=int, default=3, help="real runs per shape and load")
+    pl.add_argument("--steady-s", type=float, default=30.0)
+    pl.add_argument("--bursty-s", type=float, default=60.0)
+    pl.add_argument("--speed", action="store_true",
+                    help="instead: the simulator's speed at 200 jobs/s for a simulated hour")
+    pl.set_defaults(handler=_plan)
 
     c = kinds.add_parser("chaos", help="SIGKILL workers and a watchdog, restart Redis, under "
                          "load: nothing admitted may be lost")
@@ -179,6 +194,17 @@ def _overload(ns: argparse.Namespace) -> int:
         ns.seconds, ns.plot))
     _print(overload.render(report))
     return _failed(overload.check(report))
+
+
+def _plan(ns: argparse.Namespace) -> int:
+    if ns.speed:
+        return _print(plan.speed())
+    report = plan.run_plan_bench(plan.PlanBenchOptions(
+        workers=ns.workers, batch=ns.batch, delay_ms=ns.delay_ms, job_delay_ms=ns.job_delay_ms,
+        loads=tuple(float(x) for x in ns.loads.split(",")), shapes=tuple(ns.shapes.split(",")),
+        runs=ns.runs, steady_s=ns.steady_s, bursty_s=ns.bursty_s))
+    _print(plan.render(report))
+    return _failed(plan.check(report))
 
 
 def _failed(failures: Sequence[str]) -> int:

@@ -15,7 +15,7 @@ from switchyard.dispatcher.client import AsyncClient
 from switchyard.dispatcher.errors import AdmissionRejected, JobError, ResultTimeout
 from switchyard.ops.bench.common import percentile
 
-__all__ = ["Flow", "Sample", "Stats", "offer", "summarize"]
+__all__ = ["Flow", "Sample", "Stats", "offer", "replay", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -82,14 +82,21 @@ async def offer(client: AsyncClient, flows: Sequence[tuple[Flow, float]],
             arrivals.append((at, flow, priority))
             at += rng.expovariate(rate)
     arrivals.sort(key=lambda a: a[0])
+    return await replay(client, [(at, flow.tenant, p) for at, flow, p in arrivals], deadlines)
+
+
+async def replay(client: AsyncClient, arrivals: Sequence[tuple[float, str, Priority]],
+                 deadlines: dict[str, float]) -> tuple[list[Sample], int]:
+    """Offer each (seconds from now, tenant, priority) at its time; returns once every
+    request has been answered (rejected, or its job ended), with the start (epoch ms)."""
     samples: list[Sample] = []
     tasks: list[asyncio.Task[None]] = []
     start, start_ms = time.perf_counter(), int(time.time() * 1000)
-    for at, flow, priority in arrivals:
+    for at, tenant, priority in arrivals:
         delay = start + at - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        sample = Sample(priority, flow.tenant, at)
+        sample = Sample(priority, tenant, at)
         samples.append(sample)
         tasks.append(asyncio.create_task(_one(client, sample, deadlines[priority])))
     await asyncio.gather(*tasks)

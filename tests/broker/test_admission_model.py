@@ -5,7 +5,6 @@ oldest undelivered entry, caps, wait targets, spill, shedding and the age gate).
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import redis
@@ -84,7 +83,7 @@ def _build(r: redis.Redis, keys: PartitionKeys, case: dict[str, Any], now: int
                       aws=fields.get("aws"), an=d["an"])
         if i == case["mine"] and case["above_ago"] is not None:
             fields |= {"above": now - case["above_ago"], "seen": now - case["seen_ago"]}
-            drain = replace(drain, above=fields["above"], seen=fields["seen"])
+            drain = drain._replace(above=fields["above"], seen=fields["seen"])
         r.hset(keys.drain(p), mapping=fields)
         model.append(Stream(n, max(1, head) if s["waiting"] else None, drain))
     return model
@@ -119,3 +118,40 @@ def test_the_model_gives_the_scripts_verdicts(case: dict[str, Any], sync_redis: 
     predicted = {tuple(admit(three, mine, args, case["jobs"], t)[0])
                  for t in range(before, after + 1)}
     assert got in predicted, (got, predicted)
+
+
+def test_a_priority_fed_below_its_share_is_admitted_at_half_load(
+        sync_redis: redis.Redis, prefix: str) -> None:
+    """Issue 21's bench found this: interactive and standard drain 15 jobs/s each with 8
+    interactive jobs in flight; batch is sent 0.8/s, so it drains 0.8/s. With less than a
+    second of the pool's drain ahead the pool is keeping up, yet the prediction divided
+    what was ahead by batch's own rate (10 s, past a 10 s deadline's 3 s share) and
+    refused it as deadline_unmeetable: a quarter of a mix at half load."""
+    keys = Keys(prefix).partition("m", 0)
+    r = sync_redis
+    recent = {"ago": 300}
+    state = {
+        "mine": 2, "jobs": 1, "above_ago": None, "seen_ago": 0,
+        "args": AdmissionArgs(cap=1_000, spill_ms=3_000),
+        "streams": [
+            {"delivered": 8, "waiting": 0, "head_ago": 0,
+             "drain": {"rate": 15.0, "ws": recent["ago"], "n": 0, "arate": 15.0,
+                       "aws": 100, "an": 0}},
+            {"delivered": 0, "waiting": 0, "head_ago": 0,
+             "drain": {"rate": 15.0, "ws": recent["ago"], "n": 0, "arate": 15.0,
+                       "aws": 100, "an": 0}},
+            {"delivered": 0, "waiting": 0, "head_ago": 0,
+             "drain": {"rate": 0.8, "ws": recent["ago"], "n": 0, "arate": None,
+                       "aws": None, "an": 0}}]}
+    streams = _build(r, keys, state, _now(r))
+    policy = StreamPolicy(keys.stream("batch"), keys.drain("batch"), cap=1_000,
+                          job_ttl_ms=60_000,
+                          pool_keys=(*keys.queues(), *(keys.drain(p) for p in PRIORITIES)))
+    name, call_keys, argv = enqueue_call(policy, keys.reply("c"),
+                                         [(keys.job("m.0.1"), None, "m.0.1", "{}", 0, 0)],
+                                         spill_ms=3_000)
+    [reply] = r.evalsha(r.script_load(source(name, shebang=False)), len(call_keys),
+                        *call_keys, *argv)
+    assert reply[0] == "admitted"
+    verdicts, _ = admit((streams[0], streams[1], streams[2]), 2, state["args"], 1, _now(r))
+    assert verdicts == ["admitted"]

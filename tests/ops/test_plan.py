@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,16 @@ async def test_live_advice_follows_the_offered_load(tmp_path: Path, redis_url: s
             capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)[0]["pool"] == "echo"
+        # the last hour as counted, planned (the echo pool's curve from its delays)
+        planned = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "switchyard.ops", "plan", "--from-redis", "--seconds", "20",
+             "--config", str(path), "--redis-url", redis_url, "--out", str(tmp_path / "p"),
+             "--write-workload", str(tmp_path / "measured.toml")],
+            capture_output=True, text=True, timeout=120, check=False)
+        assert planned.returncode == 0, planned.stdout + planned.stderr
+        assert "pool echo (echo, nominal profile" in planned.stdout
+        assert "spent so far (Redis)" in planned.stdout
+        measured = tomllib.loads((tmp_path / "measured.toml").read_text())
+        [standard] = measured["traffic"]
+        assert standard["priority"] == "standard" and standard["rate"] > 1
