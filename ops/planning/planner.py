@@ -31,6 +31,10 @@ __all__ = ["Candidate", "PoolPlan", "plan_pool", "seed"]
 
 MAX_TRIES = 40
 """Worker counts simulated per pool, at most."""
+SCALES = (1.0, 0.7, 0.5)
+"""The wait targets tried at each worker count, as shares of each priority's p99 wait SLO
+(the first that meets the SLOs is kept): a target sizes the cap, and a job admitted near
+it still waits for the batches ahead of it in the workers' buffers."""
 LOADS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5)
 """Multiples of the workload's rate for the chosen size's wait-against-load curve."""
 
@@ -48,6 +52,8 @@ class Candidate:
     gpu_usd_h: float
     provider_usd_h: float
     misses: list[str] = field(default_factory=list)
+    scale: float = 1.0
+    """The wait targets simulated, as a share of the SLOs (see ``SCALES``)."""
 
     @property
     def usd_h(self) -> float:
@@ -113,7 +119,7 @@ def _prices(config: SwitchyardConfig, workload: Workload, name: str,
 
 
 def _candidate(result: SimResult, workers: int, spill: bool, prices: _Prices,
-               workload: Workload, ttft_ms: float) -> Candidate:
+               workload: Workload, ttft_ms: float, scale: float) -> Candidate:
     hours = result.seconds / 3600
     per_mtok = prices.price or ProviderPrice()
     provider = (result.spill_tokens_in * per_mtok.input_per_mtok
@@ -126,7 +132,7 @@ def _candidate(result: SimResult, workers: int, spill: bool, prices: _Prices,
          if r.offered},
         {p: round(r.good / r.offered, 4) for p, r in result.priorities.items() if r.offered},
         round(result.share("rejected"), 4), round(result.share("spilled"), 4),
-        round(workers * prices.gpu_h, 4), round(provider, 4))
+        round(workers * prices.gpu_h, 4), round(provider, 4), scale=scale)
     for p, slo in workload.slo.items():
         if p not in c.goodput:
             continue
@@ -139,11 +145,13 @@ def _candidate(result: SimResult, workers: int, spill: bool, prices: _Prices,
     return c
 
 
-def _settings(pool: PoolConfig, workload: Workload) -> PoolConfig:
-    """The pool with the plan's wait targets: each priority's p99 wait SLO."""
-    targets = {p: (workload.slo[p].wait_p99_s if p in workload.slo
-                   and workload.slo[p].wait_p99_s else getattr(pool.wait_targets, p))
-               for p in PRIORITIES}
+def _settings(pool: PoolConfig, workload: Workload, scale: float) -> PoolConfig:
+    """The pool with the plan's wait targets: ``scale`` of each priority's p99 wait SLO
+    (the configured target where the workload sets none)."""
+    targets = {}
+    for p in PRIORITIES:
+        slo = workload.slo[p].wait_p99_s if p in workload.slo else None
+        targets[p] = round(slo * scale, 3) if slo else getattr(pool.wait_targets, p)
     return pool.model_copy(update={"wait_targets": WaitTargets(**targets)})
 
 
@@ -151,7 +159,8 @@ def plan_pool(config: SwitchyardConfig, workload: Workload, name: str,
               traffic: Sequence[Traffic], profile: Profile, *,
               overflow_profile: Profile | None = None, folder: Path = Path(),
               seed_n: int = 1) -> PoolPlan:
-    pool = _settings(config.pools[name], workload)
+    pools = {s: _settings(config.pools[name], workload, s) for s in SCALES}
+    pool = pools[1.0]
     overflow = next((config.models[t.model].overflow for t in traffic
                      if config.models[t.model].overflow), None)
     prices = _prices(config, workload, name, overflow, overflow_profile)
@@ -163,12 +172,19 @@ def plan_pool(config: SwitchyardConfig, workload: Workload, name: str,
     slo = max((s.goodput for s in workload.slo.values()), default=0.99) or 0.99
     first = seed(rate, profile, pool, target, slo, mean_in)
 
-    def run(workers: int, spill: bool, these: Sequence[Offer] = offers) -> Candidate:
-        model = pool_model(pool, profile, workers, overflow=spill and overflow is not None,
-                           provider_ms=prices.provider_ms,
-                           provider_rpm=prices.price.rpm if prices.price else 0.0)
-        return _candidate(simulate(model, these, workload.seconds), workers, spill, prices,
-                          workload, model.ttft_ms)
+    def run(workers: int, spill: bool, these: Sequence[Offer] = offers,
+            scale: float | None = None) -> Candidate:
+        tried: list[Candidate] = []
+        for s in SCALES if scale is None else (scale,):
+            model = pool_model(pools[s], profile, workers,
+                               overflow=spill and overflow is not None,
+                               provider_ms=prices.provider_ms,
+                               provider_rpm=prices.price.rpm if prices.price else 0.0)
+            tried.append(_candidate(simulate(model, these, workload.seconds), workers, spill,
+                                    prices, workload, model.ttft_ms, s))
+            if tried[-1].meets:
+                break
+        return tried[-1] if tried[-1].meets else tried[0]
 
     tried = _search(run, first, spill=overflow is not None)
     chosen = min((c for c in tried if c.meets), key=lambda c: (c.usd_h, c.workers),
@@ -178,13 +194,14 @@ def plan_pool(config: SwitchyardConfig, workload: Workload, name: str,
     alternatives = {
         "all on GPUs": all_gpu,
         "all on providers": _all_on_provider(offers, workload, prices) if overflow else None,
-        "no spill": run(chosen.workers, False) if chosen.spill else None}
+        "no spill": run(chosen.workers, False, scale=chosen.scale) if chosen.spill else None}
     curve = []
     for load in LOADS:
         scaled = [Offer(o.at / load, o.priority, o.input_tokens, o.output_tokens,
                         o.deadline_s, o.retries, o.retry_after_s)
                   for o in offers if o.at / load < workload.seconds]
-        curve.append((load, run(chosen.workers, chosen.spill, scaled).wait_p99_ms))
+        curve.append((load, run(chosen.workers, chosen.spill, scaled,
+                                chosen.scale).wait_p99_ms))
     capacity = chosen.workers * profile.jobs_per_s(pool.max_batch, mean_in)
     deadlines: dict[str, float] = {}
     for t in traffic:
@@ -192,10 +209,11 @@ def plan_pool(config: SwitchyardConfig, workload: Workload, name: str,
         deadlines[t.priority] = max(deadlines.get(t.priority, 0.0), d)
     caps = {p: max(1, min(getattr(pool.caps, p), math.ceil(capacity * d)))
             for p, d in deadlines.items()}
+    targets = pools[chosen.scale].wait_targets
     return PoolPlan(name, profile, round(rate, 2), round(tokens, 1), first, chosen, tried,
                     alternatives, curve,
-                    {p: getattr(pool.wait_targets, p) for p in PRIORITIES
-                     if getattr(pool.wait_targets, p)}, prices.provider, caps)
+                    {p: getattr(targets, p) for p in PRIORITIES if getattr(targets, p)},
+                    prices.provider, caps)
 
 
 def _search(run: Callable[[int, bool], Candidate], first: int, *, spill: bool

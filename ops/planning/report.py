@@ -19,7 +19,7 @@ def _per(values: dict[str, float], fmt: str) -> str:
 
 
 def _row(c: Candidate, mark: str = "") -> str:
-    return (f"  {mark:<2}{c.workers:>7}  {'yes' if c.spill else 'no':<5}"
+    return (f"  {mark:<2}{c.workers:>7}  {'yes' if c.spill else 'no':<5}{c.scale:>7.1f}x"
             f"{_per(c.wait_p50_ms, '.0f'):>18}{_per(c.wait_p99_ms, '.0f'):>18}"
             f"{_per({p: g * 100 for p, g in c.goodput.items()}, '.1f'):>18}"
             f"{c.spilled:>8.1%}{c.refused:>8.1%}{c.usd_h:>10.2f}  "
@@ -27,7 +27,7 @@ def _row(c: Candidate, mark: str = "") -> str:
 
 
 def _header() -> str:
-    return (f"  {'':<2}{'workers':>7}  {'spill':<5}{'p50 wait i/s/b ms':>18}"
+    return (f"  {'':<2}{'workers':>7}  {'spill':<5}{'targets':>8}{'p50 wait i/s/b ms':>18}"
             f"{'p99 wait i/s/b ms':>18}{'goodput i/s/b %':>18}{'spilled':>8}"
             f"{'refused':>8}{'$/hour':>10}  SLOs")
 

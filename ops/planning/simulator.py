@@ -7,9 +7,10 @@ shedding and age gate, on the same drain and admission windows, updated as
 ``max_batch`` queued jobs at once, slot by slot in the workers' own priority order with
 the anti-starvation share (``workers/scheduler.py``); a job past its start deadline is
 dropped as expired (it never runs), and the batch lasts the profile's time for the jobs
-it runs. A spilled job goes to the route's overflow (a provider, at its latency), or is
-refused as ``deadline_unmeetable`` where there is none; a refused call is retried by its
-client ``retries`` times, ``retry_after_s`` later.
+it runs. A job the pool refuses (full, spill, shed) goes to the route's overflow, as the
+client sends it (a provider, at its latency, within its rpm), or is refused where there
+is none; a refused call is retried by its client ``retries`` times, ``retry_after_s``
+later.
 
 A worker holds what it reads, as the real puller does: before each batch it tops its
 buffer up to ``window`` entries a priority (``max_batch x pack_window``) from the
@@ -182,15 +183,17 @@ class _Sim:
             self.queues[o.priority].append(job)
             self.depth[o.priority] += 1
             self.start_idle(now)
-        elif verdict == "spill" and self.pool.overflow and self.provider_takes(now):
+        elif self.pool.overflow and self.provider_takes(now):  # (the client moves any
+            # refusal but a tenant's to the route's overflow pool)
             res.spilled += 1
             finished = now + self.pool.provider_ms
             self.out.spill_tokens_in += o.input_tokens
             self.out.spill_tokens_out += o.output_tokens
             self.finish(res, job, finished)
         else:
-            reason = {"spill": "deadline_unmeetable", "aged": "shed"}.get(verdict, verdict)
-            if verdict == "spill" and self.pool.overflow:
+            reason = {"spill": "deadline_unmeetable", "aged": "shed",
+                      "rejected": "pool_full"}.get(verdict, verdict)
+            if self.pool.overflow:
                 reason = "provider_rate_limit"
             if job.tries < o.retries:
                 job.tries += 1
