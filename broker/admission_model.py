@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from switchyard.broker.calls import StreamPolicy
+
 __all__ = ["AdmissionArgs", "Drain", "Stream", "admit", "admitted_window", "drained_window"]
 
 IDLE_MS = 5000
@@ -74,6 +76,14 @@ class AdmissionArgs:
     age_gate_ms: int = 0
     pooled: bool = True
     """Whether the partition's three streams are read (always, with admission control)."""
+
+    @classmethod
+    def of(cls, policy: StreamPolicy, spill_ms: int = 0) -> AdmissionArgs:
+        """The arguments a call with this policy passes the script (the age gate only
+        with a wait target, as ``enqueue_call`` sends it; its tenant is not modelled)."""
+        return cls(policy.cap, spill_ms, policy.wait_target_ms, policy.cap_floor,
+                   policy.shed_ms, policy.age_gate_ms if policy.wait_target_ms else 0,
+                   bool(policy.pool_keys))
 
 
 def admit(streams: tuple[Stream, Stream, Stream], mine: int, args: AdmissionArgs, jobs: int,

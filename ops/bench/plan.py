@@ -32,8 +32,8 @@ from pathlib import Path
 from switchyard.broker.config import SwitchyardConfig
 from switchyard.broker.schemas import PRIORITIES
 from switchyard.dispatcher.client import AsyncClient
-from switchyard.ops.bench.common import bench_env, percentile
-from switchyard.ops.bench.load import Sample, replay
+from switchyard.ops.bench.common import bench_env
+from switchyard.ops.bench.load import Sample, replay, summarize
 from switchyard.ops.planning.models import offers_for, pool_model
 from switchyard.ops.planning.profile import Profile, nominal_profile
 from switchyard.ops.planning.profiling import measure
@@ -115,16 +115,15 @@ def traffic(shape: str, rate: float) -> list[Traffic]:
                     deadline_s=DEADLINES[p]) for p, share in MIX.items()]
 
 
-def _figures(samples: Sequence[Sample]) -> dict[str, float]:
-    out = {}
-    for p in PRIORITIES:
-        waits = [s.started_ms - s.created_ms for s in samples if s.priority == p
-                 and s.started_ms]
-        out[f"wait p99 {p}"] = percentile(waits, 99) if waits else 0.0
-    n = max(1, len(samples))
+def _figures(samples: Sequence[Sample], start_ms: int, seconds: float) -> dict[str, float]:
+    """Waits and refusals as the overload bench takes them (``load.summarize``); goodput
+    over every job offered, whenever it finished."""
+    out = {f"wait p99 {p}": summarize([s for s in samples if s.priority == p], start_ms,
+                                      seconds, 0.0).wait_p99_ms for p in PRIORITIES}
+    whole = summarize(samples, start_ms, seconds, 0.0)
     out["goodput"] = sum(s.state == "succeeded" and s.finished_ms <= s.deadline_ms
-                         for s in samples) / n
-    out["refused"] = sum(bool(s.reason) for s in samples) / n
+                         for s in samples) / max(1, whole.offered)
+    out["refused"] = whole.rejected / max(1, whole.offered)
     return out
 
 
@@ -141,8 +140,8 @@ async def _real(config: SwitchyardConfig, url: str, shape: str, rate: float, sec
     arrivals = sorted((at, "", t.priority) for t in traffic(shape, rate)
                       for at, _, _ in t.arrivals(seconds, rng, folder=Path()))
     async with AsyncClient(config, redis_url=url) as client:
-        samples, _ = await replay(client, arrivals, DEADLINES)
-    return _figures(samples)
+        samples, start_ms = await replay(client, arrivals, DEADLINES)
+    return _figures(samples, start_ms, seconds)
 
 
 def _tolerance(metric: str, real: list[float]) -> float:
@@ -164,7 +163,7 @@ def run_plan_bench(options: PlanBenchOptions) -> PlanBenchReport:
         for _ in range(options.workers):
             stack.enter_context(WorkerProcess("plan", env.redis_url, env.config_path,
                                               env.config))
-        model = pool_model(pool, profile, options.workers)
+        model = pool_model(env.config, "plan", profile, options.workers)
         for shape in options.shapes:
             seconds = options.steady_s if shape == "steady" else options.bursty_s
             for load in options.loads:
@@ -197,7 +196,7 @@ def speed(rate: float = 200.0, seconds: float = 3_600.0, seed: int = 1) -> str:
     profile = nominal_profile("plan", pool)
     workers = math.ceil(rate / 0.8 / profile.jobs_per_s(pool.max_batch))
     offers = offers_for(traffic("steady", rate), config, seconds, seed)
-    result = simulate(pool_model(pool, profile, workers), offers, seconds)
+    result = simulate(pool_model(config, "plan", profile, workers), offers, seconds)
     return (f"simulator: {len(offers):,} jobs ({rate:.0f}/s for {seconds:.0f} s simulated, "
             f"{workers} workers) in {result.wall_s:.2f} s: {seconds / result.wall_s:.0f}x "
             "real time")

@@ -61,12 +61,14 @@ async def _from_redis(config: SwitchyardConfig, url: str, with_spend: bool
                       ) -> tuple[Workload | None, dict[str, float] | None]:
     redis = RedisSettings.from_url(url).connect()
     keys = Keys(config.redis.prefix)
+    streams = [(name, p, keys.partition(name, n).drain(p))
+               for name, pool in config.pools.items() for p in PRIORITIES
+               for n in range(pool.partitions)]
     try:
+        read = await read_counters(redis, [drain for _, _, drain in streams], now_ms())
         counters: dict[tuple[str, Priority], list[StreamCounters]] = {}
-        for name, pool in config.pools.items():
-            for p in PRIORITIES:
-                drains = [keys.partition(name, n).drain(p) for n in range(pool.partitions)]
-                counters[name, p] = await read_counters(redis, drains, now_ms())
+        for (name, p, _), counted in zip(streams, read, strict=True):
+            counters.setdefault((name, p), []).append(counted)
         spent = await spend(redis, config) if with_spend else None
         return workload_from_counters(config, counters), spent
     finally:

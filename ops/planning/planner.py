@@ -120,29 +120,26 @@ def _prices(config: SwitchyardConfig, workload: Workload, name: str,
 
 def _candidate(result: SimResult, workers: int, spill: bool, prices: _Prices,
                workload: Workload, ttft_ms: float, scale: float) -> Candidate:
-    hours = result.seconds / 3600
-    per_mtok = prices.price or ProviderPrice()
-    provider = (result.spill_tokens_in * per_mtok.input_per_mtok
-                + result.spill_tokens_out * per_mtok.output_per_mtok) / 1e6 / hours
-    c = Candidate(
-        workers, spill,
-        {p: round(r.wait_ms(50), 1) for p, r in result.priorities.items() if r.offered},
-        {p: round(r.wait_ms(99), 1) for p, r in result.priorities.items() if r.offered},
-        {p: round(r.wait_ms(99) + ttft_ms, 1) for p, r in result.priorities.items()
-         if r.offered},
-        {p: round(r.good / r.offered, 4) for p, r in result.priorities.items() if r.offered},
-        round(result.share("rejected"), 4), round(result.share("spilled"), 4),
-        round(workers * prices.gpu_h, 4), round(provider, 4), scale=scale)
+    ran = {p: r for p, r in result.priorities.items() if r.offered}
+    wait99 = {p: round(r.wait_ms(99), 1) for p, r in ran.items()}
+    ttft99 = {p: round(w + ttft_ms, 1) for p, w in wait99.items()}
+    goodput = {p: round(r.good / r.offered, 4) for p, r in ran.items()}
+    misses = []
     for p, slo in workload.slo.items():
-        if p not in c.goodput:
+        if p not in ran:
             continue
-        if slo.wait_p99_s is not None and c.wait_p99_ms[p] > slo.wait_p99_s * 1000:
-            c.misses.append(f"{p} p99 wait {c.wait_p99_ms[p]:.0f} ms > {slo.wait_p99_s} s")
-        if slo.ttft_p99_s is not None and ttft_ms and c.ttft_p99_ms[p] > slo.ttft_p99_s * 1000:
-            c.misses.append(f"{p} p99 TTFT {c.ttft_p99_ms[p]:.0f} ms > {slo.ttft_p99_s} s")
-        if c.goodput[p] < slo.goodput:
-            c.misses.append(f"{p} goodput {c.goodput[p]:.2%} < {slo.goodput:.2%}")
-    return c
+        if slo.wait_p99_s is not None and wait99[p] > slo.wait_p99_s * 1000:
+            misses.append(f"{p} p99 wait {wait99[p]:.0f} ms > {slo.wait_p99_s} s")
+        if slo.ttft_p99_s is not None and ttft_ms and ttft99[p] > slo.ttft_p99_s * 1000:
+            misses.append(f"{p} p99 TTFT {ttft99[p]:.0f} ms > {slo.ttft_p99_s} s")
+        if goodput[p] < slo.goodput:
+            misses.append(f"{p} goodput {goodput[p]:.2%} < {slo.goodput:.2%}")
+    provider = (prices.price or ProviderPrice()).usd(
+        result.spill_tokens_in, result.spill_tokens_out) / (result.seconds / 3600)
+    return Candidate(
+        workers, spill, {p: round(r.wait_ms(50), 1) for p, r in ran.items()}, wait99, ttft99,
+        goodput, round(result.share("rejected"), 4), round(result.share("spilled"), 4),
+        round(workers * prices.gpu_h, 4), round(provider, 4), misses, scale)
 
 
 def _settings(pool: PoolConfig, workload: Workload, scale: float) -> PoolConfig:
@@ -176,7 +173,7 @@ def plan_pool(config: SwitchyardConfig, workload: Workload, name: str,
             scale: float | None = None) -> Candidate:
         tried: list[Candidate] = []
         for s in SCALES if scale is None else (scale,):
-            model = pool_model(pools[s], profile, workers,
+            model = pool_model(config, name, profile, workers, pool=pools[s],
                                overflow=spill and overflow is not None,
                                provider_ms=prices.provider_ms,
                                provider_rpm=prices.price.rpm if prices.price else 0.0)
@@ -239,16 +236,13 @@ def _search(run: Callable[[int, bool], Candidate], first: int, *, spill: bool
 def _all_on_provider(offers: Sequence[Offer], workload: Workload, prices: _Prices
                      ) -> Candidate:
     price = prices.price or ProviderPrice()
-    hours = workload.seconds / 3600
-    usd = sum(o.input_tokens * price.input_per_mtok + o.output_tokens * price.output_per_mtok
-              for o in offers) / 1e6 / hours
+    usd = price.usd(sum(o.input_tokens for o in offers),
+                    sum(o.output_tokens for o in offers)) / (workload.seconds / 3600)
     rpm = len(offers) / workload.seconds * 60
     refused = max(0.0, 1 - price.rpm / rpm) if price.rpm and rpm else 0.0
-    priorities: set[str] = {PRIORITIES[o.priority] for o in offers}
-    latency: dict[str, float] = dict.fromkeys(priorities, 0.0)
-    c = Candidate(0, True, latency, dict(latency), dict(latency),
-                  {p: round(1 - refused, 4) for p in priorities}, round(refused, 4),
-                  round(1 - refused, 4), 0.0, round(usd, 4))
-    if refused:
-        c.misses.append(f"{rpm:.0f} requests/min over the provider's {price.rpm:.0f} rpm")
-    return c
+    latency: dict[str, float] = dict.fromkeys({PRIORITIES[o.priority] for o in offers}, 0.0)
+    return Candidate(
+        0, True, latency, dict(latency), dict(latency),
+        dict.fromkeys(latency, round(1 - refused, 4)), round(refused, 4),
+        round(1 - refused, 4), 0.0, round(usd, 4),
+        [f"{rpm:.0f} requests/min over the provider's {price.rpm:.0f} rpm"] if refused else [])

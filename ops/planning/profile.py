@@ -27,7 +27,7 @@ from switchyard.broker.config import PoolConfig
 from switchyard.ops.planning.errors import ProfileError
 
 __all__ = ["VERSION", "Hardware", "Point", "Profile", "TargetPoint", "hardware",
-           "load_profile", "nominal_profile"]
+           "load_profile", "nominal_profile", "timestamp"]
 
 VERSION = 1
 
@@ -168,8 +168,9 @@ def nominal_profile(name: str, pool: PoolConfig) -> Profile:
     points = [Point(batch=b, jobs_per_s=b * 1000 / max(0.1, ms), batch_ms=max(0.1, ms))
               for b in sizes for ms in [pool.delay_ms + pool.job_delay_ms * b]]
     return Profile(pool=name, engine="echo", model=pool.model, source="nominal",
-                   hardware=hardware(pool.device), created=_now(), points=points)
+                   hardware=hardware(pool.device), created=timestamp(), points=points)
 
 
-def _now() -> str:
+def timestamp() -> str:
+    """Now, as a profile records when it was made (UTC, ISO 8601)."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

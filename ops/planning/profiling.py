@@ -24,12 +24,12 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-from switchyard.broker.config import SwitchyardConfig
+from switchyard.broker.config import ENGINE_KINDS, SwitchyardConfig
 from switchyard.broker.schemas import ChatResult, EmbedResult
 from switchyard.dispatcher.client import AsyncClient
 from switchyard.dispatcher.errors import JobError
 from switchyard.ops.bench.common import percentile
-from switchyard.ops.planning.profile import Point, Profile, TargetPoint, _now, hardware
+from switchyard.ops.planning.profile import Point, Profile, TargetPoint, hardware, timestamp
 from switchyard.ops.processes import WorkerProcess
 from switchyard.ops.redis_server import RedisServer
 
@@ -45,13 +45,14 @@ def batch_sizes(max_batch: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def _redis(url: str | None) -> Iterator[str]:
-    if url is not None:
-        yield url
-        return
-    with tempfile.TemporaryDirectory(prefix="switchyard-profile-") as tmp, \
-            RedisServer(Path(tmp)) as server:
-        yield server.url
+def _scratch(url: str | None) -> Iterator[tuple[str, Path]]:
+    """A temp folder for the workers' logs, and a private Redis in it unless ``url``."""
+    with tempfile.TemporaryDirectory(prefix="switchyard-profile-") as tmp:
+        if url is not None:
+            yield url, Path(tmp)
+            return
+        with RedisServer(Path(tmp) / "redis") as server:
+            yield server.url, Path(tmp)
 
 
 def _open(config: SwitchyardConfig, pool: str) -> SwitchyardConfig:
@@ -64,8 +65,8 @@ def _open(config: SwitchyardConfig, pool: str) -> SwitchyardConfig:
 
 
 def _kind(config: SwitchyardConfig, pool: str) -> str:
-    engine = config.pools[pool].engine
-    return "chat" if engine in ("generate", "served") else "embed"
+    """What the profiler sends the pool: embeddings where it serves them, else chats."""
+    return "embed" if "embed" in ENGINE_KINDS[config.pools[pool].engine] else "chat"
 
 
 def measure(config_path: Path, config: SwitchyardConfig, pool: str, *,
@@ -75,22 +76,23 @@ def measure(config_path: Path, config: SwitchyardConfig, pool: str, *,
     env = {f"SWITCHYARD_POOLS__{pool.upper()}__PACK_WINDOW": "1"}
     points: list[Point] = []
     targets: list[TargetPoint] = []
-    with _redis(redis_url) as url:
+    with _scratch(redis_url) as (url, folder):
         client_config = _open(config, pool)
+        log = folder / f"worker-{pool}.log"
         if settings.engine == "bridge":
-            with WorkerProcess(pool, url, config_path, config, env=env):
+            with WorkerProcess(pool, url, config_path, config, env=env, log=log):
                 targets = asyncio.run(_bridge(client_config, url, jobs))
         else:
             for b in batch_sizes(settings.max_batch):
                 env[f"SWITCHYARD_POOLS__{pool.upper()}__MAX_BATCH"] = str(b)
-                with WorkerProcess(pool, url, config_path, config, env=env):
+                with WorkerProcess(pool, url, config_path, config, env=env, log=log):
                     for n in lengths:
                         points.append(asyncio.run(
                             _chat_point(client_config, url, b, n, output_tokens, jobs)
                             if _kind(config, pool) == "chat"
                             else _embed_point(client_config, url, b, n, jobs)))
     return Profile(pool=pool, engine=settings.engine, model=settings.model,
-                   hardware=hardware(settings.device), created=_now(), points=points,
+                   hardware=hardware(settings.device), created=timestamp(), points=points,
                    targets=targets)
 
 

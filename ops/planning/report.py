@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from switchyard.broker.schemas import PRIORITIES
 from switchyard.ops.planning.planner import Candidate, PoolPlan
 from switchyard.ops.planning.workload import Workload
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
 __all__ = ["plot", "render", "snippet"]
-
-SHORT = {"interactive": "i", "standard": "s", "batch": "b"}
-
 
 def _per(values: dict[str, float], fmt: str) -> str:
     return "/".join(format(values[p], fmt) if p in values else "-" for p in PRIORITIES)
@@ -122,17 +123,17 @@ def plot(workload: Workload, plans: Sequence[PoolPlan], path: Path) -> Path:
     return path
 
 
-def _waits(ax: object, xs: Sequence[float], waits: Sequence[dict[str, float]],
+def _waits(ax: Axes, xs: Sequence[float], waits: Sequence[dict[str, float]],
            workload: Workload) -> None:
     colors = {"interactive": "tab:red", "standard": "tab:blue", "batch": "tab:orange"}
     for p in PRIORITIES:
         ys = [w.get(p) for w in waits]
         if all(y is None for y in ys):
             continue
-        ax.plot(xs, [max(1.0, y or 0.0) for y in ys], "--.", color=colors[p],  # type: ignore[attr-defined]
+        ax.plot(xs, [max(1.0, y or 0.0) for y in ys], "--.", color=colors[p],
                 label=f"p99 wait {p}")
         slo = workload.slo.get(p)
         if slo is not None and slo.wait_p99_s:
-            ax.axhline(slo.wait_p99_s * 1000, color=colors[p], linewidth=0.8,  # type: ignore[attr-defined]
+            ax.axhline(slo.wait_p99_s * 1000, color=colors[p], linewidth=0.8,
                        linestyle=":", label=f"SLO {p}")
-    ax.set(ylabel="p99 queue wait, ms", yscale="log")  # type: ignore[attr-defined]
+    ax.set(ylabel="p99 queue wait, ms", yscale="log")

@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import heapq
 import math
-import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from switchyard.broker.admission_model import (
     AdmissionArgs,
@@ -41,6 +40,7 @@ from switchyard.broker.admission_model import (
     drained_window,
 )
 from switchyard.broker.schemas import PRIORITIES
+from switchyard.ops.bench.common import percentile
 from switchyard.workers.scheduler import PriorityScheduler
 
 __all__ = ["Offer", "PoolModel", "PriorityResult", "SimResult", "simulate"]
@@ -58,6 +58,8 @@ class Offer:
     deadline_s: float
     retries: int = 0
     retry_after_s: float = 1.0
+    spill_ms: int = 0
+    """The predicted wait past which its pool does not admit it (``lanes.spill_ms``)."""
 
 
 @dataclass(frozen=True)
@@ -67,10 +69,7 @@ class PoolModel:
     batch_ms: Callable[[int, int], float]
     """Time one batch takes, by its jobs and its longest input (the profile's curve)."""
     args: tuple[AdmissionArgs, AdmissionArgs, AdmissionArgs]
-    """Each priority's admission policy (its ``spill_ms`` is set per job from its
-    deadline and ``deadline_share``)."""
-    deadline_share: float = 0.3
-    admission_control: bool = True
+    """Each priority's admission policy (``spill_ms`` comes with each offer)."""
     lower_share: float = 0.0
     overflow: bool = False
     provider_ms: float = 500.0
@@ -89,15 +88,12 @@ class PriorityResult:
     rejected: int = 0
     spilled: int = 0
     expired: int = 0
-    good_in_window: int = 0
     waits_ms: list[float] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
 
     def wait_ms(self, q: float) -> float:
-        if not self.waits_ms:
-            return 0.0
-        ordered = sorted(self.waits_ms)
-        return ordered[max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))]
+        """The queue wait's q-th percentile (as the benches take it; 0 when none ran)."""
+        return percentile(self.waits_ms, q) if self.waits_ms else 0.0
 
 
 @dataclass
@@ -105,7 +101,6 @@ class SimResult:
     seconds: float
     priorities: dict[str, PriorityResult]
     busy_s: float = 0.0
-    batches: int = 0
     spill_tokens_in: int = 0
     spill_tokens_out: int = 0
     wall_s: float = 0.0
@@ -138,8 +133,8 @@ class _Job:
 
 
 class _Sim:
-    def __init__(self, pool: PoolModel, seconds: float, warmup_s: float) -> None:
-        self.pool, self.seconds, self.warmup_ms = pool, seconds, warmup_s * 1000
+    def __init__(self, pool: PoolModel, seconds: float) -> None:
+        self.pool = pool
         self.queues: list[deque[_Job]] = [deque(), deque(), deque()]
         self.depth = [0, 0, 0]
         self.drains = [Drain(), Drain(), Drain()]
@@ -151,17 +146,13 @@ class _Sim:
         self.retries: list[tuple[float, int, _Job]] = []
         self.seq = 0
         self.provider_minute: tuple[int, int] = (-1, 0)
-        self.args_cache: dict[tuple[int, float], AdmissionArgs] = {}
+        self.args_cache: dict[tuple[int, int], AdmissionArgs] = {}
 
-    def args(self, priority: int, deadline_s: float) -> AdmissionArgs:
-        found = self.args_cache.get((priority, deadline_s))
+    def args(self, priority: int, spill_ms: int) -> AdmissionArgs:
+        found = self.args_cache.get((priority, spill_ms))
         if found is None:
-            base = self.pool.args[priority]
-            spill = max(1, int(deadline_s * 1000 * self.pool.deadline_share)) \
-                if self.pool.admission_control else 0
-            found = self.args_cache[priority, deadline_s] = AdmissionArgs(
-                base.cap, spill, base.wait_target_ms, base.cap_floor, base.shed_ms,
-                base.age_gate_ms, self.pool.admission_control)
+            found = self.args_cache[priority, spill_ms] = replace(
+                self.pool.args[priority], spill_ms=spill_ms)
         return found
 
     def arrive(self, job: _Job, now: float) -> None:
@@ -171,10 +162,11 @@ class _Sim:
         streams = (Stream(depth[0], int(q0[0].arrived_ms) if q0 else None, drains[0]),
                    Stream(depth[1], int(q1[0].arrived_ms) if q1 else None, drains[1]),
                    Stream(depth[2], int(q2[0].arrived_ms) if q2 else None, drains[2]))
-        verdicts, drain = admit(streams, o.priority, self.args(o.priority, o.deadline_s), 1, ms)
+        args = self.args(o.priority, o.spill_ms)
+        verdicts, drain = admit(streams, o.priority, args, 1, ms)
         verdict = verdicts[0]
         admitted = int(verdict == "admitted")
-        if self.pool.admission_control:
+        if args.pooled:  # (the script keeps the admission window with the pool's keys)
             drain = admitted_window(drain, admitted, ms)
         self.drains[o.priority] = drain
         if admitted:
@@ -216,10 +208,7 @@ class _Sim:
 
     def finish(self, res: PriorityResult, job: _Job, finished: float) -> None:
         res.done += 1
-        if finished <= job.deadline_ms:
-            res.good += 1
-            if self.warmup_ms <= finished <= self.seconds * 1000:
-                res.good_in_window += 1
+        res.good += finished <= job.deadline_ms
 
     def start_idle(self, now: float) -> None:
         while self.idle and any(self.queues):
@@ -250,7 +239,6 @@ class _Sim:
             return
         took = self.pool.batch_ms(len(run), max(j.offer.input_tokens for j in run))
         self.out.busy_s += took / 1000
-        self.out.batches += 1
         self.seq += 1
         heapq.heappush(self.done, (now + took, self.seq, worker, run, counts))
 
@@ -286,12 +274,11 @@ class _Sim:
             self.idle.append(worker)
 
 
-def simulate(pool: PoolModel, offers: Sequence[Offer], seconds: float,
-             warmup_s: float = 0.0) -> SimResult:
+def simulate(pool: PoolModel, offers: Sequence[Offer], seconds: float) -> SimResult:
     """Run the offers (sorted by time) through the pool; every job ends (done, expired or
     refused) before this returns."""
     started = time.perf_counter()
-    sim = _Sim(pool, seconds, warmup_s)
+    sim = _Sim(pool, seconds)
     arrivals = iter(offers)
     nxt = next(arrivals, None)
     inf = math.inf
@@ -314,17 +301,3 @@ def simulate(pool: PoolModel, offers: Sequence[Offer], seconds: float,
             nxt = next(arrivals, None)
     sim.out.wall_s = time.perf_counter() - started
     return sim.out
-
-
-def poisson(rates: Sequence[tuple[int, float, float]], seconds: float, seed: int
-            ) -> list[Offer]:
-    """Poisson offers of (priority index, jobs/s, deadline s), merged in time order."""
-    rng = random.Random(seed)
-    out = []
-    for priority, rate, deadline in rates:
-        at = rng.expovariate(rate) if rate > 0 else seconds
-        while at < seconds:
-            out.append(Offer(at, priority, 1, 0, deadline))
-            at += rng.expovariate(rate)
-    out.sort(key=lambda o: o.at)
-    return out

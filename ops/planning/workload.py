@@ -168,6 +168,9 @@ class ProviderPrice(Strict):
     output_per_mtok: Annotated[float, Field(ge=0)] = 0.0
     rpm: Annotated[float, Field(ge=0)] = 0.0
 
+    def usd(self, tokens_in: int, tokens_out: int) -> float:
+        return (tokens_in * self.input_per_mtok + tokens_out * self.output_per_mtok) / 1e6
+
 
 class Prices(Strict):
     gpu_per_hour: dict[str, Annotated[float, Field(ge=0)]] = {}

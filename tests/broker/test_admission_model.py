@@ -115,7 +115,9 @@ def test_the_model_gives_the_scripts_verdicts(case: dict[str, Any], sync_redis: 
     got = tuple(str(reply[0]) for reply in replies)
     # The script reads the clock itself: the model at every ms the call may have run in.
     three = (streams[0], streams[1], streams[2])
-    predicted = {tuple(admit(three, mine, args, case["jobs"], t)[0])
+    modelled = AdmissionArgs.of(policy, args.spill_ms)  # (the model's view of the policy)
+    assert modelled == args
+    predicted = {tuple(admit(three, mine, modelled, case["jobs"], t)[0])
                  for t in range(before, after + 1)}
     assert got in predicted, (got, predicted)
 

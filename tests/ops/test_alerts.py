@@ -59,20 +59,19 @@ def _series(name: str, values: str) -> dict[str, str]:
     return {"series": name, "values": values}
 
 
+def _waits(within: str) -> list[dict[str, str]]:
+    """100 interactive jobs a minute for two hours, ``within`` of them within target."""
+    return [_series(f'switchyard_queue_wait_seconds_bucket{{{WAIT},le="1.0"}}',
+                    f"0+{within}x120"),
+            _series(f"switchyard_queue_wait_seconds_count{{{WAIT}}}", "0+100x120")]
+
+
 # Per alert: (series that fire it, healthy ones, eval time, the firing alert's labels).
 CASES: dict[str, tuple[list[dict[str, str]], list[dict[str, str]], str, dict[str, str]]] = {
-    "SwitchyardWaitSLOFastBurn": (
-        [_series(f'switchyard_queue_wait_seconds_bucket{{{WAIT},le="1.0"}}', "0+50x120"),
-         _series(f"switchyard_queue_wait_seconds_count{{{WAIT}}}", "0+100x120")],
-        [_series(f'switchyard_queue_wait_seconds_bucket{{{WAIT},le="1.0"}}', "0+100x120"),
-         _series(f"switchyard_queue_wait_seconds_count{{{WAIT}}}", "0+100x120")],
-        "70m", {"pool": "echo", "severity": "page"}),
-    "SwitchyardWaitSLOSlowBurn": (
-        [_series(f'switchyard_queue_wait_seconds_bucket{{{WAIT},le="1.0"}}', "0+90x120"),
-         _series(f"switchyard_queue_wait_seconds_count{{{WAIT}}}", "0+100x120")],
-        [_series(f'switchyard_queue_wait_seconds_bucket{{{WAIT},le="1.0"}}', "0+99.7x120"),
-         _series(f"switchyard_queue_wait_seconds_count{{{WAIT}}}", "0+100x120")],
-        "70m", {"pool": "echo", "severity": "ticket"}),
+    "SwitchyardWaitSLOFastBurn": (_waits("50"), _waits("100"), "70m",
+                                  {"pool": "echo", "severity": "page"}),
+    "SwitchyardWaitSLOSlowBurn": (_waits("90"), _waits("99.7"), "70m",
+                                  {"pool": "echo", "severity": "ticket"}),
     "SwitchyardNoWorkers": (
         [_series(f"switchyard_queue_depth{{{STREAM}}}", "5x20"),
          _series('switchyard_workers_alive{pool="echo"}', "0x20")],

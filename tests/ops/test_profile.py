@@ -49,6 +49,7 @@ def test_a_profile_measures_the_workers_curve(tmp_path: Path, redis_url: str,
         assert nominal - 1 <= point.batch_ms < 2 * nominal + 30, point
         assert point.jobs_per_s == pytest.approx(point.batch * 1000 / point.batch_ms, rel=0.01)
     assert profile.hardware.cpus >= 1 and profile.source == "measured"
+    assert sorted(tmp_path.iterdir()) == [path]  # the workers' logs went to a temp folder
     out = tmp_path / "echo.json"
     profile.dump(out)
     again = load_profile(out)
